@@ -1,0 +1,63 @@
+"""Pure data shared by every package: refs, regions, invocations, tensors, errors, settings."""
+
+from .artifacts import MEDIA_TYPES, ArtifactKind, ArtifactRef
+from .errors import (
+    AliasNotFound,
+    ArtifactNotFound,
+    BackendUnavailable,
+    CorruptArtifact,
+    DatabaseOutOfDate,
+    DatabaseUnavailable,
+    InvalidInput,
+    SessionNotFound,
+    StepNotFound,
+    UnknownModule,
+    UnsafePath,
+    UnsupportedOperation,
+    VitronError,
+)
+from .invocations import INPUT_REF_PATTERN, InputRef, Invocation, SignalEmbedding
+from .modules import MODULES, ModuleInfo, ModuleName, resolve_module
+from .outputs import ToolOutput
+from .regions import BoxRegion, PointsRegion, Region, ScribbleRegion, parse_box, parse_points
+from .settings import VitronSettings
+from .tensors import DTypeFamily, TensorSpec, TensorStore, tensor_shape_dtype
+
+__all__ = [
+    "INPUT_REF_PATTERN",
+    "MEDIA_TYPES",
+    "MODULES",
+    "AliasNotFound",
+    "ArtifactKind",
+    "ArtifactNotFound",
+    "ArtifactRef",
+    "BackendUnavailable",
+    "BoxRegion",
+    "CorruptArtifact",
+    "DTypeFamily",
+    "DatabaseOutOfDate",
+    "DatabaseUnavailable",
+    "InputRef",
+    "InvalidInput",
+    "Invocation",
+    "ModuleInfo",
+    "ModuleName",
+    "PointsRegion",
+    "Region",
+    "ScribbleRegion",
+    "SessionNotFound",
+    "SignalEmbedding",
+    "StepNotFound",
+    "TensorSpec",
+    "TensorStore",
+    "ToolOutput",
+    "UnknownModule",
+    "UnsafePath",
+    "UnsupportedOperation",
+    "VitronError",
+    "VitronSettings",
+    "parse_box",
+    "parse_points",
+    "resolve_module",
+    "tensor_shape_dtype",
+]

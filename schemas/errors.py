@@ -1,0 +1,69 @@
+"""Typed errors. Each says what went wrong, on which field, and how to fix it."""
+
+from __future__ import annotations
+
+
+class VitronError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    def __init__(self, problem: str, *, field: str | None = None, fix: str | None = None) -> None:
+        self.problem = problem
+        self.field = field
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        text = f"{self.field}: {self.problem}" if self.field else self.problem
+        return f"{text} ({self.fix})" if self.fix else text
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"error": type(self).__name__, "field": self.field, "problem": self.problem, "fix": self.fix}
+
+
+class InvalidInput(VitronError, ValueError):
+    """A value given by a user or a planner is not acceptable."""
+
+
+class UnknownModule(InvalidInput):
+    """No specialist module goes by that name."""
+
+
+class UnsupportedOperation(InvalidInput):
+    """The command asks for something the chosen backend cannot do."""
+
+
+class ArtifactNotFound(VitronError):
+    """A ref names content the store does not hold."""
+
+
+class UnsafePath(VitronError):
+    """A path would read or write outside the artifact store's root."""
+
+
+class CorruptArtifact(VitronError):
+    """A file exists but cannot be decoded as the kind it claims to be."""
+
+
+class BackendUnavailable(VitronError):
+    """The module needs a backend that is not configured on this machine."""
+
+
+class SessionNotFound(VitronError):
+    """No session has that id."""
+
+
+class AliasNotFound(VitronError):
+    """A session holds no artifact by that alias."""
+
+
+class StepNotFound(VitronError):
+    """No step has that id."""
+
+
+class DatabaseUnavailable(VitronError):
+    """The session database cannot be reached, or stayed busy past every retry."""
+
+
+class DatabaseOutOfDate(VitronError):
+    """The session database's schema is not the one this code expects (older, newer or unknown)."""

@@ -1,0 +1,54 @@
+"""What a planner asks of a specialist: module, command text, region, inputs and signal embedding."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .artifacts import ArtifactRef
+from .modules import ModuleName, resolve_module
+from .regions import Region
+from .tensors import TensorSpec
+
+INPUT_REF_PATTERN = r"^@(\d+|[A-Za-z_][A-Za-z0-9_]*)$"
+"""`@1` names step 1's output; `@mask2` a remembered artifact's alias."""
+
+
+class SignalEmbedding(BaseModel):
+    """Hidden states read at the planner's signal tokens, projected for the specialist.
+
+    `task_specific` lives in the backend's conditioning space (e.g. SAM's 256-d prompt space);
+    `task_invariant` in the space shared by all tasks.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    task_specific: Annotated[Any, TensorSpec(("k", "d"))]
+    task_invariant: Annotated[Any, TensorSpec(("m", "e"))]
+
+
+InputRef = Annotated[str, Field(pattern=INPUT_REF_PATTERN)] | ArtifactRef
+"""An input: a reference by name (`@1`, `@img1`) or a resolved artifact ref."""
+
+
+class Invocation(BaseModel):
+    """One step of a plan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    module: ModuleName
+    command: str = Field(description="The instruction for the specialist, e.g. 'segmentation: the red car'.")
+    region: Region | None = None
+    inputs: dict[str, InputRef] = Field(default_factory=dict)
+    signal: SignalEmbedding | None = None
+
+    @field_validator("module", mode="before")
+    @classmethod
+    def _canonical(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return resolve_module(value).name
+            except Exception:
+                return value  # the Literal check then reports the known names
+        return value

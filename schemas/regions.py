@@ -1,0 +1,151 @@
+"""Regions a user or planner points at: a box, labelled points, or a scribbled mask."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .artifacts import ArtifactRef
+from .errors import InvalidInput
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("coordinates must be finite numbers")
+    return value
+
+
+class BoxRegion(BaseModel):
+    """An axis-aligned box in pixels: (x1, y1, x2, y2), top-left inclusive, bottom-right exclusive."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["box"] = "box"
+    box: tuple[float, float, float, float]
+
+    @field_validator("box")
+    @classmethod
+    def _ordered(cls, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = (_finite(v) for v in box)
+        if x1 < 0 or y1 < 0:
+            raise ValueError(f"box {box} starts at a negative coordinate")
+        if not (x1 < x2 and y1 < y2):
+            raise ValueError(f"box {box} must have x1 < x2 and y1 < y2")
+        return box
+
+    def check_within(self, width: int, height: int) -> None:
+        _, _, x2, y2 = self.box
+        if x2 > width or y2 > height:
+            raise InvalidInput(
+                f"box {_fmt(self.box)} leaves the {width}x{height} image",
+                field="region",
+                fix=f"keep x2 <= {width} and y2 <= {height}",
+            )
+
+    def as_ints(self) -> tuple[int, int, int, int]:
+        x1, y1, x2, y2 = self.box
+        return math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)
+
+
+class PointsRegion(BaseModel):
+    """Clicked points in pixels; label 1 marks the object, 0 the background."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["points"] = "points"
+    points: tuple[tuple[float, float], ...] = Field(min_length=1)
+    labels: tuple[Literal[0, 1], ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PointsRegion:
+        for x, y in self.points:
+            _finite(x), _finite(y)
+            if x < 0 or y < 0:
+                raise ValueError(f"point ({x:g}, {y:g}) has a negative coordinate")
+        labels = self.labels or (1,) * len(self.points)
+        if len(labels) != len(self.points):
+            raise ValueError(f"{len(self.points)} points but {len(labels)} labels")
+        if 1 not in labels:
+            raise ValueError("at least one point must be labelled 1 (on the object)")
+        object.__setattr__(self, "labels", labels)
+        return self
+
+    def check_within(self, width: int, height: int) -> None:
+        for x, y in self.points:
+            if x >= width or y >= height:
+                raise InvalidInput(
+                    f"point ({x:g}, {y:g}) lies outside the {width}x{height} image",
+                    field="region",
+                    fix=f"keep x < {width} and y < {height}",
+                )
+
+
+class ScribbleRegion(BaseModel):
+    """A mask the user painted over the object."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["scribble"] = "scribble"
+    mask: ArtifactRef
+
+    @field_validator("mask")
+    @classmethod
+    def _is_mask(cls, ref: ArtifactRef) -> ArtifactRef:
+        if ref.kind != "mask":
+            raise ValueError(f"a scribble must be a mask artifact, got kind {ref.kind!r}")
+        return ref
+
+    def check_within(self, width: int, height: int) -> None:
+        if self.mask.shape and tuple(self.mask.shape[:2]) != (height, width):
+            raise InvalidInput(
+                f"scribble mask is {self.mask.shape[1]}x{self.mask.shape[0]}, the image {width}x{height}",
+                field="region",
+                fix="draw the scribble on the same image",
+            )
+
+
+Region = Annotated[BoxRegion | PointsRegion | ScribbleRegion, Field(discriminator="kind")]
+"""Any of the three region forms, told apart by `kind`."""
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def parse_box(text: str) -> BoxRegion:
+    """Parse "x1,y1,x2,y2", with or without parentheses or brackets."""
+    body = text.strip().strip("()[]").strip()
+    parts = [p.strip() for p in body.split(",")]
+    if len(parts) != 4 or not all(re.fullmatch(_NUMBER, p) for p in parts):
+        raise InvalidInput(f"cannot read a box from {text!r}", field="region", fix="write x1,y1,x2,y2 in pixels")
+    try:
+        return BoxRegion(box=tuple(float(p) for p in parts))
+    except ValidationError as exc:
+        raise InvalidInput(exc.errors()[0]["msg"], field="region", fix="write x1,y1,x2,y2 with x1<x2, y1<y2") from None
+
+
+def parse_points(text: str) -> PointsRegion:
+    """Parse "x,y,label;x,y,label" (label 1 = object, 0 = background; omitted means 1)."""
+    points, labels = [], []
+    for chunk in (c.strip() for c in text.split(";")):
+        if not chunk:
+            continue
+        parts = [p.strip() for p in chunk.split(",")]
+        if len(parts) not in (2, 3) or not all(re.fullmatch(_NUMBER, p) for p in parts[:2]) or (
+            len(parts) == 3 and parts[2] not in ("0", "1")
+        ):
+            raise InvalidInput(f"cannot read a point from {chunk!r}", field="region",
+                               fix="write points as x,y,label;x,y,label with label 0 or 1")
+        points.append((float(parts[0]), float(parts[1])))
+        labels.append(int(parts[2]) if len(parts) == 3 else 1)
+    try:
+        return PointsRegion(points=tuple(points), labels=tuple(labels))
+    except ValidationError as exc:
+        raise InvalidInput(exc.errors()[0]["msg"], field="region",
+                           fix="give at least one point x,y,1 on the object") from None

@@ -1,0 +1,40 @@
+"""Settings from `VITRON_*` environment variables (or a `.env` file), embedded defaults otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class VitronSettings(BaseSettings):
+    """Where data lives and which real components to use. Every field reads `VITRON_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="VITRON_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".vitron", description="The data folder.")
+    artifacts_dir: Path | None = Field(default=None, description="Artifact store root; default HOME/artifacts.")
+    models_file: Path | None = Field(
+        default=None, description="YAML file that configures real model backends; default HOME/models.yaml."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="Session database URL (sqlite:///… or postgresql://…); default SQLite at HOME/vitron.db.",
+    )
+    database_auto_upgrade: bool = Field(
+        default=True, description="Upgrade an older session database on start; if false, refuse and name the command."
+    )
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.artifacts_dir or self.home / "artifacts").expanduser()
+
+    @property
+    def models_path(self) -> Path:
+        return (self.models_file or self.home / "models.yaml").expanduser()
+
+    @property
+    def database(self) -> str:
+        """The session database URL: `database_url`, or SQLite in the data folder."""
+        return self.database_url or f"sqlite:///{(self.home / 'vitron.db').expanduser()}"
