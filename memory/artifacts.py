@@ -1,0 +1,372 @@
+"""The content-addressed artifact store: every input and output, by SHA-256 of its bytes.
+
+Layout under the root: `objects/<first two hex>/<sha256><ending>` for content, `tmp/` for writes in
+flight. Each write goes to a temp file in `tmp/` and is renamed into place, so a reader never sees a
+half-written file and concurrent writers of the same content leave one intact file.
+
+Encodings: images PNG (RGB), masks 8-bit greyscale PNG (0/255), videos MP4 (H.264; yuv420p, or
+yuv444p when a side is odd), per-frame masks FFV1 greyscale in Matroska (lossless, streamable frame by
+frame), tensors safetensors (one tensor named "tensor"), boxes and text JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
+
+from schemas import (
+    MEDIA_TYPES,
+    ArtifactKind,
+    ArtifactNotFound,
+    ArtifactRef,
+    CorruptArtifact,
+    InvalidInput,
+    UnsafePath,
+    VitronSettings,
+    tensor_shape_dtype,
+)
+
+_SHA = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 1 << 20
+VIDEO_ENDINGS = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mkv": "video/x-matroska", ".webm": "video/webm",
+                 ".mov": "video/quicktime", ".avi": "video/x-msvideo"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int
+    height: int
+    width: int
+    fps: float
+
+
+class ArtifactStore:
+    """Put and get artifacts by ref. Nothing is read or written outside `root`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        (self.root / "objects").mkdir(parents=True, exist_ok=True)
+        (self.root / "tmp").mkdir(exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, settings: VitronSettings | None = None) -> ArtifactStore:
+        return cls((settings or VitronSettings()).artifact_root)
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def resolve(self, relative: str | Path) -> Path:
+        """The absolute path of `relative` inside the root; `UnsafePath` if it would leave it."""
+        rel = Path(relative)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise UnsafePath(f"path {str(relative)!r} would leave the artifact store",
+                             field="path", fix="give a path relative to the store root, without '..'")
+        full = (self.root / rel).resolve()
+        if not full.is_relative_to(self.root):
+            raise UnsafePath(f"path {str(relative)!r} points outside the artifact store (through a link)",
+                             field="path", fix="remove the link or store the file with put_*")
+        return full
+
+    def _object_path(self, sha256: str, media_type: str) -> Path:
+        if not isinstance(sha256, str) or not _SHA.fullmatch(sha256):
+            raise UnsafePath(f"{sha256!r} is not a SHA-256 hex digest", field="sha256",
+                             fix="use a ref returned by the store")
+        if media_type not in MEDIA_TYPES:
+            raise InvalidInput(f"unknown media type {media_type!r}", field="media_type",
+                               fix=f"use one of {sorted(MEDIA_TYPES)}")
+        return self.resolve(Path("objects") / sha256[:2] / (sha256 + MEDIA_TYPES[media_type]))
+
+    def path(self, ref: ArtifactRef) -> Path:
+        """Where the ref's content lies; `ArtifactNotFound` if the store does not hold it."""
+        full = self._object_path(ref.sha256, ref.media_type)
+        if not full.is_file():
+            raise ArtifactNotFound(f"no {ref.kind} artifact {ref.sha256[:12]}… in the store at {self.root}",
+                                   field="ref", fix="use a ref this store returned, or put the content first")
+        return full
+
+    def exists(self, ref: ArtifactRef) -> bool:
+        try:
+            self.path(ref)
+        except (ArtifactNotFound, UnsafePath):
+            return False
+        return True
+
+    # -- raw writes ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _temp_file(self, suffix: str) -> Iterator[Path]:
+        fd, name = tempfile.mkstemp(suffix=suffix, dir=self.root / "tmp")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _commit(self, tmp: Path, kind: ArtifactKind, media_type: str, shape: tuple[int, ...]) -> ArtifactRef:
+        digest = hashlib.sha256()
+        with tmp.open("rb") as fh:
+            while block := fh.read(_CHUNK):
+                digest.update(block)
+            os.fsync(fh.fileno())
+        sha = digest.hexdigest()
+        final = self._object_path(sha, media_type)
+        if not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)  # atomic; a concurrent writer of the same bytes just replaces it
+        return ArtifactRef(sha256=sha, kind=kind, media_type=media_type, shape=shape)
+
+    def put_bytes(self, data: bytes, kind: ArtifactKind, media_type: str, shape: tuple[int, ...] = ()) -> ArtifactRef:
+        with self._temp_file(MEDIA_TYPES.get(media_type, "")) as tmp:
+            tmp.write_bytes(data)
+            return self._commit(tmp, kind, media_type, shape)
+
+    def get_bytes(self, ref: ArtifactRef) -> bytes:
+        return self.path(ref).read_bytes()
+
+    # -- images and masks ----------------------------------------------------------------------
+
+    def put_image(self, image: np.ndarray) -> ArtifactRef:
+        """Store an RGB uint8 `[h, w, 3]` array as PNG."""
+        image = _check_array(image, "image", ndim=3, channels=3, dtype=np.uint8)
+        _, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        return self.put_bytes(buf.tobytes(), "image", "image/png", image.shape)
+
+    def get_image(self, ref: ArtifactRef) -> np.ndarray:
+        _expect_kind(ref, "image")
+        return _decode_image(self.get_bytes(ref), ref.sha256[:12])
+
+    def put_mask(self, mask: np.ndarray) -> ArtifactRef:
+        """Store a boolean `[h, w]` mask (non-zero means inside) as greyscale PNG."""
+        mask = _check_array(mask, "mask", ndim=2)
+        _, buf = cv2.imencode(".png", np.where(mask != 0, 255, 0).astype(np.uint8))
+        return self.put_bytes(buf.tobytes(), "mask", "image/png", mask.shape)
+
+    def get_mask(self, ref: ArtifactRef) -> np.ndarray:
+        _expect_kind(ref, "mask")
+        data = cv2.imdecode(np.frombuffer(self.get_bytes(ref), np.uint8), cv2.IMREAD_GRAYSCALE)
+        if data is None:
+            raise CorruptArtifact(f"mask {ref.short} is not a readable PNG", field="ref")
+        return data > 127
+
+    def import_image(self, path: str | Path) -> ArtifactRef:
+        """Decode an image file (PNG, JPEG, …) from anywhere and store it as RGB PNG."""
+        return self.put_image(_decode_image(_read_user_file(path), str(path)))
+
+    def import_mask(self, path: str | Path) -> ArtifactRef:
+        """Store a mask file: any image whose non-black pixels mark the inside."""
+        data = cv2.imdecode(np.frombuffer(_read_user_file(path), np.uint8), cv2.IMREAD_GRAYSCALE)
+        if data is None:
+            raise CorruptArtifact(f"{path} is not a readable image", field="mask", fix="give a PNG or JPEG mask")
+        return self.put_mask(data > 127)
+
+    # -- tensors and JSON ----------------------------------------------------------------------
+
+    def put_tensor(self, tensor: Any) -> ArtifactRef:
+        """Store a numpy array or torch tensor as safetensors."""
+        found = tensor_shape_dtype(tensor)
+        if found is None:
+            raise InvalidInput(f"expected a numpy array or torch tensor, got {type(tensor).__name__}", field="tensor")
+        if not isinstance(tensor, np.ndarray):
+            tensor = tensor.detach().cpu()
+            tensor = (tensor.float() if found[1] == "bfloat16" else tensor).numpy()
+        data = save_safetensors({"tensor": np.ascontiguousarray(tensor)})
+        return self.put_bytes(data, "embedding", "application/vnd.safetensors", found[0])
+
+    def get_tensor(self, ref: ArtifactRef) -> np.ndarray:
+        _expect_kind(ref, "embedding")
+        try:
+            return load_safetensors(self.get_bytes(ref))["tensor"]
+        except Exception as exc:
+            raise CorruptArtifact(f"embedding {ref.short} is not a readable safetensors file: {exc}",
+                                  field="ref") from None
+
+    def put_json(self, value: Any, kind: ArtifactKind = "text") -> ArtifactRef:
+        data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        shape = (len(value),) if isinstance(value, list) else ()
+        return self.put_bytes(data, kind, "application/json", shape)
+
+    def get_json(self, ref: ArtifactRef) -> Any:
+        return json.loads(self.get_bytes(ref))
+
+    # -- videos and per-frame masks ------------------------------------------------------------
+
+    def video_writer(self, fps: float, kind: ArtifactKind = "video") -> VideoWriter:
+        """A writer that takes frames one at a time; use as a context manager, then read `.ref`."""
+        return VideoWriter(self, fps, kind)
+
+    def put_video(self, frames: Iterable[np.ndarray], fps: float, kind: ArtifactKind = "video") -> ArtifactRef:
+        with self.video_writer(fps, kind) as writer:
+            for frame in frames:
+                writer.write(frame)
+        return writer.ref
+
+    def video_info(self, ref: ArtifactRef) -> VideoInfo:
+        _expect_kind(ref, "video", "masks")
+        with _open_video(self.path(ref), ref.short) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            frames = ref.shape[0] if ref.shape else stream.frames
+            return VideoInfo(frames=frames, height=stream.height, width=stream.width, fps=fps)
+
+    def iter_frames(self, ref: ArtifactRef) -> Iterator[np.ndarray]:
+        """Decode frame by frame: RGB uint8 for videos, bool for per-frame masks."""
+        _expect_kind(ref, "video", "masks")
+        fmt = "gray" if ref.kind == "masks" else "rgb24"
+        with _open_video(self.path(ref), ref.short) as container:
+            try:
+                for frame in container.decode(video=0):
+                    array = frame.to_ndarray(format=fmt)
+                    yield array > 127 if ref.kind == "masks" else array
+            except av.error.FFmpegError as exc:
+                raise CorruptArtifact(f"video {ref.short} breaks off while decoding: {exc}", field="ref") from None
+
+    def import_video(self, path: str | Path) -> ArtifactRef:
+        """Store a video file as it is (no re-encoding), after checking that it decodes."""
+        src = Path(path)
+        media_type = VIDEO_ENDINGS.get(src.suffix.lower())
+        if media_type is None:
+            raise InvalidInput(f"{src.name}: unsupported video file ending", field="video",
+                               fix=f"give one of {sorted(VIDEO_ENDINGS)}")
+        _read_user_file(src, probe=True)
+        with _open_video(src, str(src)) as container:
+            if not container.streams.video:
+                raise CorruptArtifact(f"{src} has no video stream", field="video")
+            stream = container.streams.video[0]
+            try:
+                frames = sum(1 for packet in container.demux(stream) if packet.size)
+            except av.error.FFmpegError as exc:
+                raise CorruptArtifact(f"{src} is not a readable video: {exc}", field="video") from None
+            if frames == 0:
+                raise CorruptArtifact(f"{src} holds no frames", field="video")
+            shape = (frames, stream.height, stream.width, 3)
+        with self._temp_file(MEDIA_TYPES[media_type]) as tmp:
+            shutil.copyfile(src, tmp)
+            return self._commit(tmp, "video", media_type, shape)
+
+
+class VideoWriter:
+    """Encodes frames as they come; the finished file enters the store on a clean exit."""
+
+    def __init__(self, store: ArtifactStore, fps: float, kind: ArtifactKind) -> None:
+        if kind not in ("video", "masks"):
+            raise InvalidInput(f"a video writer makes 'video' or 'masks', not {kind!r}", field="kind")
+        if not (0 < fps <= 240):
+            raise InvalidInput(f"fps {fps} is out of range", field="fps", fix="use a rate between 0 and 240")
+        self.store, self.fps, self.kind = store, fps, kind
+        self.media_type = "video/x-matroska" if kind == "masks" else "video/mp4"
+        self.frames = 0
+        self.ref: ArtifactRef | None = None
+        self._stream: Any = None
+        self._shape: tuple[int, int] | None = None
+
+    def __enter__(self) -> VideoWriter:
+        self._tmp_cm = self.store._temp_file(MEDIA_TYPES[self.media_type])
+        self._tmp = self._tmp_cm.__enter__()
+        self._container = av.open(str(self._tmp), mode="w")
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.kind == "masks":
+            frame = _check_array(frame, "mask frame", ndim=2)
+            frame = np.where(frame != 0, 255, 0).astype(np.uint8)
+        else:
+            frame = _check_array(frame, "video frame", ndim=3, channels=3, dtype=np.uint8)
+        h, w = frame.shape[:2]
+        if self._stream is None:
+            self._open_stream(w, h)
+        elif (h, w) != self._shape:
+            raise InvalidInput(f"frame {self.frames} is {w}x{h}, earlier frames {self._shape[1]}x{self._shape[0]}",
+                               field="frames", fix="give every frame the same size")
+        fmt = "gray" if self.kind == "masks" else "rgb24"
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=fmt)):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def _open_stream(self, width: int, height: int) -> None:
+        rate = Fraction(self.fps).limit_denominator(1001)
+        if self.kind == "masks":
+            stream = self._container.add_stream("ffv1", rate=rate)
+            stream.pix_fmt = "gray"
+        else:
+            stream = self._container.add_stream("libx264", rate=rate)
+            # 4:2:0 needs even sides; 4:4:4 keeps odd-sized frames exact in size.
+            stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            stream.options = {"crf": "16", "preset": "veryfast"}
+        stream.width, stream.height = width, height
+        self._stream, self._shape = stream, (height, width)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                if self._stream is None:
+                    raise InvalidInput("a video needs at least one frame", field="frames")
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+            self._container.close()
+            if exc_type is None:
+                h, w = self._shape
+                shape = (self.frames, h, w) if self.kind == "masks" else (self.frames, h, w, 3)
+                self.ref = self.store._commit(self._tmp, self.kind, self.media_type, shape)
+        finally:
+            self._tmp_cm.__exit__(None, None, None)
+
+
+def _expect_kind(ref: ArtifactRef, *kinds: str) -> None:
+    if ref.kind not in kinds:
+        raise InvalidInput(f"artifact {ref.short} is a {ref.kind}, expected {' or '.join(kinds)}", field="ref")
+
+
+def _check_array(array: Any, what: str, *, ndim: int, channels: int | None = None, dtype: Any = None) -> np.ndarray:
+    if not isinstance(array, np.ndarray):
+        raise InvalidInput(f"{what} must be a numpy array, got {type(array).__name__}", field=what)
+    shape_ok = array.ndim == ndim and (channels is None or array.shape[-1] == channels)
+    if not shape_ok or 0 in array.shape:
+        want = "[h, w, 3]" if channels == 3 else "[h, w]"
+        raise InvalidInput(f"{what} must have shape {want}, got {list(array.shape)}", field=what)
+    if dtype is not None and array.dtype != dtype:
+        raise InvalidInput(f"{what} must be {np.dtype(dtype).name}, got {array.dtype.name}", field=what)
+    return array
+
+
+def _decode_image(data: bytes, name: str) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise CorruptArtifact(f"{name} is not a readable image", field="image", fix="give a PNG or JPEG file")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _read_user_file(path: str | Path, probe: bool = False) -> bytes:
+    src = Path(path)
+    if not src.is_file():
+        raise InvalidInput(f"no file at {src}", field="path", fix="check the path")
+    if probe:
+        return b""
+    return src.read_bytes()
+
+
+@contextlib.contextmanager
+def _open_video(path: Path, name: str) -> Iterator[Any]:
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise CorruptArtifact(f"{name} is not a readable video: {exc}", field="video") from None
+    try:
+        yield container
+    finally:
+        container.close()

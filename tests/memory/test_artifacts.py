@@ -1,0 +1,147 @@
+"""The artifact store: exact round trips, deduplication, atomic concurrent writes, path safety."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from memory import ArtifactStore
+from schemas import ArtifactNotFound, ArtifactRef, CorruptArtifact, InvalidInput, UnsafePath
+
+
+def test_image_mask_tensor_json_round_trip(store):
+    photo = data.astronaut()
+    ref = store.put_image(photo)
+    assert ref.kind == "image" and ref.media_type == "image/png" and ref.shape == photo.shape
+    np.testing.assert_array_equal(store.get_image(ref), photo)
+
+    mask = photo[..., 0] > 128
+    np.testing.assert_array_equal(store.get_mask(store.put_mask(mask)), mask)
+
+    tensor = torch.randn(3, 256)
+    np.testing.assert_array_equal(store.get_tensor(store.put_tensor(tensor)), tensor.numpy())
+
+    boxes = [[1, 2, 3, 4], None]
+    assert store.get_json(store.put_json(boxes, kind="boxes")) == boxes
+
+
+def test_identical_content_is_stored_once(store):
+    photo = data.coffee()
+    a, b = store.put_image(photo), store.put_image(photo.copy())
+    assert a == b
+    assert len(list((store.root / "objects").rglob("*.png"))) == 1
+
+
+def test_video_is_written_and_read_frame_by_frame(store):
+    frames = [np.full((64, 96, 3), (i * 8, 255 - i * 8, 128), np.uint8) for i in range(20)]
+    ref = store.put_video(frames, fps=12)
+    assert ref.kind == "video" and ref.media_type == "video/mp4" and ref.shape == (20, 64, 96, 3)
+    info = store.video_info(ref)
+    assert (info.frames, info.height, info.width, info.fps) == (20, 64, 96, 12)
+    decoded = store.iter_frames(ref)
+    assert not isinstance(decoded, list)  # a generator: long videos are never held whole
+    for want, got in zip(frames, decoded, strict=True):
+        assert np.abs(want.astype(int) - got.astype(int)).mean() < 3  # H.264 4:2:0 at crf 16
+
+
+def test_per_frame_masks_are_lossless_even_at_odd_sizes(store):
+    rng = np.random.default_rng(0)
+    masks = [rng.random((37, 51)) > 0.5 for _ in range(7)]
+    ref = store.put_video(masks, fps=5, kind="masks")
+    assert ref.media_type == "video/x-matroska" and ref.shape == (7, 37, 51)
+    for want, got in zip(masks, store.iter_frames(ref), strict=True):
+        np.testing.assert_array_equal(want, got)
+
+
+def test_odd_sized_video_keeps_its_size(store):
+    ref = store.put_video([np.full((31, 45, 3), 90, np.uint8)] * 3, fps=5)
+    assert next(iter(store.iter_frames(ref))).shape == (31, 45, 3)
+
+
+def test_import_checks_the_files(store, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not a png at all")
+    with pytest.raises(CorruptArtifact, match="not a readable image"):
+        store.import_image(tmp_path / "bad.png")
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(CorruptArtifact):
+        store.import_video(tmp_path / "bad.mp4")
+    with pytest.raises(InvalidInput, match="no file"):
+        store.import_image(tmp_path / "missing.png")
+    video = store.put_video([np.zeros((16, 16, 3), np.uint8)] * 4, fps=4)
+    (tmp_path / "clip.mp4").write_bytes(store.get_bytes(video))
+    assert store.import_video(tmp_path / "clip.mp4") == video
+
+
+def test_bad_arrays_are_refused_and_nothing_is_left_behind(store):
+    for bad in (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8), "x"):
+        with pytest.raises(InvalidInput):
+            store.put_image(bad)
+    with pytest.raises(InvalidInput, match="same size"), store.video_writer(fps=5) as writer:
+        writer.write(np.zeros((8, 8, 3), np.uint8))
+        writer.write(np.zeros((8, 10, 3), np.uint8))
+    assert list((store.root / "tmp").iterdir()) == []
+    assert list((store.root / "objects").rglob("*.mp4")) == []
+
+
+def test_missing_ref_is_a_clear_error(store):
+    ref = ArtifactRef(sha256="0" * 64, kind="image", media_type="image/png")
+    with pytest.raises(ArtifactNotFound, match="no image artifact 000000000000"):
+        store.get_image(ref)
+    assert not store.exists(ref)
+
+
+@pytest.mark.parametrize("path", ["../outside", "/etc/passwd", "objects/../../x", "a/../../b"])
+def test_traversal_is_refused(store, path):
+    with pytest.raises(UnsafePath):
+        store.resolve(path)
+
+
+def test_links_out_of_the_root_are_refused(store, tmp_path):
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (store.root / "objects" / "ab").symlink_to(outside)
+    with pytest.raises(UnsafePath, match="through a link"):
+        store.resolve("objects/ab/file.png")
+    forged = ArtifactRef.model_construct(sha256="../../../etc/passwd", kind="image", media_type="image/png")
+    with pytest.raises(UnsafePath):
+        store.path(forged)
+
+
+def test_concurrent_writers_of_the_same_content_leave_one_intact_file(store):
+    photo = data.rocket()
+    refs, errors = [], []
+
+    def write() -> None:
+        try:
+            refs.append(store.put_image(photo))
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(refs)) == 1
+    np.testing.assert_array_equal(store.get_image(refs[0]), photo)
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_concurrent_processes_write_the_same_content(store):
+    code = (
+        "import sys; from skimage import data; from memory import ArtifactStore;"
+        "print(ArtifactStore(sys.argv[1]).put_image(data.chelsea()).sha256)"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(store.root)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()}) for _ in range(4)]
+    shas = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert len(shas) == 1 and all(p.returncode == 0 for p in procs)
+    ref = ArtifactRef(sha256=shas.pop(), kind="image", media_type="image/png")
+    np.testing.assert_array_equal(ArtifactStore(store.root).get_image(ref), data.chelsea())
