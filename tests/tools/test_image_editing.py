@@ -1,0 +1,318 @@
+"""Module C, image editing (OpenCV backend): each edit's effect inside the mask, nothing outside it."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import InvalidInput, UnsupportedOperation
+from tests.scenes import Scene, render_scene
+from tools import get_tool
+from tools.embedded.colours import COLOURS
+from tools.embedded.editing import OPERATIONS, EditOp, parse_edit
+
+
+@cache
+def scene(seed: int) -> Scene:
+    return render_scene(seed)
+
+
+def edit(ctx, scene: Scene, command: str, *, mask: bool = True, **extra) -> tuple[np.ndarray, str]:
+    """Run module C on the scene (with its true mask unless told otherwise); the edited image and operation."""
+    args = {"image": ctx.store.put_image(scene.image), "command": command, **extra}
+    if mask:
+        args["mask"] = ctx.store.put_mask(scene.mask)
+    out = get_tool("C").run(args, ctx)
+    return ctx.store.get_image(out.image), out.operation
+
+
+def hue(rgb: np.ndarray) -> np.ndarray:
+    """Hue in degrees of RGB uint8 colours (any leading shape)."""
+    pixels = np.asarray(rgb, np.uint8).reshape(-1, 1, 3)
+    return cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV_FULL)[:, 0, 0].astype(float) * 360 / 256
+
+
+def hue_gap(a: np.ndarray, b: float) -> np.ndarray:
+    return np.abs((a - b + 180) % 360 - 180)
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(float) @ [0.299, 0.587, 0.114]
+
+
+def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
+    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.erode(mask.astype(np.uint8), kernel) > 0
+
+
+def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
+
+
+def outside_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> int:
+    return int(np.abs(a.astype(int) - b.astype(int))[~mask].max())
+
+
+# -- recolour ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("seed", "command", "target"), [
+    (0, "make it blue", "blue"),
+    (1, "change the colour to red", "red"),
+    (2, "paint it green", "green"),
+    (3, "turn the object purple", "purple"),
+    (4, "make the purple shape yellow", "yellow"),
+    (5, "recolor it cyan", "cyan"),
+])
+def test_recolour_takes_the_colour_keeps_the_shading_and_nothing_else(ctx, seed, command, target):
+    s = scene(seed)
+    edited, operation = edit(ctx, s, command)
+    assert operation == f"recolour:{target}"
+    want = hue(np.array(COLOURS[target]))[0]
+    inside = edited[s.mask]
+    assert hue_gap(hue(inside.mean(axis=0)), want)[0] < 3  # the object's colour is the target's
+    assert np.mean(hue_gap(hue(inside), want) < 8) > 0.97  # and so is nearly every pixel's
+    new_l, old_l = luminance(inside), luminance(s.image[s.mask])
+    assert new_l.std() > 3 and np.corrcoef(new_l, old_l)[0, 1] > 0.9  # shading follows the original
+    assert outside_diff(edited, s.image, s.mask) <= 2
+
+
+def test_recolour_of_a_flat_grey_square_gives_the_named_colour(ctx):
+    image = np.full((40, 40, 3), 128, np.uint8)
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:30] = True
+    out = get_tool("C").run({"image": ctx.store.put_image(image), "mask": ctx.store.put_mask(mask),
+                             "command": "make it red"}, ctx)
+    edited = ctx.store.get_image(out.image)
+    assert np.abs(edited[mask].astype(int) - COLOURS["red"]).max() <= 1  # mean brightness → the colour itself
+    assert (edited[~mask] == 128).all()
+
+
+def test_recolour_without_a_mask_or_region_says_what_is_missing(ctx):
+    with pytest.raises(InvalidInput, match="needs a mask or region") as info:
+        edit(ctx, scene(0), "make it blue", mask=False)
+    assert info.value.field == "mask"
+
+
+# -- remove --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 4, 9])
+def test_remove_fills_the_object_with_its_surroundings(ctx, seed):
+    s = scene(seed)
+    edited, operation = edit(ctx, s, "remove it")
+    assert operation == "remove"
+    ring = grow(s.mask, 8) & ~grow(s.mask, 4)  # just outside the repainted edge
+    surroundings, obj = s.image[ring].mean(axis=0), s.image[s.mask].mean(axis=0)
+    filled = edited[s.mask].mean(axis=0)
+    gap, obj_gap = np.linalg.norm(filled - surroundings), np.linalg.norm(obj - surroundings)
+    assert gap < 25 and gap < 0.2 * obj_gap  # looks like the surroundings, not like the object
+    assert outside_diff(edited, s.image, grow(s.mask, 5)) == 0  # beyond a thin ring: untouched
+
+
+# -- background ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("command", "colour"), [("make the background white", "white"),
+                                                 ("replace the background with blue", "blue")])
+def test_background_replace_fills_only_the_outside(ctx, command, colour):
+    s = scene(2)
+    edited, operation = edit(ctx, s, command)
+    assert operation == f"background:{colour}"
+    assert (edited[~s.mask] == COLOURS[colour]).all()
+    assert (edited[s.mask] == s.image[s.mask]).all()
+
+
+def test_background_blur_softens_only_the_outside(ctx):
+    s = scene(1)
+    edited, operation = edit(ctx, s, "blur the background")
+    assert operation == "blur:background"
+    assert (edited[s.mask] == s.image[s.mask]).all()
+    away = ~grow(s.mask, 3)
+    detail = np.abs(cv2.Laplacian(cv2.cvtColor(s.image, cv2.COLOR_RGB2GRAY), cv2.CV_32F))[away].mean()
+    blurred = np.abs(cv2.Laplacian(cv2.cvtColor(edited, cv2.COLOR_RGB2GRAY), cv2.CV_32F))[away].mean()
+    assert blurred < detail / 4
+    # Normalised blur: the object's colour does not bleed into the blurred background next to it.
+    near = grow(s.mask, 4) & ~s.mask
+    obj = s.image[s.mask].mean(axis=0)
+    assert np.linalg.norm(edited[near].mean(axis=0) - obj) > 0.5 * np.linalg.norm(s.image[near].mean(axis=0) - obj)
+
+
+def test_background_edit_needs_a_mask(ctx):
+    with pytest.raises(InvalidInput) as info:
+        edit(ctx, scene(0), "make the background white", mask=False)
+    assert info.value.field == "mask"
+
+
+# -- filters inside the mask, or on the whole image ------------------------------------------------
+
+def test_blur_smooths_the_object_only(ctx):
+    s = scene(3)
+    edited, _ = edit(ctx, s, "blur it")
+    core = shrink(s.mask, 6)
+    noise_before = np.abs(cv2.Laplacian(s.image, cv2.CV_32F))[core].mean()
+    noise_after = np.abs(cv2.Laplacian(edited, cv2.CV_32F))[core].mean()
+    assert noise_after < noise_before / 3
+    assert outside_diff(edited, s.image, s.mask) == 0
+
+
+def test_pixelate_makes_flat_blocks(ctx):
+    s = scene(0)
+    whole, operation = edit(ctx, s, "pixelate the picture", mask=False)
+    assert operation == "pixelate"
+    same_as_right = np.all(whole[:, 1:] == whole[:, :-1], axis=-1).mean()
+    same_as_below = np.all(whole[1:] == whole[:-1], axis=-1).mean()
+    assert same_as_right > 0.8 and same_as_below > 0.8
+    masked, _ = edit(ctx, s, "mosaic")
+    assert outside_diff(masked, s.image, s.mask) == 0
+    core = shrink(s.mask, 1)
+    assert np.all(masked[:, 1:] == masked[:, :-1], axis=-1)[core[:, 1:] & core[:, :-1]].mean() > 0.8
+
+
+@pytest.mark.parametrize(("command", "sign"), [("make it brighter", 1), ("lighten it", 1), ("darken it", -1)])
+def test_brighten_and_darken(ctx, command, sign):
+    s = scene(4)
+    edited, _ = edit(ctx, s, command)
+    change = luminance(edited[s.mask]).mean() - luminance(s.image[s.mask]).mean()
+    assert sign * change > 15
+    assert outside_diff(edited, s.image, s.mask) == 0
+    whole, _ = edit(ctx, s, command, mask=False)
+    assert sign * (luminance(whole).mean() - luminance(s.image).mean()) > 15
+
+
+def test_black_and_white_makes_grey_pixels_inside_only(ctx):
+    s = scene(5)
+    edited, operation = edit(ctx, s, "make it black and white")
+    assert operation == "grayscale"
+    inside = edited[s.mask].astype(int)
+    assert (inside[:, 0] == inside[:, 1]).all() and (inside[:, 1] == inside[:, 2]).all()
+    assert np.abs(luminance(inside) - luminance(s.image[s.mask])).max() < 2  # same brightness
+    assert outside_diff(edited, s.image, s.mask) == 0
+
+
+def test_sepia_gives_warm_browns(ctx):
+    s = scene(2)
+    edited, operation = edit(ctx, s, "give it a vintage sepia look", mask=False)
+    assert operation == "sepia"
+    r, g, b = (edited[..., i].astype(int) for i in range(3))
+    assert ((r >= g) & (g >= b)).mean() > 0.99
+    assert hue_gap(hue(edited.mean(axis=(0, 1))), 30)[0] < 15  # an orange-brown cast
+
+
+def test_pencil_sketch_is_grey_paper_with_dark_lines(ctx):
+    s = scene(1)
+    edited, operation = edit(ctx, s, "turn it into a pencil sketch", mask=False)
+    assert operation == "sketch"
+    assert (edited[..., 0] == edited[..., 1]).all() and (edited[..., 1] == edited[..., 2]).all()
+    grey = edited[..., 0]
+    assert np.median(grey) > 200  # mostly paper
+    edges = cv2.Canny(cv2.cvtColor(s.image, cv2.COLOR_RGB2GRAY), 100, 200) > 0
+    assert grey[grow(edges, 1)].mean() < np.median(grey) - 20  # the lines follow the photo's edges
+
+
+def test_cartoon_flattens_colours_and_inks_edges(ctx):
+    s = scene(0)
+    edited, operation = edit(ctx, s, "make it look like a cartoon")
+    assert operation == "cartoon"
+    inside_before = np.unique(s.image[s.mask], axis=0).shape[0]
+    inside_after = np.unique(edited[s.mask], axis=0).shape[0]
+    assert inside_after < inside_before / 10
+    assert (edited[s.mask].max(axis=1) < 30).mean() > 0.01  # some ink
+    assert outside_diff(edited, s.image, s.mask) == 0
+
+
+# -- the parser and its errors -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("command", "name", "area", "colour"), [
+    ("make it blue", "recolour", "object", "blue"),
+    ("Change the colour to RED", "recolour", "object", "red"),
+    ("turn the object grey", "recolour", "object", "gray"),
+    ("make the red car navy", "recolour", "object", "blue"),
+    ("remove it", "remove", "object", None),
+    ("please erase the dog", "remove", "object", None),
+    ("get rid of the lamp", "remove", "object", None),
+    ("delete the blue object", "remove", "object", None),
+    ("blur the face", "blur", "object", None),
+    ("pixelate it", "pixelate", "object", None),
+    ("censor the licence plate", "pixelate", "object", None),
+    ("brighten it", "brighten", "object", None),
+    ("make it darker", "darken", "object", None),
+    ("make the background white", "fill", "background", "white"),
+    ("replace the background with blue", "fill", "background", "blue"),
+    ("remove the background", "fill", "background", "white"),
+    ("blur the background", "blur", "background", None),
+    ("darken the background", "darken", "background", None),
+    ("make it a pencil sketch", "sketch", "object", None),
+    ("cartoonify", "cartoon", "object", None),
+    ("sepia", "sepia", "object", None),
+    ("make the red car black and white", "grayscale", "object", None),
+    ("convert to greyscale", "grayscale", "object", None),
+    ("remove the colour", "grayscale", "object", None),
+])
+def test_phrasings(command, name, area, colour):
+    op = parse_edit(command)
+    assert (op.name, op.area, op.colour) == (name, area, colour)
+
+
+def test_the_object_colour_is_kept_apart_from_the_target():
+    assert parse_edit("make the red car blue").source == "red"
+    assert parse_edit("make the red car black and white").source == "red"
+    assert parse_edit("make it blue").source is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80) | st.lists(st.sampled_from(
+    ["make", "it", "the", "blue", "red", "background", "remove", "blur", "black", "and", "white", "colour",
+     "pixelate", "sketch", "darker", "car", "to", "with", "grey", "sepia", "lighter", "\n", "!"]),
+    max_size=10).map(" ".join))
+def test_parser_returns_an_op_or_an_unsupported_operation(text):
+    try:
+        op = parse_edit(text)
+    except UnsupportedOperation as exc:
+        assert exc.field == "command"
+    else:
+        assert isinstance(op, EditOp) and op.label
+        assert op.colour is None or op.colour in COLOURS
+
+
+def test_unknown_edit_lists_the_known_ones(ctx):
+    with pytest.raises(UnsupportedOperation) as info:
+        edit(ctx, scene(0), "make it dance")
+    assert info.value.field == "command"
+    for op in OPERATIONS:
+        assert op.name in info.value.message
+    assert "background" in info.value.message
+
+
+def test_recolour_naming_no_colour_lists_the_colours():
+    with pytest.raises(UnsupportedOperation, match="blue") as info:
+        parse_edit("change the colour please")
+    assert "names none" in info.value.problem
+
+
+def test_progress_is_reported_and_ends_at_one(ctx, progress_log):
+    edit(ctx, scene(0), "make it blue")
+    fractions = [f for f, _ in progress_log]
+    assert len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+# -- masks from a region or a colour (GrabCut / colour segmentation) -----------------------------------
+
+def test_recolour_inside_a_box_region(ctx):
+    s = scene(2)
+    edited, _ = edit(ctx, s, "make it yellow", mask=False, region={"kind": "box", "box": list(s.box)})
+    want = hue(np.array(COLOURS["yellow"]))[0]
+    assert np.mean(hue_gap(hue(edited[shrink(s.mask, 3)]), want) < 10) > 0.9
+    far = ~grow(s.mask, 8)
+    assert np.mean(np.all(edited[far] == s.image[far], axis=-1)) > 0.99
+
+
+def test_the_object_named_by_colour_is_found_without_a_mask(ctx):
+    s = scene(0)  # a red object
+    out = get_tool("C").run({"image": ctx.store.put_image(s.image), "command": "make the red object green"}, ctx)
+    edited = ctx.store.get_image(out.image)
+    want = hue(np.array(COLOURS["green"]))[0]
+    assert np.mean(hue_gap(hue(edited[shrink(s.mask, 3)]), want) < 10) > 0.9

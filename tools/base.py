@@ -1,0 +1,145 @@
+"""The `VisionTool` contract: typed input, typed output, backends chosen by name."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from memory import ArtifactStore
+from schemas import (
+    ArtifactRef,
+    BackendUnavailable,
+    InvalidInput,
+    ModuleName,
+    ToolOutput,
+    VitronSettings,
+    resolve_module,
+)
+
+ProgressCallback = Callable[[float, str], None]
+"""Called with a fraction in [0, 1] and a short message as a job advances."""
+
+
+def _ignore_progress(fraction: float, message: str) -> None:
+    return None
+
+
+@dataclass
+class ToolContext:
+    """What a backend needs beside its input: where artifacts live, settings, where progress goes."""
+
+    store: ArtifactStore
+    settings: VitronSettings = field(default_factory=VitronSettings)
+    progress: ProgressCallback = _ignore_progress
+
+    @classmethod
+    def from_settings(
+        cls, settings: VitronSettings | None = None, progress: ProgressCallback | None = None
+    ) -> ToolContext:
+        settings = settings or VitronSettings()
+        return cls(ArtifactStore.from_settings(settings), settings, progress or _ignore_progress)
+
+
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=ToolOutput)
+Backend = Callable[[Any, ToolContext], Any]
+
+
+class VisionTool(Generic[In, Out]):
+    """One specialist module. Subclasses set the class attributes; `run` validates and dispatches.
+
+    `backends` maps a backend name to "module:function"; the function takes `(input, ctx)` and returns
+    the output model. Import strings keep heavy libraries out of import time until a backend is used.
+    """
+
+    name: ClassVar[ModuleName]
+    description: ClassVar[str]
+    input_model: ClassVar[type[BaseModel]]
+    output_model: ClassVar[type[ToolOutput]]
+    backends: ClassVar[dict[str, str]] = {}
+    queue: ClassVar[Literal["cpu", "gpu"]] = "cpu"
+    heavy: ClassVar[bool] = False
+    unavailable_fix: ClassVar[str] = ""
+
+    @property
+    def code(self) -> str:
+        return resolve_module(self.name).code
+
+    @property
+    def title(self) -> str:
+        return resolve_module(self.name).title
+
+    def backend(self, name: str | None = None) -> tuple[str, Backend]:
+        """The named backend, or the default one; `BackendUnavailable` when there is none."""
+        if not self.backends:
+            raise BackendUnavailable(f"{self.name} has no backend on this machine", field="backend",
+                                     fix=self.unavailable_fix)
+        if name is None:
+            name = next(iter(self.backends))
+        if name not in self.backends:
+            raise BackendUnavailable(f"{self.name} has no backend {name!r}", field="backend",
+                                     fix=f"choose one of {sorted(self.backends)}")
+        module_name, _, attr = self.backends[name].partition(":")
+        return name, getattr(importlib.import_module(module_name), attr)
+
+    def parse_input(self, data: In | dict[str, Any]) -> In:
+        """Validate `data` against the input model, turning pydantic's error into `InvalidInput`."""
+        if isinstance(data, self.input_model):
+            return data
+        try:
+            return self.input_model.model_validate(data)
+        except ValidationError as exc:
+            raise invalid_input_from(exc, self.name) from None
+
+    def run(self, data: In | dict[str, Any], ctx: ToolContext | None = None, *, backend: str | None = None) -> Out:
+        """Validate, check that the input artifacts exist, run the backend, return its typed output."""
+        inp = self.parse_input(data)
+        ctx = ctx or ToolContext.from_settings()
+        for ref in input_refs(inp):
+            ctx.store.path(ref)  # ArtifactNotFound before any work starts
+        backend_name, fn = self.backend(backend)
+        ctx.progress(0.0, f"{self.name}: starting ({backend_name})")
+        started = time.perf_counter()
+        out = fn(inp, ctx)
+        ctx.progress(1.0, f"{self.name}: done in {time.perf_counter() - started:.2f}s")
+        return out
+
+    def as_langchain_tool(self, ctx: ToolContext | None = None) -> Any:
+        """A LangChain `StructuredTool`; its LLM-facing schema leaves the signal tensors out."""
+        from langchain_core.tools import StructuredTool
+
+        def call(**kwargs: Any) -> dict[str, Any]:
+            out = self.run(kwargs, ctx)
+            return out.model_dump(mode="json")
+
+        return StructuredTool.from_function(
+            func=call, name=self.name, description=self.description, args_schema=self.input_model
+        )
+
+
+def input_refs(inp: BaseModel) -> list[ArtifactRef]:
+    """The artifact refs an input model names (directly or inside its region)."""
+    refs: list[ArtifactRef] = []
+    for name in type(inp).model_fields:
+        value = getattr(inp, name)
+        if isinstance(value, ArtifactRef):
+            refs.append(value)
+        elif isinstance(value, BaseModel):
+            refs.extend(input_refs(value))
+    return refs
+
+
+def invalid_input_from(exc: ValidationError, where: str) -> InvalidInput:
+    """The first pydantic error as an `InvalidInput` naming the field, the problem and the fix."""
+    err = exc.errors(include_url=False)[0]
+    original = (err.get("ctx") or {}).get("error")
+    if isinstance(original, InvalidInput):  # our own check inside a validator already names field and fix
+        return original
+    loc = ".".join(str(p) for p in err["loc"]) or where
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return InvalidInput(err["msg"] + more, field=loc, fix=f"see the {where} input schema: `vitron tools --json`")

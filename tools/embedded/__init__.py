@@ -1,0 +1,1 @@
+"""Backends that run anywhere: OpenCV and numpy, no weights."""

@@ -1,0 +1,220 @@
+"""The seven specialist contracts (DESIGN.md): input and output models, descriptions, backends."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from langchain_core.tools import InjectedToolArg
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas import ArtifactRef, BoxRegion, Region, SignalEmbedding, ToolOutput
+
+from .base import VisionTool
+from .fields import Command, ImageRef, MaskRef, MasksRef, VideoRef, check_same_size, frame_size
+
+Signal = Annotated[SignalEmbedding | None, InjectedToolArg(), Field(
+    description="The planner's signal embedding; injected by the agent, never written by the model.")]
+
+_DIFFUSION_FIX = (
+    "configure a diffusion backend with real weights on disk: set VITRON_MODELS_FILE to a models file "
+    "naming one (default $VITRON_HOME/models.yaml)"
+)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @model_validator(mode="after")
+    def _region_fits(self) -> _Input:
+        media = getattr(self, "image", None) or getattr(self, "video", None)
+        region = getattr(self, "region", None)
+        size = frame_size(media) if media is not None else None
+        if region is not None and size is not None:
+            region.check_within(*size)
+        for name in ("mask", "masks"):
+            ref = getattr(self, name, None)
+            if ref is not None and media is not None:
+                check_same_size(media, ref, name)
+        return self
+
+
+# -- B: image segmentation -----------------------------------------------------------------------
+
+class SegmentImageInput(_Input):
+    image: ImageRef
+    command: Command = "segment the object"
+    region: Region | None = Field(default=None, description="Box, points or scribble on the object.")
+    signal: Signal = None
+
+
+class SegmentImageOutput(ToolOutput):
+    mask: ArtifactRef
+    box: BoxRegion = Field(description="The mask's bounding box.")
+    area: int = Field(description="Pixels inside the mask.")
+
+
+class ImageSegmentation(VisionTool[SegmentImageInput, SegmentImageOutput]):
+    name = "image_segmentation"
+    description = (
+        "Segment one object in an image. Point at it with a region (a box, points or a scribble) or name "
+        "it by colour in the command ('the red object'). Returns a mask and its bounding box."
+    )
+    input_model = SegmentImageInput
+    output_model = SegmentImageOutput
+    backends = {"opencv": "tools.embedded.segmentation:segment_image"}
+
+
+# -- C: image editing ----------------------------------------------------------------------------
+
+class EditImageInput(_Input):
+    image: ImageRef
+    command: Command
+    mask: MaskRef | None = Field(default=None, description="Where to edit; from an earlier segmentation.")
+    region: Region | None = Field(default=None, description="Where to edit, when no mask is given.")
+    signal: Signal = None
+
+
+class EditImageOutput(ToolOutput):
+    image: ArtifactRef
+    operation: str = Field(description="The edit that was applied, e.g. 'recolour:blue'.")
+
+
+class ImageEditing(VisionTool[EditImageInput, EditImageOutput]):
+    name = "image_editing"
+    description = (
+        "Edit an image, inside a mask or region when given: recolour ('make it blue'), remove an object, "
+        "blur, pixelate, brighten or darken, replace or blur the background, or stylise (pencil sketch, "
+        "cartoon, sepia, black and white)."
+    )
+    input_model = EditImageInput
+    output_model = EditImageOutput
+    backends = {"opencv": "tools.embedded.editing:edit_image"}
+
+
+# -- E: video segmentation -----------------------------------------------------------------------
+
+class SegmentVideoInput(_Input):
+    video: VideoRef
+    command: Command = "track the object"
+    region: Region | None = Field(default=None, description="The object on the first frame.")
+    signal: Signal = None
+
+
+class SegmentVideoOutput(ToolOutput):
+    masks: ArtifactRef = Field(description="One mask per frame.")
+    boxes: ArtifactRef = Field(description="Per-frame bounding boxes (JSON; null where the mask is empty).")
+
+
+class VideoSegmentation(VisionTool[SegmentVideoInput, SegmentVideoOutput]):
+    name = "video_segmentation"
+    description = (
+        "Track one object through a video. Point at it on the first frame with a region or name it by "
+        "colour; returns a mask per frame."
+    )
+    input_model = SegmentVideoInput
+    output_model = SegmentVideoOutput
+    backends = {"opencv": "tools.embedded.video_segmentation:segment_video"}
+    heavy = True
+
+
+# -- F: video editing ----------------------------------------------------------------------------
+
+class EditVideoInput(_Input):
+    video: VideoRef
+    command: Command
+    masks: MasksRef | None = Field(default=None, description="Per-frame masks from video segmentation.")
+    region: Region | None = Field(default=None, description="The object on the first frame, tracked when no masks.")
+    signal: Signal = None
+
+
+class EditVideoOutput(ToolOutput):
+    video: ArtifactRef
+    operation: str
+
+
+class VideoEditing(VisionTool[EditVideoInput, EditVideoOutput]):
+    name = "video_editing"
+    description = (
+        "Edit every frame of a video with the image edits (recolour, remove, blur, stylise…), inside "
+        "per-frame masks when given, else on the whole frame."
+    )
+    input_model = EditVideoInput
+    output_model = EditVideoOutput
+    backends = {"opencv": "tools.embedded.video_editing:edit_video"}
+    heavy = True
+
+
+# -- G: image to video ---------------------------------------------------------------------------
+
+class ImageToVideoInput(_Input):
+    image: ImageRef
+    command: Command = "zoom in"
+    num_frames: int = Field(default=16, ge=2, le=1200)
+    fps: float = Field(default=8.0, gt=0, le=120)
+    width: int | None = Field(default=None, ge=16, le=4096, description="Output width; default the image's.")
+    height: int | None = Field(default=None, ge=16, le=4096, description="Output height; default the image's.")
+    signal: Signal = None
+
+
+class VideoOutput(ToolOutput):
+    video: ArtifactRef
+
+
+class ImageToVideo(VisionTool[ImageToVideoInput, VideoOutput]):
+    name = "image_to_video"
+    description = (
+        "Animate an image into a video. The embedded backend moves a camera over it: zoom in or out, or "
+        "pan left, right, up or down."
+    )
+    input_model = ImageToVideoInput
+    output_model = VideoOutput
+    backends = {"opencv": "tools.embedded.image_to_video:image_to_video"}
+    heavy = True
+
+
+# -- A and D: generation (diffusion backends only) ---------------------------------------------
+
+class PhraseBox(BaseModel):
+    phrase: str = Field(min_length=1)
+    box: BoxRegion
+
+
+class GenerateImageInput(_Input):
+    command: Command
+    width: int = Field(default=512, ge=64, le=2048, multiple_of=8)
+    height: int = Field(default=512, ge=64, le=2048, multiple_of=8)
+    boxes: list[PhraseBox] = Field(default_factory=list, description="Phrases to place in boxes (GLIGEN).")
+    seed: int | None = None
+    signal: Signal = None
+
+
+class ImageOutput(ToolOutput):
+    image: ArtifactRef
+
+
+class ImageGeneration(VisionTool[GenerateImageInput, ImageOutput]):
+    name = "image_generation"
+    description = "Generate an image from a description, optionally placing phrases in boxes."
+    input_model = GenerateImageInput
+    output_model = ImageOutput
+    heavy = True
+    unavailable_fix = _DIFFUSION_FIX
+
+
+class GenerateVideoInput(_Input):
+    command: Command
+    num_frames: int = Field(default=24, ge=2, le=240)
+    fps: float = Field(default=8.0, gt=0, le=120)
+    width: int = Field(default=576, ge=64, le=2048, multiple_of=8)
+    height: int = Field(default=320, ge=64, le=2048, multiple_of=8)
+    seed: int | None = None
+    signal: Signal = None
+
+
+class VideoGeneration(VisionTool[GenerateVideoInput, VideoOutput]):
+    name = "video_generation"
+    description = "Generate a short video from a description."
+    input_model = GenerateVideoInput
+    output_model = VideoOutput
+    heavy = True
+    unavailable_fix = _DIFFUSION_FIX
