@@ -1,0 +1,1 @@
+"""The agent: planners, the LangGraph state machine, the public API, the CLI."""

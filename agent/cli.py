@@ -1,0 +1,183 @@
+"""The `vitron` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from schemas import ArtifactRef, ScribbleRegion, VitronError, parse_box, parse_points
+
+app = typer.Typer(help="vitron-agent: pixel-level vision tools with a planner.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our errors into one line on stderr and a non-zero exit; tracebacks only with VITRON_DEBUG=1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VitronError as exc:
+            _fail(exc.message, 2)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("VITRON_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with VITRON_DEBUG=1 for details)", 1)
+
+    return wrapper
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Callable[[float, str], None]]:
+    """A rich progress bar on stderr; yields the callback tools report progress to."""
+    if not enabled:
+        yield lambda fraction, message: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("starting", total=1.0)
+        yield lambda fraction, message: bar.update(task, completed=fraction, description=message)
+
+
+def _context(progress: Callable[[float, str], None]):
+    from tools import ToolContext
+
+    return ToolContext.from_settings(progress=progress)
+
+
+def _artifact_rows(refs: list[ArtifactRef], store: Any) -> list[dict[str, str]]:
+    return [{"kind": r.kind, "path": str(store.path(r)), "sha256": r.sha256} for r in refs]
+
+
+@app.command("tools")
+@clear_errors
+def tools_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the specialist modules, their letters and backends."""
+    from tools import all_tools
+
+    rows = [{"code": t.code, "module": t.name, "title": t.title, "backends": list(t.backends),
+             "heavy": t.heavy, "description": t.description,
+             "input_schema": t.as_langchain_tool().tool_call_schema.model_json_schema()} for t in all_tools()]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("code", "module", "backends", "description")
+    for row in rows:
+        table.add_row(row["code"], row["module"], ", ".join(row["backends"]) or "[dim]none configured[/dim]",
+                      row["description"])
+    out.print(table)
+
+
+@app.command()
+@clear_errors
+def invoke(
+    module: Annotated[str, typer.Argument(help="Letter (B), name (image_segmentation) or title.")],
+    image: Annotated[Path | None, typer.Option(help="Input image file.")] = None,
+    video: Annotated[Path | None, typer.Option(help="Input video file.")] = None,
+    box: Annotated[str | None, typer.Option(help="Region box x1,y1,x2,y2 in pixels.")] = None,
+    points: Annotated[str | None, typer.Option(help='Region points "x,y,label;..." (label 1 object, 0 not).')] = None,
+    scribble: Annotated[Path | None, typer.Option(help="Region scribble: a mask image painted on the object.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="Input mask image (where to edit).")] = None,
+    command: Annotated[str | None, typer.Option(help="The instruction, e.g. 'make it blue'.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frame count (video outputs).")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frame rate (video outputs).")] = None,
+    width: Annotated[int | None, typer.Option(help="Output width.")] = None,
+    height: Annotated[int | None, typer.Option(help="Output height.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend name (default: the first available).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run one tool directly on files."""
+    from tools import get_tool
+
+    tool = get_tool(module)
+    regions = [r for r in (box, points, scribble) if r is not None]
+    if len(regions) > 1:
+        _fail("give one region: --box, --points or --scribble", 2)
+    with progress_bar(enabled=not as_json) as progress:
+        ctx = _context(progress)
+        store = ctx.store
+        given: dict[str, Any] = {
+            "image": image and store.import_image(image),
+            "video": video and store.import_video(video),
+            "mask": mask and store.import_mask(mask),
+            "command": command,
+            "num_frames": frames,
+            "fps": fps,
+            "width": width,
+            "height": height,
+        }
+        if box is not None:
+            given["region"] = parse_box(box)
+        elif points is not None:
+            given["region"] = parse_points(points)
+        elif scribble is not None:
+            given["region"] = ScribbleRegion(mask=store.import_mask(scribble))
+        fields = tool.input_model.model_fields
+        data = {}
+        for name, value in given.items():
+            if value is None:
+                continue
+            if name not in fields:
+                flag = {"num_frames": "frames"}.get(name, name)
+                _fail(f"{tool.name} takes no --{flag}; it takes {', '.join(f for f in fields if f != 'signal')}", 2)
+            data[name] = value
+        result = tool.run(data, ctx, backend=backend)
+    rows = _artifact_rows(result.artifacts(), store)
+    if as_json:
+        print(json.dumps({"module": tool.name, "backend": result.backend, "artifacts": rows}))
+        return
+    table = Table("kind", "path", title=f"{tool.name} ({result.backend})")
+    for row in rows:
+        table.add_row(row["kind"], row["path"])
+    out.print(table)
+
+
+@app.command()
+@clear_errors
+def demo(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+    """The main job: segment the cup in scikit-image's coffee photo, recolour it and blur the background."""
+    from agent.demo import run_demo
+
+    with progress_bar(enabled=not as_json) as progress:
+        ctx = _context(progress)
+        result = run_demo(ctx)
+    named = {"photo": result.photo, "mask": result.mask, **result.edits}
+    rows = {name: str(ctx.store.path(ref)) for name, ref in named.items()}
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("result", "file", title="vitron demo: the cup in skimage.data.coffee()")
+    for name, path in rows.items():
+        table.add_row(name, path)
+    out.print(table)
+    out.print(f"[dim]artifact store: {ctx.store.root}[/dim]")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

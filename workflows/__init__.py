@@ -1,0 +1,1 @@
+"""Declarative multi-step workflows turned into plans."""
