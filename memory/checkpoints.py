@@ -1,0 +1,79 @@
+"""The LangGraph checkpointer, from the same settings as session memory.
+
+SQLite URLs get `SqliteSaver` (in the same file as the session tables, WAL, with a busy timeout so that
+several processes can share it); PostgreSQL URLs get `PostgresSaver` over a small connection pool. The
+agent's thread id is the session id, so deleting a session deletes its checkpoints.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from sqlalchemy.engine import URL
+
+from schemas import VitronSettings
+
+from .database import SQLITE_BUSY_TIMEOUT_S, Database, _unavailable, normalise_url
+
+
+def _libpq(url: URL) -> str:
+    """psycopg's own form of a SQLAlchemy PostgreSQL URL (no `+psycopg` driver suffix)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def open_checkpointer(target: VitronSettings | Database | str | URL | None = None) -> Iterator[BaseCheckpointSaver]:
+    """A ready checkpointer (tables created) for the session database; closed on exit."""
+    if isinstance(target, Database):
+        url = target.url
+    elif isinstance(target, VitronSettings) or target is None:
+        url = normalise_url((target or VitronSettings()).database)
+    else:
+        url = normalise_url(target)
+
+    if url.get_backend_name() == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        database = url.database or ":memory:"
+        if database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False,
+                               uri=database.startswith("file:"))
+        try:
+            if database != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            saver = SqliteSaver(conn)
+            saver.setup()
+            yield saver
+        finally:
+            conn.close()
+        return
+
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    # The saver needs autocommit and no server-side prepared statements (it may sit behind pgbouncer).
+    pool = ConnectionPool(_libpq(url), min_size=1, max_size=8, open=False,
+                          kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row})
+    try:
+        pool.open(wait=True, timeout=10)
+    except Exception as exc:
+        pool.close()
+        raise _unavailable(exc, f"the checkpoint database {url.render_as_string(hide_password=True)}") from exc
+    try:
+        saver = PostgresSaver(pool)
+        saver.setup()
+        yield saver
+    finally:
+        pool.close()
+
+
+def delete_thread_checkpoints(target: VitronSettings | Database | str | URL, thread_id: str) -> None:
+    """Remove every checkpoint of one thread (a session)."""
+    with open_checkpointer(target) as saver:
+        saver.delete_thread(thread_id)

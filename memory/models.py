@@ -1,0 +1,175 @@
+"""SQLAlchemy models of session memory: sessions, turns, steps (with their jobs), artifacts and lineage.
+
+Rows hold artifact refs (sha256 + kind + media type + shape), never bytes: blobs stay in the store.
+The schema is created and changed only by the Alembic migrations in `memory/migrations/`; a test
+checks that these models and the migrations agree on both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ROLES = ("user", "assistant", "system", "tool")
+STEP_STATUSES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
+FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+ORIGINS = ("upload", "step", "planner")
+
+# Named constraints so that later migrations can alter them by name on both backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+# PostgreSQL `json`, not `jsonb`: it keeps the key order, and a step's inputs are ordered (lineage follows it).
+Json = JSON()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite stores none, so it is put back on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: Json, list[Any]: Json}
+
+
+class SessionRow(Base):
+    """A conversation, workflow run or edit that can stop and go on."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(200), index=True)
+    title: Mapped[str] = mapped_column(String(500), default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class TurnRow(Base):
+    """One message of a session; `seq` counts 1, 2, 3… within the session, in the order they were appended."""
+
+    __tablename__ = "turns"
+    __table_args__ = (
+        UniqueConstraint("session_id", "seq"),  # also the index the history window reads backwards
+        CheckConstraint("role IN ('user', 'assistant', 'system', 'tool')", name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text, default="")
+    invocations: Mapped[list[Any]] = mapped_column(default=list)
+    reply: Mapped[str | None] = mapped_column(Text)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StepRow(Base):
+    """One invocation of a specialist and the job that runs it: status, progress, timings, error."""
+
+    __tablename__ = "steps"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
+        ),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    turn_id: Mapped[int | None] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int | None] = mapped_column(Integer)
+    module: Mapped[str] = mapped_column(String(40))
+    command: Mapped[str] = mapped_column(Text, default="")
+    invocation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    backend: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class ArtifactRow(Base):
+    """A session's use of one stored blob, with the alias the planner calls it by and what made it."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        UniqueConstraint("session_id", "alias"),
+        UniqueConstraint("session_id", "sha256"),  # one alias per content within a session
+        UniqueConstraint("session_id", "kind", "alias_number"),
+        CheckConstraint("origin IN ('upload', 'step', 'planner')", name="origin"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # is the blob used by another session?
+    kind: Mapped[str] = mapped_column(String(16))
+    media_type: Mapped[str] = mapped_column(String(100))
+    shape: Mapped[list[Any]] = mapped_column(default=list)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    alias: Mapped[str] = mapped_column(String(64))
+    alias_number: Mapped[int] = mapped_column(Integer)
+    origin: Mapped[str] = mapped_column(String(16), default="upload")
+    label: Mapped[str | None] = mapped_column(String(500))
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("steps.id", ondelete="SET NULL"), index=True)
+    turn_id: Mapped[int | None] = mapped_column(ForeignKey("turns.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArtifactParentRow(Base):
+    """Lineage: `child` was made from `parent` (the `position`-th input)."""
+
+    __tablename__ = "artifact_parents"
+    __table_args__ = (Index(None, "parent_id"),)
+
+    child_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,906 @@
+"""`SessionMemory`: what the agent remembers of a session, in SQL, with blobs left in the artifact store.
+
+A session holds turns (numbered 1, 2, 3… in append order), steps (one specialist invocation each, with
+the executor job that runs it), and artifacts. Each artifact gets a stable, per-session alias made of
+its kind's prefix and a counter (`img1`, `mask2`, `video1`, `masks1`, `emb1`, `boxes1`, `text1`),
+assigned when it is recorded, and remembers what made it: the step and the parent artifacts.
+
+Every write locks its session (a row lock on PostgreSQL; SQLite's single writer lock, taken at BEGIN),
+so concurrent writers to one session never lose a turn or reuse a number, and each is retried from the
+start after a transient "database is locked" or serialization failure.
+
+Tokens are counted approximately, as ceil(characters / 4) of the text, the reply and the invocations'
+compact JSON: the usual rule of thumb for English with BPE tokenizers, a little high for prose, which
+errs on the side of fitting the planner's context.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from sqlalchemy import Select, and_, delete, func, literal, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from schemas import (
+    AliasNotFound,
+    ArtifactKind,
+    ArtifactNotFound,
+    ArtifactRef,
+    InvalidInput,
+    Invocation,
+    SessionNotFound,
+    StepNotFound,
+    VitronError,
+    VitronSettings,
+)
+
+from .artifacts import ArtifactStore
+from .database import Database
+from .models import (
+    FINISHED_STATUSES,
+    ROLES,
+    STEP_STATUSES,
+    ArtifactParentRow,
+    ArtifactRow,
+    SessionRow,
+    StepRow,
+    TurnRow,
+    utcnow,
+)
+
+Role = Literal["user", "assistant", "system", "tool"]
+"""Who said a turn: the user, the planner (`assistant`), a system prompt, or a tool's message."""
+
+StepStatus = Literal["pending", "queued", "running", "succeeded", "failed", "cancelled"]
+"""A step's life: `pending` (planned) → `queued` (a job was submitted) → `running` → a finished state."""
+
+ALIAS_PREFIXES: dict[str, str] = {
+    "image": "img", "mask": "mask", "video": "video", "masks": "masks",
+    "embedding": "emb", "boxes": "boxes", "text": "text",
+}
+"""The alias prefix of each artifact kind: `img1`, `mask2`, `emb1`…"""
+
+_ALIAS = re.compile(r"^@?([A-Za-z_][A-Za-z0-9_]*)$")
+_STEP_REF = re.compile(r"^@(\d+)$")
+_BATCH = 500  # bound the IN (...) lists: SQLite allows a limited number of parameters per statement
+
+
+def approx_tokens(*texts: str | None) -> int:
+    """Approximate token count: ceil(characters / 4) over the given texts."""
+    return sum(math.ceil(len(t) / 4) for t in texts if t)
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session's header, with how many turns and artifacts it holds."""
+
+    id: str
+    title: str
+    owner: str | None
+    settings: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    turns: int
+    artifacts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "owner": self.owner, "settings": self.settings,
+                "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
+                "turns": self.turns, "artifacts": self.artifacts}
+
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    """One row of a session's artifact table: the ref (alias filled in) and what made it."""
+
+    ref: ArtifactRef
+    made_by: str  # the producing step's module, or "upload", or "planner" (signal embeddings)
+    parents: tuple[str, ...] = ()  # aliases of what it was made from, in input order
+    step_id: int | None = None
+    turn_seq: int | None = None
+    size: int | None = None
+    label: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def alias(self) -> str:
+        return self.ref.alias or ""
+
+    def describe(self) -> str:
+        """One line for the planner: `@mask1 mask [480, 640]: image_segmentation of @img1 (turn 2)`."""
+        shape = f" {list(self.ref.shape)}" if self.ref.shape else ""
+        source = self.made_by + (f" of {', '.join('@' + p for p in self.parents)}" if self.parents else "")
+        turn = f" (turn {self.turn_seq})" if self.turn_seq is not None else ""
+        label = f" “{self.label}”" if self.label else ""
+        return f"@{self.alias} {self.ref.kind}{shape}{label}: {source}{turn}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alias": self.alias, "kind": self.ref.kind, "sha256": self.ref.sha256,
+                "media_type": self.ref.media_type, "shape": list(self.ref.shape), "size": self.size,
+                "made_by": self.made_by, "parents": list(self.parents), "step_id": self.step_id,
+                "turn": self.turn_seq, "label": self.label,
+                "created_at": self.created_at.isoformat() if self.created_at else None}
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """One turn. `invocations` are JSON (tensors as refs); rebuild models with `Invocation.model_validate`."""
+
+    id: int
+    session_id: str
+    seq: int
+    role: Role
+    text: str
+    invocations: tuple[dict[str, Any], ...]
+    reply: str | None
+    tokens: int
+    created_at: datetime
+    artifacts: tuple[ArtifactRef, ...] = ()  # recorded in this turn (uploads and step outputs)
+
+    def describe(self) -> str:
+        """The turn as the planner reads it: role, words, and the aliases it brought or made."""
+        words = self.reply if self.role == "assistant" and self.reply else self.text
+        refs = " ".join(f"@{r.alias}" for r in self.artifacts)
+        return f"[{self.seq}] {self.role}: {words}" + (f" [{refs}]" if refs else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "seq": self.seq, "role": self.role, "text": self.text,
+                "invocations": list(self.invocations), "reply": self.reply, "tokens": self.tokens,
+                "created_at": self.created_at.isoformat(), "artifacts": [r.alias for r in self.artifacts]}
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One specialist invocation and its job."""
+
+    id: int
+    session_id: str
+    turn_id: int | None
+    position: int | None
+    module: str
+    command: str
+    invocation: dict[str, Any]
+    backend: str | None
+    status: StepStatus
+    progress: float
+    message: str | None
+    job_id: str | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to finish (or None while it has not both started and finished)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        def stamp(t: datetime | None) -> str | None:
+            return t.isoformat() if t else None
+
+        return {"id": self.id, "turn_id": self.turn_id, "position": self.position, "module": self.module,
+                "command": self.command, "backend": self.backend, "status": self.status, "progress": self.progress,
+                "message": self.message, "job_id": self.job_id, "error": self.error,
+                "created_at": stamp(self.created_at), "started_at": stamp(self.started_at),
+                "finished_at": stamp(self.finished_at), "duration_s": self.duration_s}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """An artifact and, recursively, what it was made from; the leaves are uploads (or planner signals)."""
+
+    artifact: ArtifactEntry
+    parents: tuple[Lineage, ...] = ()
+
+    def sources(self) -> tuple[ArtifactEntry, ...]:
+        """The artifacts at the far end of the lineage (nothing made them), each once, oldest alias first."""
+        found: dict[str, ArtifactEntry] = {}
+        for node in self.walk():
+            if not node.parents:
+                found.setdefault(node.artifact.alias, node.artifact)
+        return tuple(found.values())
+
+    def walk(self) -> Iterable[Lineage]:
+        """Every node, depth first, each once."""
+        seen: set[str] = set()
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            if node.artifact.alias in seen:
+                continue
+            seen.add(node.artifact.alias)
+            yield node
+            stack.extend(reversed(node.parents))
+
+    def describe(self, indent: str = "") -> str:
+        lines = [indent + self.artifact.describe()]
+        for parent in self.parents:
+            lines.append(parent.describe(indent + "  "))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class History:
+    """The planner's context: the latest turns within a token budget, older turns summed up by their artifacts."""
+
+    session_id: str
+    turns: tuple[TurnRecord, ...]
+    tokens: int
+    earlier_turns: int
+    earlier_artifacts: tuple[ArtifactEntry, ...] = ()  # the newest of them, at most `summary_limit`
+    earlier_artifact_count: int = 0
+
+    def render(self) -> str:
+        """Plain text for the planner's prompt."""
+        lines: list[str] = []
+        if self.earlier_turns:
+            shown = len(self.earlier_artifacts)
+            more = self.earlier_artifact_count - shown
+            lines.append(f"(earlier: {self.earlier_turns} turns, {self.earlier_artifact_count} artifacts"
+                         + (f"; the {shown} most recent:" if more else ":" if shown else "") + ")")
+            lines.extend("  " + a.describe() for a in self.earlier_artifacts)
+        lines.extend(t.describe() for t in self.turns)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DeletedSession:
+    """What deleting a session removed."""
+
+    session_id: str
+    turns: int
+    steps: int
+    artifacts: int
+    blobs_removed: tuple[str, ...] = field(default=())  # sha256 of store files no other session referenced
+
+
+# -- the API ---------------------------------------------------------------------------------------
+
+
+class SessionMemory:
+    """Sessions, turns, steps, jobs and artifacts in SQL (SQLite or PostgreSQL); blobs in the artifact store."""
+
+    def __init__(self, database: Database | str, store: ArtifactStore) -> None:
+        self.db = database if isinstance(database, Database) else Database.open(database)
+        self.store = store
+
+    @classmethod
+    def from_settings(cls, settings: VitronSettings | None = None) -> SessionMemory:
+        """The configured database (upgraded on start when allowed) and artifact store."""
+        settings = settings or VitronSettings()
+        return cls(Database.from_settings(settings), ArtifactStore.from_settings(settings))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> SessionMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def create_session(self, title: str = "", *, owner: str | None = None,
+                       settings: Mapping[str, Any] | None = None) -> SessionInfo:
+        """Start a new session; its id is a random 32-hex-digit string."""
+        settings_json = _json_object(settings, "settings")
+
+        def work(s: Session) -> SessionInfo:
+            now = utcnow()
+            row = SessionRow(id=uuid.uuid4().hex, title=title, owner=owner, settings=settings_json,
+                             created_at=now, updated_at=now)
+            s.add(row)
+            s.flush()
+            return _session_info(row, 0, 0)
+
+        return self.db.write(work)
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        """The session's header and counts; `SessionNotFound` if there is none by that id."""
+        return self.db.read(lambda s: self._info(s, _session_row(s, session_id)))
+
+    def list_sessions(self, *, owner: str | None = None, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
+        """Sessions, most recently active first."""
+        turns = select(func.count()).where(TurnRow.session_id == SessionRow.id).scalar_subquery()
+        artifacts = select(func.count()).where(ArtifactRow.session_id == SessionRow.id).scalar_subquery()
+        query = select(SessionRow, turns, artifacts).order_by(SessionRow.updated_at.desc(), SessionRow.id)
+        if owner is not None:
+            query = query.where(SessionRow.owner == owner)
+        query = query.limit(limit).offset(offset)
+        return self.db.read(lambda s: [_session_info(row, t, a) for row, t, a in s.execute(query)])
+
+    def resolve_session_id(self, text: str) -> str:
+        """A full session id from the id or a unique prefix of it (at least 4 characters), as people type them."""
+        text = text.strip()
+
+        def work(s: Session) -> str:
+            if s.get(SessionRow, text) is not None:
+                return text
+            if len(text) >= 4 and re.fullmatch(r"[0-9a-f]+", text):
+                found = s.scalars(select(SessionRow.id).where(SessionRow.id.startswith(text)).limit(3)).all()
+                if len(found) == 1:
+                    return found[0]
+                if len(found) > 1:
+                    raise InvalidInput(f"session id prefix {text!r} matches several sessions", field="session",
+                                       fix="give more characters of the id (see `vitron sessions list`)")
+            raise _no_session(text)
+
+        return self.db.read(work)
+
+    def rename_session(self, session_id: str, title: str) -> SessionInfo:
+        def work(s: Session) -> SessionInfo:
+            row = _lock_session(s, session_id)
+            row.title = title
+            row.updated_at = utcnow()
+            s.flush()
+            return self._info(s, row)
+
+        return self.db.write(work)
+
+    def delete_session(self, session_id: str) -> DeletedSession:
+        """Delete the session's rows and checkpoints, then the blobs that no other session references."""
+
+        def work(s: Session) -> tuple[DeletedSession, list[ArtifactRef]]:
+            _lock_session(s, session_id)
+            counts = [s.scalar(select(func.count()).where(model.session_id == session_id))
+                      for model in (TurnRow, StepRow, ArtifactRow)]
+            rows = s.execute(select(ArtifactRow.sha256, ArtifactRow.kind, ArtifactRow.media_type)
+                             .where(ArtifactRow.session_id == session_id)).all()
+            s.execute(delete(SessionRow).where(SessionRow.id == session_id))  # cascades to every child row
+            still_used: set[str] = set()
+            shas = sorted({r.sha256 for r in rows})
+            for chunk in _chunks(shas):
+                still_used.update(s.scalars(select(ArtifactRow.sha256).where(ArtifactRow.sha256.in_(chunk))))
+            orphans = {r.sha256: ArtifactRef(sha256=r.sha256, kind=r.kind, media_type=r.media_type)
+                       for r in rows if r.sha256 not in still_used}
+            return DeletedSession(session_id, *counts), list(orphans.values())
+
+        result, orphans = self.db.write(work)
+        from .checkpoints import delete_thread_checkpoints
+
+        delete_thread_checkpoints(self.db, session_id)  # the agent's LangGraph thread id is the session id
+        removed = []
+        for ref in orphans:
+            try:
+                path = self.store.path(ref)
+            except ArtifactNotFound:
+                continue  # already gone: nothing to remove
+            # A concurrent writer recording the same content in another session between our commit and
+            # here would lose its blob; content is re-put by whoever makes it again (same sha256).
+            path.unlink(missing_ok=True)
+            removed.append(ref.sha256)
+        return DeletedSession(result.session_id, result.turns, result.steps, result.artifacts, tuple(removed))
+
+    def _info(self, s: Session, row: SessionRow) -> SessionInfo:
+        turns = s.scalar(select(func.count()).where(TurnRow.session_id == row.id)) or 0
+        artifacts = s.scalar(select(func.count()).where(ArtifactRow.session_id == row.id)) or 0
+        return _session_info(row, turns, artifacts)
+
+    # -- turns ---------------------------------------------------------------------------------
+
+    def append_turn(self, session_id: str, role: Role, text: str = "", *,
+                    invocations: Sequence[Invocation | Mapping[str, Any]] = (), reply: str | None = None,
+                    attachments: Sequence[ArtifactRef] = ()) -> TurnRecord:
+        """Add a turn at the end of the session; `attachments` (uploads) are recorded as its artifacts."""
+        if role not in ROLES:
+            raise InvalidInput(f"unknown role {role!r}", field="role", fix=f"use one of {', '.join(ROLES)}")
+        dumped = [self._dump_invocation(inv) for inv in invocations]
+        signals = [ref for inv in dumped for ref in _signal_refs(inv)]
+        for ref in (*attachments, *signals):
+            self._check_blob(ref)
+        tokens = approx_tokens(text, reply, json.dumps(dumped, separators=(",", ":")) if dumped else None)
+
+        def work(s: Session) -> TurnRecord:
+            session = _lock_session(s, session_id)
+            seq = (s.scalar(select(func.max(TurnRow.seq)).where(TurnRow.session_id == session_id)) or 0) + 1
+            row = TurnRow(session_id=session_id, seq=seq, role=role, text=text, invocations=dumped, reply=reply,
+                          tokens=tokens, created_at=utcnow())
+            s.add(row)
+            session.updated_at = row.created_at
+            s.flush()
+            refs = [_ref(self._record(s, session_id, ref, turn_id=row.id, origin="upload")) for ref in attachments]
+            refs += [_ref(self._record(s, session_id, ref, turn_id=row.id, origin="planner", label="signal"))
+                     for ref in signals]
+            return _turn_record(row, tuple(dict.fromkeys(refs)))
+
+        return self.db.write(work)
+
+    def turns(self, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[TurnRecord]:
+        """The session's turns in order, from `after_seq + 1`."""
+
+        def work(s: Session) -> list[TurnRecord]:
+            _session_row(s, session_id)
+            query = (select(TurnRow).where(TurnRow.session_id == session_id, TurnRow.seq > after_seq)
+                     .order_by(TurnRow.seq).limit(limit))
+            rows = list(s.scalars(query))
+            return _with_turn_artifacts(s, rows)
+
+        return self.db.read(work)
+
+    def history(self, session_id: str, *, token_budget: int = 2000, max_turns: int = 50,
+                summary_limit: int = 30) -> History:
+        """The planner's context: the newest turns whose tokens fit `token_budget` (the newest one always),
+        at most `max_turns`, plus the newest `summary_limit` artifacts of the turns before them.
+
+        Reads only the window (an index range scan from the end) and the summary, so the cost does not
+        grow with the session's length.
+        """
+        if token_budget < 0 or max_turns < 1 or summary_limit < 0:
+            raise InvalidInput("token_budget and summary_limit must be >= 0, max_turns >= 1", field="history")
+
+        def work(s: Session) -> History:
+            _session_row(s, session_id)
+            newest = list(s.scalars(select(TurnRow).where(TurnRow.session_id == session_id)
+                                    .order_by(TurnRow.seq.desc()).limit(max_turns)))
+            window: list[TurnRow] = []
+            used = 0
+            for row in newest:
+                if window and used + row.tokens > token_budget:
+                    break
+                window.append(row)
+                used += row.tokens
+            window.reverse()
+            turns = _with_turn_artifacts(s, window)
+            first_seq = window[0].seq if window else None
+            earlier_turns = first_seq - 1 if first_seq else 0  # seq counts 1, 2, 3… without gaps
+            older: Any = ArtifactRow.session_id == session_id
+            if first_seq is not None:  # artifacts of earlier turns, and those recorded outside any turn
+                older = and_(older, or_(ArtifactRow.turn_id.is_(None), TurnRow.seq < first_seq))
+            base = select(ArtifactRow.id).outerjoin(TurnRow, TurnRow.id == ArtifactRow.turn_id).where(older)
+            count = s.scalar(select(func.count()).select_from(base.subquery())) or 0
+            ids = list(s.scalars(base.order_by(ArtifactRow.id.desc()).limit(summary_limit)))
+            entries = _entries(s, ArtifactRow.id.in_(ids)) if ids else []
+            return History(session_id, tuple(turns), used, earlier_turns, tuple(entries), count)
+
+        return self.db.read(work)
+
+    # -- steps and jobs ------------------------------------------------------------------------
+
+    def record_step(self, session_id: str, invocation: Invocation | Mapping[str, Any], *,
+                    turn_id: int | None = None, position: int | None = None) -> StepRecord:
+        """Record a planned step. Its input refs and signal embeddings join the session's artifacts;
+        aliases it names (`@img1`) must exist."""
+        dumped = self._dump_invocation(invocation)
+        inputs = _invocation_input_refs(dumped)
+        signals = _signal_refs(dumped)
+        for ref in (*inputs, *signals):
+            self._check_blob(ref)
+        aliases = [v for v in dumped.get("inputs", {}).values() if isinstance(v, str) and not _STEP_REF.match(v)]
+
+        def work(s: Session) -> StepRecord:
+            session = _lock_session(s, session_id)
+            if turn_id is not None:
+                _turn_in_session(s, session_id, turn_id)
+            for name in aliases:
+                _artifact_by_alias(s, session_id, name)
+            row = StepRow(session_id=session_id, turn_id=turn_id, position=position, module=dumped["module"],
+                          command=dumped.get("command", ""), invocation=dumped, status="pending", progress=0.0,
+                          created_at=utcnow())
+            s.add(row)
+            session.updated_at = row.created_at
+            s.flush()
+            for ref in inputs:
+                self._record(s, session_id, ref, turn_id=turn_id, origin="upload")
+            for ref in signals:
+                self._record(s, session_id, ref, turn_id=turn_id, origin="planner", label="signal")
+            return _step_record(row)
+
+        return self.db.write(work)
+
+    def record_job(self, step_id: int, job_id: str, *, backend: str | None = None) -> StepRecord:
+        """The executor took the step: remember its job id (and backend); the step becomes `queued`."""
+        return self.update_step(step_id, status="queued", job_id=job_id, backend=backend)
+
+    def update_step(self, step_id: int, *, status: StepStatus | None = None, progress: float | None = None,
+                    message: str | None = None, backend: str | None = None, job_id: str | None = None,
+                    error: BaseException | Mapping[str, Any] | str | None = None) -> StepRecord:
+        """Change a step's status, progress, backend or job id; `running` stamps the start, a finished
+        status the end. An error is kept as `{"error", "field", "problem", "fix"}`."""
+        if status is not None and status not in STEP_STATUSES:
+            raise InvalidInput(f"unknown step status {status!r}", field="status",
+                               fix=f"use one of {', '.join(STEP_STATUSES)}")
+        if progress is not None and not (0.0 <= progress <= 1.0):
+            raise InvalidInput(f"progress {progress} is outside [0, 1]", field="progress")
+        error_json = _error_json(error) if error is not None else None
+
+        def work(s: Session) -> StepRecord:
+            row = s.scalars(select(StepRow).where(StepRow.id == step_id).with_for_update(key_share=True)).first()
+            if row is None:
+                raise StepNotFound(f"no step {step_id}", field="step",
+                                   fix="use an id returned by record_step (see `vitron sessions show`)")
+            now = utcnow()
+            if status is not None:
+                row.status = status
+                if status == "running" and row.started_at is None:
+                    row.started_at = now
+                if status in FINISHED_STATUSES:
+                    row.finished_at = now
+                    row.started_at = row.started_at or now
+                    if status == "succeeded":
+                        row.progress = 1.0
+            for name, value in (("progress", progress), ("message", message), ("backend", backend),
+                                ("job_id", job_id), ("error", error_json)):
+                if value is not None:
+                    setattr(row, name, value)
+            s.flush()
+            return _step_record(row)
+
+        return self.db.write(work)
+
+    def steps(self, session_id: str) -> list[StepRecord]:
+        """The session's steps in the order they were recorded."""
+
+        def work(s: Session) -> list[StepRecord]:
+            _session_row(s, session_id)
+            return [_step_record(r) for r in s.scalars(select(StepRow).where(StepRow.session_id == session_id)
+                                                       .order_by(StepRow.id))]
+
+        return self.db.read(work)
+
+    def step_for_job(self, job_id: str) -> StepRecord:
+        """The step an executor job runs."""
+
+        def work(s: Session) -> StepRecord:
+            row = s.scalars(select(StepRow).where(StepRow.job_id == job_id).order_by(StepRow.id.desc())).first()
+            if row is None:
+                raise StepNotFound(f"no step runs job {job_id!r}", field="job_id",
+                                   fix="record the job with record_job first")
+            return _step_record(row)
+
+        return self.db.read(work)
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def record_artifact(self, session_id: str, ref: ArtifactRef, *, step_id: int | None = None,
+                        turn_id: int | None = None, parents: Sequence[ArtifactRef | str] | None = None,
+                        label: str | None = None) -> ArtifactEntry:
+        """Give a stored artifact an alias in the session, with what made it.
+
+        With a `step_id` it is that step's output (its turn too), and its parents, unless given, are the
+        step's inputs: the refs and aliases it names, and for `@N` every output of step N of its turn.
+        Without one it is an upload. Content already in the session keeps its first alias and lineage.
+        """
+        self._check_blob(ref)
+
+        def work(s: Session) -> ArtifactEntry:
+            _lock_session(s, session_id)
+            step = None
+            if step_id is not None:
+                step = s.get(StepRow, step_id)
+                if step is None or step.session_id != session_id:
+                    raise StepNotFound(f"no step {step_id} in session {session_id}", field="step_id",
+                                       fix="use an id record_step returned for this session")
+            if turn_id is not None:
+                _turn_in_session(s, session_id, turn_id)
+            parent_rows = (self._parent_rows(s, session_id, parents) if parents is not None
+                           else self._step_inputs(s, step) if step is not None else [])
+            row = self._record(s, session_id, ref, step_id=step_id,
+                               turn_id=turn_id if turn_id is not None else step.turn_id if step else None,
+                               origin="step" if step else "upload", label=label, parents=parent_rows)
+            (entry,) = _entries(s, ArtifactRow.id == row.id)
+            return entry
+
+        return self.db.write(work)
+
+    def artifact_table(self, session_id: str) -> list[ArtifactEntry]:
+        """Every artifact of the session, in the order recorded, with alias, kind and what made each."""
+
+        def work(s: Session) -> list[ArtifactEntry]:
+            _session_row(s, session_id)
+            return _entries(s, ArtifactRow.session_id == session_id)
+
+        return self.db.read(work)
+
+    def resolve_alias(self, session_id: str, alias: str) -> ArtifactRef:
+        """The ref behind `@img1` (or `img1`) in the session; `AliasNotFound` names the aliases there are."""
+
+        def work(s: Session) -> ArtifactRef:
+            _session_row(s, session_id)
+            return _ref(_artifact_by_alias(s, session_id, alias))
+
+        return self.db.read(work)
+
+    def lineage(self, session_id: str, artifact: str | ArtifactRef) -> Lineage:
+        """What the artifact was made from, recursively, back to the uploads."""
+
+        def work(s: Session) -> Lineage:
+            _session_row(s, session_id)
+            if isinstance(artifact, ArtifactRef):
+                start = s.scalars(select(ArtifactRow).where(ArtifactRow.session_id == session_id,
+                                                            ArtifactRow.sha256 == artifact.sha256)).first()
+                if start is None:
+                    raise _alias_missing(s, session_id, f"content {artifact.short}")
+            else:
+                start = _artifact_by_alias(s, session_id, artifact)
+            # Every ancestor id in one recursive query; works the same on SQLite and PostgreSQL.
+            start_id = literal(start.id, ArtifactRow.__table__.c.id.type)  # BIGINT on PostgreSQL, as the union
+            ancestors = select(start_id.label("id")).cte("ancestors", recursive=True)
+            ancestors = ancestors.union(select(ArtifactParentRow.parent_id)
+                                        .join(ancestors, ArtifactParentRow.child_id == ancestors.c.id))
+            ids = select(ancestors.c.id)
+            entries = {e_id: e for e_id, e in _entries(s, ArtifactRow.id.in_(ids), with_ids=True)}
+            edges = s.execute(select(ArtifactParentRow.child_id, ArtifactParentRow.parent_id)
+                              .where(ArtifactParentRow.child_id.in_(ids))
+                              .order_by(ArtifactParentRow.child_id, ArtifactParentRow.position)).all()
+            children: dict[int, list[int]] = {}
+            for child, parent in edges:
+                children.setdefault(child, []).append(parent)
+            built: dict[int, Lineage] = {}
+
+            def build(node: int) -> Lineage:
+                if node not in built:  # parents are always recorded before children: no cycles
+                    built[node] = Lineage(entries[node], tuple(build(p) for p in children.get(node, ())))
+                return built[node]
+
+            return build(start.id)
+
+        return self.db.read(work)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _dump_invocation(self, inv: Invocation | Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and dump to JSON; signal tensors go to the store and become refs."""
+        try:
+            model = inv if isinstance(inv, Invocation) else Invocation.model_validate(
+                dict(inv), context={"store": self.store})
+            return model.model_dump(mode="json", context={"store": self.store}, exclude_none=True)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise InvalidInput(err["msg"], field=f"invocation.{loc}" if loc else "invocation",
+                               fix="give a schemas.Invocation or a dict that validates as one") from None
+
+    def _check_blob(self, ref: ArtifactRef) -> None:
+        if not isinstance(ref, ArtifactRef):
+            raise InvalidInput(f"expected an ArtifactRef, got {type(ref).__name__}", field="ref")
+        self.store.path(ref)  # ArtifactNotFound, naming the store, before anything is written
+
+    def _record(self, s: Session, session_id: str, ref: ArtifactRef, *, origin: str, step_id: int | None = None,
+                turn_id: int | None = None, label: str | None = None,
+                parents: Sequence[ArtifactRow] = ()) -> ArtifactRow:
+        """Insert an artifact row with the next alias of its kind (the caller holds the session lock)."""
+        existing = s.scalars(select(ArtifactRow).where(ArtifactRow.session_id == session_id,
+                                                       ArtifactRow.sha256 == ref.sha256)).first()
+        if existing is not None:
+            return existing
+        number = (s.scalar(select(func.max(ArtifactRow.alias_number))
+                           .where(ArtifactRow.session_id == session_id, ArtifactRow.kind == ref.kind)) or 0) + 1
+        row = ArtifactRow(session_id=session_id, sha256=ref.sha256, kind=ref.kind, media_type=ref.media_type,
+                          shape=list(ref.shape), size=self._size(ref), alias=f"{ALIAS_PREFIXES[ref.kind]}{number}",
+                          alias_number=number, origin=origin, label=label, step_id=step_id, turn_id=turn_id,
+                          created_at=utcnow())
+        s.add(row)
+        s.flush()
+        seen: set[int] = set()
+        for position, parent in enumerate(parents):
+            if parent.id not in seen and parent.id != row.id:
+                seen.add(parent.id)
+                s.add(ArtifactParentRow(child_id=row.id, parent_id=parent.id, position=position))
+        s.flush()
+        return row
+
+    def _size(self, ref: ArtifactRef) -> int | None:
+        try:
+            return self.store.path(ref).stat().st_size
+        except (ArtifactNotFound, OSError):
+            return None
+
+    def _parent_rows(self, s: Session, session_id: str, parents: Sequence[ArtifactRef | str]) -> list[ArtifactRow]:
+        rows = []
+        for parent in parents:
+            if isinstance(parent, ArtifactRef):
+                row = s.scalars(select(ArtifactRow).where(ArtifactRow.session_id == session_id,
+                                                          ArtifactRow.sha256 == parent.sha256)).first()
+                if row is None:
+                    raise InvalidInput(f"parent {parent.kind} {parent.short} is not an artifact of session "
+                                       f"{session_id}", field="parents", fix="record the parent first")
+                rows.append(row)
+            else:
+                rows.append(_artifact_by_alias(s, session_id, parent))
+        return rows
+
+    def _step_inputs(self, s: Session, step: StepRow) -> list[ArtifactRow]:
+        """The artifacts a step read: refs and aliases in its inputs, its scribble; `@N`: step N's outputs."""
+        rows: list[ArtifactRow] = []
+        named: list[Any] = list(step.invocation.get("inputs", {}).values())
+        region = step.invocation.get("region") or {}
+        if region.get("kind") == "scribble":
+            named.append(region["mask"])
+        for value in named:
+            if isinstance(value, dict):
+                rows.extend(self._parent_rows(s, step.session_id, [ArtifactRef.model_validate(value)]))
+            elif match := _STEP_REF.match(value):
+                number = int(match.group(1))
+                producer = select(StepRow.id).where(StepRow.session_id == step.session_id,
+                                                    StepRow.turn_id.is_(None) if step.turn_id is None
+                                                    else StepRow.turn_id == step.turn_id,
+                                                    StepRow.position == number)
+                outputs = list(s.scalars(select(ArtifactRow).where(ArtifactRow.step_id.in_(producer))
+                                         .order_by(ArtifactRow.id)))
+                if not outputs:
+                    raise InvalidInput(f"step {step.id} reads {value}, but step {number} of its turn has recorded "
+                                       "no output", field="parents",
+                                       fix="record step outputs in plan order, or pass parents explicitly")
+                rows.extend(outputs)
+            else:
+                rows.append(_artifact_by_alias(s, step.session_id, value))
+        return rows
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _chunks(items: Sequence[Any], size: int = _BATCH) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _json_object(value: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+    try:
+        data = dict(value or {})
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{name} must be a JSON object: {exc}", field=name) from None
+    return data
+
+
+def _no_session(session_id: str) -> SessionNotFound:
+    return SessionNotFound(f"no session {session_id!r}", field="session",
+                           fix="list the sessions with `vitron sessions list`, or create one")
+
+
+def _session_row(s: Session, session_id: str) -> SessionRow:
+    row = s.get(SessionRow, session_id) if isinstance(session_id, str) else None
+    if row is None:
+        raise _no_session(session_id)
+    return row
+
+
+def _lock_session(s: Session, session_id: str) -> SessionRow:
+    """Load the session row for update: writers to one session take turns (a no-op clause on SQLite,
+    where the write transaction already holds the database's single write lock)."""
+    row = s.scalars(select(SessionRow).where(SessionRow.id == session_id).with_for_update(key_share=True)).first() \
+        if isinstance(session_id, str) else None
+    if row is None:
+        raise _no_session(session_id)
+    return row
+
+
+def _turn_in_session(s: Session, session_id: str, turn_id: int) -> TurnRow:
+    row = s.get(TurnRow, turn_id)
+    if row is None or row.session_id != session_id:
+        raise InvalidInput(f"no turn {turn_id} in session {session_id}", field="turn_id",
+                           fix="use the id append_turn returned for this session")
+    return row
+
+
+def _alias_missing(s: Session, session_id: str, what: str) -> AliasNotFound:
+    known = list(s.scalars(select(ArtifactRow.alias).where(ArtifactRow.session_id == session_id)
+                           .order_by(ArtifactRow.id.desc()).limit(12)))
+    fix = "use one of " + ", ".join("@" + a for a in reversed(known)) if known else "this session has no artifacts yet"
+    return AliasNotFound(f"session {session_id} has no artifact {what}", field="alias", fix=fix)
+
+
+def _artifact_by_alias(s: Session, session_id: str, alias: str) -> ArtifactRow:
+    match = _ALIAS.match(alias) if isinstance(alias, str) else None
+    row = None
+    if match:
+        row = s.scalars(select(ArtifactRow).where(ArtifactRow.session_id == session_id,
+                                                  ArtifactRow.alias == match.group(1))).first()
+    if row is None:
+        raise _alias_missing(s, session_id, f"@{alias.lstrip('@')}" if isinstance(alias, str) else repr(alias))
+    return row
+
+
+def _ref(row: ArtifactRow) -> ArtifactRef:
+    kind: ArtifactKind = row.kind  # type: ignore[assignment]
+    return ArtifactRef(sha256=row.sha256, kind=kind, media_type=row.media_type, shape=tuple(row.shape),
+                       alias=row.alias)
+
+
+def _entries(s: Session, where: Any, *, with_ids: bool = False) -> list[Any]:
+    """Artifact-table rows matching `where`, in recording order: one query for rows, one for parents."""
+    query: Select[Any] = (select(ArtifactRow, StepRow.module, TurnRow.seq)
+                          .outerjoin(StepRow, StepRow.id == ArtifactRow.step_id)
+                          .outerjoin(TurnRow, TurnRow.id == ArtifactRow.turn_id)
+                          .where(where).order_by(ArtifactRow.id))
+    rows = s.execute(query).all()
+    parent = aliased(ArtifactRow)
+    parents: dict[int, list[str]] = {}
+    ids = [r[0].id for r in rows]
+    for chunk in _chunks(ids):
+        for child_id, alias in s.execute(
+                select(ArtifactParentRow.child_id, parent.alias)
+                .join(parent, parent.id == ArtifactParentRow.parent_id)
+                .where(ArtifactParentRow.child_id.in_(chunk))
+                .order_by(ArtifactParentRow.child_id, ArtifactParentRow.position)):
+            parents.setdefault(child_id, []).append(alias)
+    out = []
+    for row, module, turn_seq in rows:
+        entry = ArtifactEntry(ref=_ref(row), made_by=module or row.origin, parents=tuple(parents.get(row.id, ())),
+                              step_id=row.step_id, turn_seq=turn_seq, size=row.size, label=row.label,
+                              created_at=row.created_at)
+        out.append((row.id, entry) if with_ids else entry)
+    return out
+
+
+def _with_turn_artifacts(s: Session, rows: list[TurnRow]) -> list[TurnRecord]:
+    by_turn: dict[int, list[ArtifactRef]] = {}
+    ids = [r.id for r in rows]
+    for chunk in _chunks(ids):
+        for art in s.scalars(select(ArtifactRow).where(ArtifactRow.turn_id.in_(chunk)).order_by(ArtifactRow.id)):
+            by_turn.setdefault(art.turn_id, []).append(_ref(art))
+    return [_turn_record(r, tuple(by_turn.get(r.id, ()))) for r in rows]
+
+
+def _session_info(row: SessionRow, turns: int, artifacts: int) -> SessionInfo:
+    return SessionInfo(id=row.id, title=row.title, owner=row.owner, settings=dict(row.settings or {}),
+                       created_at=row.created_at, updated_at=row.updated_at, turns=turns, artifacts=artifacts)
+
+
+def _turn_record(row: TurnRow, artifacts: tuple[ArtifactRef, ...]) -> TurnRecord:
+    return TurnRecord(id=row.id, session_id=row.session_id, seq=row.seq, role=row.role,  # type: ignore[arg-type]
+                      text=row.text, invocations=tuple(row.invocations or ()), reply=row.reply, tokens=row.tokens,
+                      created_at=row.created_at, artifacts=artifacts)
+
+
+def _step_record(row: StepRow) -> StepRecord:
+    return StepRecord(id=row.id, session_id=row.session_id, turn_id=row.turn_id, position=row.position,
+                      module=row.module, command=row.command, invocation=dict(row.invocation or {}),
+                      backend=row.backend, status=row.status, progress=row.progress,  # type: ignore[arg-type]
+                      message=row.message, job_id=row.job_id, error=row.error, created_at=row.created_at,
+                      started_at=row.started_at, finished_at=row.finished_at)
+
+
+def _signal_refs(dumped: Mapping[str, Any]) -> list[ArtifactRef]:
+    signal = dumped.get("signal") or {}
+    return [ArtifactRef.model_validate(v) for v in signal.values() if isinstance(v, dict) and "sha256" in v]
+
+
+def _invocation_input_refs(dumped: Mapping[str, Any]) -> list[ArtifactRef]:
+    refs = [ArtifactRef.model_validate(v) for v in dumped.get("inputs", {}).values() if isinstance(v, dict)]
+    region = dumped.get("region") or {}
+    if region.get("kind") == "scribble":
+        refs.append(ArtifactRef.model_validate(region["mask"]))
+    return refs
+
+
+def _error_json(error: BaseException | Mapping[str, Any] | str) -> dict[str, Any]:
+    if isinstance(error, VitronError):
+        return error.to_dict()
+    if isinstance(error, BaseException):
+        return {"error": type(error).__name__, "field": None, "problem": str(error), "fix": None}
+    if isinstance(error, str):
+        return {"error": "Error", "field": None, "problem": error, "fix": None}
+    return _json_object(error, "error")
+
+
+__all__ = [
+    "ALIAS_PREFIXES",
+    "ArtifactEntry",
+    "DeletedSession",
+    "History",
+    "Lineage",
+    "Role",
+    "SessionInfo",
+    "SessionMemory",
+    "StepRecord",
+    "StepStatus",
+    "TurnRecord",
+    "approx_tokens",
+]
