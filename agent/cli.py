@@ -3,62 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from schemas import ArtifactRef, ScribbleRegion, VitronError, parse_box, parse_points
+from agent.console import clear_errors, fail, out, progress_bar
+from agent.sessions_cli import sessions_app
+from schemas import ArtifactRef, ScribbleRegion, parse_box, parse_points
 
 app = typer.Typer(help="vitron-agent: pixel-level vision tools with a planner.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-out = Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn our errors into one line on stderr and a non-zero exit; tracebacks only with VITRON_DEBUG=1."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except VitronError as exc:
-            _fail(exc.message, 2)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if os.environ.get("VITRON_DEBUG"):
-                raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with VITRON_DEBUG=1 for details)", 1)
-
-    return wrapper
-
-
-@contextmanager
-def progress_bar(enabled: bool) -> Iterator[Callable[[float, str], None]]:
-    """A rich progress bar on stderr; yields the callback tools report progress to."""
-    if not enabled:
-        yield lambda fraction, message: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("starting", total=1.0)
-        yield lambda fraction, message: bar.update(task, completed=fraction, description=message)
+app.add_typer(sessions_app, name="sessions")
 
 
 def _context(progress: Callable[[float, str], None]):
@@ -114,7 +73,7 @@ def invoke(
     tool = get_tool(module)
     regions = [r for r in (box, points, scribble) if r is not None]
     if len(regions) > 1:
-        _fail("give one region: --box, --points or --scribble", 2)
+        fail("give one region: --box, --points or --scribble", 2)
     with progress_bar(enabled=not as_json) as progress:
         ctx = _context(progress)
         store = ctx.store
@@ -141,7 +100,7 @@ def invoke(
                 continue
             if name not in fields:
                 flag = {"num_frames": "frames"}.get(name, name)
-                _fail(f"{tool.name} takes no --{flag}; it takes {', '.join(f for f in fields if f != 'signal')}", 2)
+                fail(f"{tool.name} takes no --{flag}; it takes {', '.join(f for f in fields if f != 'signal')}", 2)
             data[name] = value
         result = tool.run(data, ctx, backend=backend)
     rows = _artifact_rows(result.artifacts(), store)
