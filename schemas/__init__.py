@@ -9,6 +9,7 @@ from .errors import (
     DatabaseOutOfDate,
     DatabaseUnavailable,
     InvalidInput,
+    PlanSyntaxError,
     SessionNotFound,
     StepNotFound,
     UnknownModule,
@@ -19,6 +20,7 @@ from .errors import (
 from .invocations import INPUT_REF_PATTERN, InputRef, Invocation, SignalEmbedding
 from .modules import MODULES, ModuleInfo, ModuleName, resolve_module
 from .outputs import ToolOutput
+from .plans import Plan, PlanStep
 from .regions import BoxRegion, PointsRegion, Region, ScribbleRegion, parse_box, parse_points
 from .settings import VitronSettings
 from .tensors import DTypeFamily, TensorSpec, TensorStore, tensor_shape_dtype
@@ -42,6 +44,9 @@ __all__ = [
     "Invocation",
     "ModuleInfo",
     "ModuleName",
+    "Plan",
+    "PlanStep",
+    "PlanSyntaxError",
     "PointsRegion",
     "Region",
     "ScribbleRegion",

@@ -29,6 +29,24 @@ class UnknownModule(InvalidInput):
     """No specialist module goes by that name."""
 
 
+class PlanSyntaxError(InvalidInput):
+    """A plan's text does not follow the invocation grammar; says what was found, where, and what was expected."""
+
+    def __init__(self, problem: str, *, text: str, position: int, expected: str, fix: str | None = None) -> None:
+        self.position = position
+        self.expected = expected
+        # Line and column (both from 1) are for humans; `position` is the character offset into `text`.
+        self.line = text.count("\n", 0, position) + 1
+        self.column = position - text.rfind("\n", 0, position)
+        self.found = repr(text[position:position + 20]) if position < len(text) else "end of text"
+        super().__init__(
+            f"{problem}: found {self.found} at offset {position} (line {self.line}, column {self.column}); "
+            f"expected {expected}",
+            field="plan",
+            fix=fix,
+        )
+
+
 class UnsupportedOperation(InvalidInput):
     """The command asks for something the chosen backend cannot do."""
 

@@ -130,10 +130,23 @@ def parse_box(text: str) -> BoxRegion:
         raise InvalidInput(exc.errors()[0]["msg"], field="region", fix="write x1,y1,x2,y2 with x1<x2, y1<y2") from None
 
 
+_POINT_TUPLES = re.compile(r"\s*\([^()]*\)\s*(?:,\s*\([^()]*\)\s*)*")
+
+
 def parse_points(text: str) -> PointsRegion:
-    """Parse "x,y,label;x,y,label" (label 1 = object, 0 = background; omitted means 1)."""
+    """Parse "x,y,label;x,y,label" or "(x, y, label), (x, y, label)".
+
+    Label 1 marks the object, 0 the background; omitted means 1.
+    """
+    if "(" in text or ")" in text:
+        if not _POINT_TUPLES.fullmatch(text):
+            raise InvalidInput(f"cannot read points from {text!r}", field="region",
+                               fix="write points as (x, y, label), (x, y, label) with label 0 or 1")
+        chunks = re.findall(r"\(([^()]*)\)", text)
+    else:
+        chunks = text.split(";")
     points, labels = [], []
-    for chunk in (c.strip() for c in text.split(";")):
+    for chunk in (c.strip() for c in chunks):
         if not chunk:
             continue
         parts = [p.strip() for p in chunk.split(",")]
