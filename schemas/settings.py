@@ -26,6 +26,19 @@ class VitronSettings(BaseSettings):
         default=True, description="Upgrade an older session database on start; if false, refuse and name the command."
     )
 
+    planner: str = Field(
+        default="explicit",
+        description="Who plans a turn: explicit (the text is the invocation grammar), chat (a LangChain chat "
+        "model, VITRON_CHAT_MODEL) or vitron (a local VITRON model, VITRON_PLANNER_MODEL).",
+    )
+    chat_model: str | None = Field(
+        default=None, description="The chat planner's model, as provider:model (e.g. openai:gpt-4o-mini)."
+    )
+    planner_model: Path | None = Field(default=None, description="Folder of a local VITRON planner model.")
+    approval: bool = Field(default=False, description="Pause before heavy steps until the user approves.")
+    max_rounds: int = Field(default=3, ge=1, le=20, description="Plans per turn when the planner sees results.")
+    max_corrections: int = Field(default=2, ge=0, le=10, description="Times a refused plan goes back to the planner.")
+
     @property
     def artifact_root(self) -> Path:
         return (self.artifacts_dir or self.home / "artifacts").expanduser()

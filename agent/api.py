@@ -1,0 +1,208 @@
+"""The public API: `VitronAgent.from_settings()`, `agent.session(id)`, `session.send(text, image=…)`.
+
+A session is a LangGraph thread (its id is the session id) over session memory: every turn, step and
+artifact is remembered, and a turn interrupted by a crash or an approval pause goes on with `resume()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langgraph.types import Command
+from pydantic import TypeAdapter
+
+from memory import ArtifactEntry, SessionMemory, StepRecord, open_checkpointer
+from schemas import ArtifactRef, InvalidInput, Invocation, Region, VitronSettings
+
+from .graph import Services, build_graph
+from .planners.base import Planner
+
+PLANNERS = ("explicit", "chat", "vitron")
+
+Upload = str | Path | np.ndarray | ArtifactRef
+
+
+def make_planner(name: str, settings: VitronSettings) -> Planner:
+    """The planner called `name` (explicit, chat or vitron), configured from settings."""
+    if name == "explicit":
+        from .planners.explicit import ExplicitPlanner
+
+        return ExplicitPlanner()
+    if name == "chat":
+        from .planners.chat import ChatModelPlanner
+
+        return ChatModelPlanner.from_settings(settings)
+    if name == "vitron":
+        from .planners.vitron import VitronPlanner
+
+        return VitronPlanner.from_settings(settings)
+    raise InvalidInput(f"unknown planner {name!r}", field="VITRON_PLANNER", fix=f"use one of {', '.join(PLANNERS)}")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a turn gave back: the reply text, its steps and the artifacts they made (in step order)."""
+
+    session_id: str
+    text: str
+    steps: tuple[StepRecord, ...]
+    artifacts: tuple[ArtifactEntry, ...]
+    approval: dict[str, Any] | None = None  # set while the turn waits for the user to approve heavy steps
+
+    @property
+    def waiting(self) -> bool:
+        return self.approval is not None
+
+
+class VitronAgent:
+    """The planner, the tools and session memory behind one object. Close it (or use `with`) when done."""
+
+    def __init__(self, memory: SessionMemory, planner: Planner, settings: VitronSettings, checkpointer: Any,
+                 resources: ExitStack | None = None) -> None:
+        self.memory = memory
+        self.planner = planner
+        self.settings = settings
+        self.graph = build_graph(Services(memory, planner, settings), checkpointer)
+        self._resources = resources or ExitStack()
+
+    @classmethod
+    def from_settings(cls, settings: VitronSettings | None = None, *, planner: Planner | str | None = None,
+                      ) -> VitronAgent:
+        settings = settings or VitronSettings()
+        resources = ExitStack()
+        try:
+            memory = resources.enter_context(SessionMemory.from_settings(settings))
+            checkpointer = resources.enter_context(open_checkpointer(memory.db))
+            chosen = planner if planner is not None and not isinstance(planner, str) else make_planner(
+                planner or settings.planner, settings)
+            return cls(memory, chosen, settings, checkpointer, resources)
+        except BaseException:
+            resources.close()
+            raise
+
+    def session(self, id: str | None = None, *, title: str = "", owner: str | None = None) -> AgentSession:
+        """An existing session (by id or a unique prefix), or a new one."""
+        found = self.memory.resolve_session_id(id) if id is not None else self.memory.create_session(
+            title, owner=owner).id
+        return AgentSession(self, found)
+
+    def close(self) -> None:
+        self._resources.close()
+
+    def __enter__(self) -> VitronAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AgentSession:
+    """One conversation: send turns, stream their events, resume an interrupted turn."""
+
+    def __init__(self, agent: VitronAgent, session_id: str) -> None:
+        self.agent = agent
+        self.id = session_id
+        self._config = {"configurable": {"thread_id": session_id}}
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether a turn stopped before its reply (a crash, or a pause for approval)."""
+        return bool(self.agent.graph.get_state(self._config).next)
+
+    def stream(self, text: str | None = None, *, image: Upload | None = None, video: Upload | None = None,
+               region: Region | dict | None = None) -> Iterator[dict[str, Any]]:
+        """Run a turn (or, with no text, go on with the unfinished one), yielding its events as they happen:
+        plan, step_started, progress, step_finished, step_failed, step_skipped, approval, message."""
+        yield from self._run(self._start(text, image, video, region))
+
+    def send(self, text: str | None = None, *, image: Upload | None = None, video: Upload | None = None,
+             region: Region | dict | None = None) -> Reply:
+        """Run a turn to its reply (or to an approval pause, see `Reply.approval`)."""
+        for _ in self.stream(text, image=image, video=video, region=region):
+            pass
+        return self.reply()
+
+    async def asend(self, text: str | None = None, **kwargs: Any) -> Reply:
+        return await asyncio.to_thread(self.send, text, **kwargs)
+
+    def resume(self) -> Reply:
+        """Go on with a turn that a crash or an approval pause interrupted."""
+        return self.send()
+
+    def approve(self, action: str = "approve", invocations: list[Invocation | dict] | None = None) -> Reply:
+        """Answer an approval pause: `approve`, `deny`, or `edit` with the invocations to run instead."""
+        if action not in ("approve", "deny", "edit"):
+            raise InvalidInput(f"unknown answer {action!r}", field="action", fix="approve, deny or edit")
+        if not self.unfinished:
+            raise InvalidInput("no step is waiting for approval in this session", field="action")
+        decision: dict[str, Any] = {"action": action}
+        if action == "edit":
+            decision["invocations"] = [Invocation.model_validate(i) for i in invocations or []]
+        for _ in self._run(Command(resume=decision)):
+            pass
+        return self.reply()
+
+    def reply(self) -> Reply:
+        """The latest turn's reply as it stands now."""
+        state = self.agent.graph.get_state(self._config)
+        values = state.values or {}
+        memory = self.agent.memory
+        turn_id = values.get("turn_id")
+        steps = tuple(s for s in memory.steps(self.id) if turn_id is not None and s.turn_id == turn_id)
+        table = {e.alias: e for e in memory.artifact_table(self.id)}
+        made = []
+        for step in values.get("steps", []):
+            result = values.get("results", {}).get(str(step["position"]), {})
+            made += [table[r["alias"]] for r in result.get("outputs", {}).values() if r.get("alias") in table]
+        approval = None
+        if state.next:
+            pending = [i.value for task in state.tasks for i in task.interrupts]
+            approval = pending[0] if pending else {"type": "interrupted"}
+        return Reply(self.id, values.get("final") or "", steps, tuple(made), approval)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _start(self, text: str | None, image: Upload | None, video: Upload | None,
+               region: Region | dict | None) -> Any:
+        if text is None:
+            if image is not None or video is not None or region is not None:
+                raise InvalidInput("an image, video or region needs a turn's text", field="text")
+            if not self.unfinished:
+                raise InvalidInput(f"session {self.id} has no unfinished turn to resume", field="text",
+                                   fix="send a new turn's text")
+            return None  # LangGraph goes on from the last checkpoint
+        if self.unfinished:
+            raise InvalidInput(f"session {self.id} has an unfinished turn", field="text",
+                               fix="finish it first: resume it (no text), or answer its approval pause")
+        memory = self.agent.memory
+        uploads = [u for u in (self._upload(image, "image"), self._upload(video, "video")) if u is not None]
+        turn = memory.append_turn(self.id, "user", text, attachments=uploads)
+        inputs = {r.alias: r.model_dump(mode="json") for r in turn.artifacts if r.alias}
+        region_json = None
+        if region is not None:
+            region_json = TypeAdapter(Region).validate_python(region).model_dump(mode="json")
+        return {"session_id": self.id, "turn_id": turn.id, "text": text, "inputs": inputs, "region": region_json,
+                "round": 1, "attempt": 1, "feedback": None, "proposal": [], "steps": [], "round_start": 0,
+                "results": None, "approved": [], "replies": [], "final": None}
+
+    def _upload(self, value: Upload | None, kind: str) -> ArtifactRef | None:
+        store = self.agent.memory.store
+        if value is None or isinstance(value, ArtifactRef):
+            return value
+        if isinstance(value, np.ndarray):
+            return store.put_image(value) if kind == "image" else store.put_video(value, fps=8.0)
+        return store.import_image(value) if kind == "image" else store.import_video(value)
+
+    def _run(self, graph_input: Any) -> Iterator[dict[str, Any]]:
+        for mode, chunk in self.agent.graph.stream(graph_input, self._config, stream_mode=["custom", "updates"]):
+            if mode == "custom":
+                yield chunk
+            elif isinstance(chunk, dict) and "__interrupt__" in chunk:
+                for item in chunk["__interrupt__"]:
+                    yield {"event": "approval", **(item.value if isinstance(item.value, dict) else {})}

@@ -1,0 +1,349 @@
+"""The turn as a LangGraph state machine: plan → validate → dispatch ⇄ run_step → review → respond.
+
+State holds refs and small values only (DESIGN.md rule 1): invocations as JSON whose tensors are
+safetensors refs, step results as artifact refs. The checkpointer comes from `memory/`, the session id is
+the thread id, so a process killed mid-plan resumes the turn from its last checkpoint and the steps that
+finished are not run again. Independent steps of a plan run in parallel (one `Send` per ready step); a
+step waits for the steps whose outputs it reads. Events go to LangGraph's custom stream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send, interrupt
+from pydantic import ValidationError
+
+from memory import SessionMemory
+from schemas import ArtifactRef, Invocation, VitronError, VitronSettings
+from tools import ToolContext, get_tool
+from tools.base import invalid_input_from
+
+from .planners.base import Planner, PlanRequest, StepOutcome
+from .references import Ambiguous, resolve_plan_inputs
+
+_PLACEHOLDER_MEDIA = {"image": "image/png", "mask": "image/png", "video": "video/mp4", "masks": "video/x-matroska"}
+_PROGRESS_EVERY_S = 0.5  # how often a running step's progress is written to the database
+
+
+def merge_results(old: dict[str, dict] | None, new: dict[str, dict] | None) -> dict[str, dict]:
+    """Step results accumulate within a turn; a new turn resets them by writing None."""
+    if new is None:
+        return {}
+    return {**(old or {}), **new}
+
+
+class TurnState(TypedDict, total=False):
+    session_id: str
+    turn_id: int  # the user's turn row
+    text: str
+    inputs: dict[str, dict]  # this turn's uploads: alias → ref JSON
+    region: dict | None
+    round: int  # 1, 2… while the planner plans again after seeing results
+    attempt: int  # 1, 2… while the planner corrects a refused plan
+    feedback: str | None  # why the last plan was refused
+    proposal: list[dict]  # the plan being validated: invocation JSON (tensors as refs)
+    steps: list[dict]  # the turn's validated steps: position, module, invocation, inputs, step_id, heavy
+    round_start: int  # index in `steps` where this round's plan begins
+    results: Annotated[dict[str, dict], merge_results]  # position → status, outputs, error, seconds
+    approved: list[int]  # heavy steps the user let run
+    replies: list[str]  # the planner's words, one per round
+    final: str | None  # the reply, once known (or a question, or why nothing ran)
+
+
+@dataclass
+class Services:
+    """What the nodes use; built once per agent, never stored in the state."""
+
+    memory: SessionMemory
+    planner: Planner
+    settings: VitronSettings
+
+
+def _emit(event: str, **data: Any) -> None:
+    get_stream_writer()({"event": event, **data})
+
+
+def _placeholder(kind: str) -> ArtifactRef:
+    """Stands for a step output that does not exist yet, so the tool's schema can check everything else."""
+    return ArtifactRef(sha256="0" * 64, kind=kind, media_type=_PLACEHOLDER_MEDIA[kind])  # type: ignore[arg-type]
+
+
+def _tool_data(step: dict, refs: dict[str, ArtifactRef], store: Any) -> dict[str, Any]:
+    inv = Invocation.model_validate(step["invocation"], context={"store": store})
+    data: dict[str, Any] = {**refs}
+    if inv.command:
+        data["command"] = inv.command
+    if inv.region is not None:
+        data["region"] = inv.region
+    if inv.signal is not None:
+        data["signal"] = inv.signal
+    return data
+
+
+def build_graph(services: Services, checkpointer: Any = None) -> Any:
+    memory, planner, settings = services.memory, services.planner, services.settings
+    store = memory.store
+    corrects = getattr(planner, "corrects", True)
+
+    # -- plan ----------------------------------------------------------------------------------
+
+    def plan(state: TurnState) -> dict[str, Any]:
+        sid = state["session_id"]
+        request = PlanRequest(
+            text=state["text"], history=memory.history(sid), artifacts=tuple(memory.artifact_table(sid)),
+            inputs={a: ArtifactRef.model_validate(r) for a, r in state.get("inputs", {}).items()},
+            region=_region(state.get("region")), store=store, round=state.get("round", 1),
+            results=_outcomes(state), feedback=state.get("feedback"), attempt=state.get("attempt", 1),
+        )
+        try:
+            proposal = planner.plan(request)
+        except VitronError as exc:
+            return _refused(state, exc.message)
+        steps = [s.invocation.model_dump(mode="json", context={"store": store}, exclude_none=True)
+                 for s in proposal.steps]
+        replies = [*state.get("replies", []), proposal.reply] if proposal.reply else state.get("replies", [])
+        if steps:
+            _emit("plan", round=state.get("round", 1), reply=proposal.reply,
+                  steps=[{"module": s["module"], "command": s.get("command", "")} for s in steps])
+        return {"proposal": steps, "replies": replies, "feedback": None}
+
+    def _refused(state: TurnState, message: str) -> dict[str, Any]:
+        """A refused plan goes back to the planner a bounded number of times, then becomes the reply."""
+        attempt = state.get("attempt", 1)
+        if corrects and attempt <= settings.max_corrections:
+            return {"proposal": [], "feedback": message, "attempt": attempt + 1}
+        return {"proposal": [], "feedback": None, "final": f"I could not make a plan that runs: {message}"}
+
+    def after_plan(state: TurnState) -> str:
+        if state.get("final"):
+            return "respond"
+        if state.get("feedback"):
+            return "plan"
+        return "validate" if state.get("proposal") else "respond"
+
+    # -- validate ------------------------------------------------------------------------------
+
+    def validate(state: TurnState) -> dict[str, Any]:
+        sid = state["session_id"]
+        done = list(state.get("steps", []))
+        try:
+            invocations = [Invocation.model_validate(j, context={"store": store}) for j in state["proposal"]]
+            resolved = resolve_plan_inputs(invocations, tuple(memory.artifact_table(sid)), offset=len(done))
+            for number, (inv, inputs) in enumerate(zip(invocations, resolved, strict=True), start=1):
+                tool = get_tool(inv.module)
+                refs = {f: v if isinstance(v, ArtifactRef) else _placeholder(f) for f, v in inputs.values.items()}
+                try:
+                    tool.input_model.model_validate(_tool_data({"invocation": state["proposal"][number - 1]},
+                                                               refs, store))
+                except ValidationError as exc:
+                    raise invalid_input_from(exc, f"step {number} ({tool.name})") from None
+        except Ambiguous as question:
+            return {"proposal": [], "final": question.question}
+        except VitronError as exc:
+            return _refused(state, exc.message)
+        new = []
+        for inv_json, inputs in zip(state["proposal"], resolved, strict=True):
+            position = len(done) + len(new) + 1
+            record = {**inv_json, "inputs": inputs.to_json()}
+            row = memory.record_step(sid, record, turn_id=state["turn_id"], position=position)
+            new.append({"position": position, "module": row.module, "invocation": inv_json,
+                        "inputs": inputs.to_json(), "step_id": row.id, "heavy": get_tool(row.module).heavy})
+        return {"steps": done + new, "round_start": len(done), "proposal": [], "attempt": 1}
+
+    def after_validate(state: TurnState) -> str:
+        if state.get("final"):
+            return "respond"
+        return "plan" if state.get("feedback") else "dispatch"
+
+    # -- dispatch and run ----------------------------------------------------------------------
+
+    def dispatch(state: TurnState) -> dict[str, Any]:
+        results = state.get("results", {})
+        pending = [s for s in _round_steps(state) if str(s["position"]) not in results]
+        skipped = {}
+        for step in pending:
+            failed = [d for d in _deps(step) if results.get(str(d), {}).get("status") in ("failed", "skipped")]
+            if failed:
+                skipped[str(step["position"])] = {"status": "skipped", "error": f"step {failed[0]} did not succeed"}
+        ready = [s for s in pending if str(s["position"]) not in skipped and _deps_met(s, results)]
+        approved = list(state.get("approved", []))
+        waiting = [s for s in ready if s["heavy"] and settings.approval and s["position"] not in approved]
+        update: dict[str, Any] = {}
+        if waiting:
+            # Nothing has been written or launched in this node before the pause: on resume it runs again.
+            decision = interrupt({"type": "approval", "steps": [
+                {"position": s["position"], "module": s["module"], "command": s["invocation"].get("command", "")}
+                for s in waiting]})
+            action = decision.get("action") if isinstance(decision, dict) else decision
+            if action == "approve":
+                approved += [s["position"] for s in waiting]
+                update["approved"] = approved
+            elif action == "edit":
+                for step in pending:
+                    skipped[str(step["position"])] = {"status": "skipped", "error": "replaced by an edited plan"}
+                update["proposal"] = [i.model_dump(mode="json", context={"store": store}, exclude_none=True)
+                                      for i in decision["invocations"]]
+            else:
+                for step in waiting:
+                    skipped[str(step["position"])] = {"status": "skipped", "error": "not approved"}
+        for position, result in skipped.items():
+            step = next(s for s in state["steps"] if str(s["position"]) == position)
+            memory.update_step(step["step_id"], status="cancelled", message=result["error"])
+            _emit("step_skipped", position=int(position), module=step["module"], reason=result["error"])
+        if skipped:
+            update["results"] = skipped
+        return update
+
+    def route(state: TurnState) -> Any:
+        if state.get("proposal"):
+            return "validate"  # the user edited the plan at the approval pause
+        results = state.get("results", {})
+        pending = [s for s in _round_steps(state) if str(s["position"]) not in results]
+        if not pending:
+            return "review"
+        approved = state.get("approved", [])
+        sends = [Send("run_step", {"session_id": state["session_id"], "step": s,
+                                   "refs": _refs_for(s, results)})
+                 for s in pending if _deps_met(s, results)
+                 and not (s["heavy"] and settings.approval and s["position"] not in approved)]
+        return sends or "dispatch"
+
+    def run_step(task: dict[str, Any]) -> dict[str, Any]:
+        step, sid = task["step"], task["session_id"]
+        position, step_id = step["position"], step["step_id"]
+        tool = get_tool(step["module"])
+        memory.update_step(step_id, status="running", progress=0.0)
+        _emit("step_started", position=position, module=tool.name, command=step["invocation"].get("command", ""))
+        writer = get_stream_writer()
+        last_write = [0.0]
+
+        def progress(fraction: float, message: str) -> None:
+            writer({"event": "progress", "position": position, "module": tool.name, "fraction": fraction,
+                    "message": message})
+            now = time.monotonic()
+            if now - last_write[0] >= _PROGRESS_EVERY_S:
+                last_write[0] = now
+                memory.update_step(step_id, progress=min(1.0, max(0.0, fraction)), message=message)
+
+        started = time.perf_counter()
+        try:
+            refs = {f: ArtifactRef.model_validate(r) for f, r in task["refs"].items()}
+            out = tool.run(_tool_data(step, refs, store), ToolContext(store, settings, progress))
+            outputs = {}
+            for ref in out.artifacts():
+                entry = memory.record_artifact(sid, ref, step_id=step_id)
+                outputs[ref.kind] = entry.ref.model_dump(mode="json")
+            memory.update_step(step_id, status="succeeded", backend=out.backend)
+        except Exception as exc:  # a failing step must not end the turn: its dependants are skipped instead
+            message = exc.message if isinstance(exc, VitronError) else f"{type(exc).__name__}: {exc}"
+            memory.update_step(step_id, status="failed", error=exc)
+            _emit("step_failed", position=position, module=tool.name, error=message)
+            return {"results": {str(position): {"status": "failed", "error": message,
+                                                "seconds": time.perf_counter() - started}}}
+        seconds = time.perf_counter() - started
+        _emit("step_finished", position=position, module=tool.name, seconds=round(seconds, 3),
+              outputs={k: v["alias"] for k, v in outputs.items()})
+        return {"results": {str(position): {"status": "succeeded", "outputs": outputs, "seconds": seconds}}}
+
+    # -- review and respond --------------------------------------------------------------------
+
+    def review(state: TurnState) -> dict[str, Any]:
+        return {"round": state.get("round", 1) + 1, "attempt": 1}
+
+    def after_review(state: TurnState) -> str:
+        ran = bool(_round_steps(state))
+        if planner.replans and ran and state.get("round", 1) <= settings.max_rounds:
+            return "plan"
+        return "respond"
+
+    def respond(state: TurnState) -> dict[str, Any]:
+        text = state.get("final") or _summary(state)
+        invocations = [{**s["invocation"], "inputs": s["inputs"]} for s in state.get("steps", [])]
+        memory.append_turn(state["session_id"], "assistant", reply=text, invocations=invocations)
+        _emit("message", text=text)
+        return {"final": text}
+
+    graph = StateGraph(TurnState)
+    graph.add_node("plan", plan)
+    graph.add_node("validate", validate)
+    graph.add_node("dispatch", dispatch)
+    graph.add_node("run_step", run_step)
+    graph.add_node("review", review)
+    graph.add_node("respond", respond)
+    graph.add_edge(START, "plan")
+    graph.add_conditional_edges("plan", after_plan, ["plan", "validate", "respond"])
+    graph.add_conditional_edges("validate", after_validate, ["plan", "dispatch", "respond"])
+    graph.add_conditional_edges("dispatch", route, ["run_step", "dispatch", "review", "validate"])
+    graph.add_edge("run_step", "dispatch")
+    graph.add_conditional_edges("review", after_review, ["plan", "respond"])
+    graph.add_edge("respond", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _region(data: dict | None) -> Any:
+    if not data:
+        return None
+    from pydantic import TypeAdapter
+
+    from schemas import Region
+
+    return TypeAdapter(Region).validate_python(data)
+
+
+def _round_steps(state: TurnState) -> list[dict]:
+    return state.get("steps", [])[state.get("round_start", 0):]
+
+
+def _deps(step: dict) -> list[int]:
+    return [int(v[1:]) for v in step["inputs"].values() if isinstance(v, str) and v.startswith("@")]
+
+
+def _deps_met(step: dict, results: dict[str, dict]) -> bool:
+    return all(results.get(str(d), {}).get("status") == "succeeded" for d in _deps(step))
+
+
+def _refs_for(step: dict, results: dict[str, dict]) -> dict[str, dict]:
+    """The step's inputs with every `@P` replaced by step P's output of the fitting kind."""
+    refs = {}
+    for field, value in step["inputs"].items():
+        if isinstance(value, str):
+            refs[field] = results[value[1:]]["outputs"][field]
+        else:
+            refs[field] = value
+    return refs
+
+
+def _outcomes(state: TurnState) -> tuple[StepOutcome, ...]:
+    results = state.get("results", {})
+    return tuple(
+        StepOutcome(position=s["position"], module=s["module"], command=s["invocation"].get("command", ""),
+                    status=results.get(str(s["position"]), {}).get("status", "pending"),
+                    outputs=tuple(r["alias"] for r in results.get(str(s["position"]), {}).get("outputs", {}).values()),
+                    error=results.get(str(s["position"]), {}).get("error"))
+        for s in state.get("steps", []))
+
+
+def _summary(state: TurnState) -> str:
+    """The planner's words, then what was made and what went wrong, by alias."""
+    parts = [r for r in state.get("replies", []) if r]
+    made, problems = [], []
+    for outcome in _outcomes(state):
+        if outcome.status == "succeeded":
+            made.extend(f"@{alias}" for alias in outcome.outputs)
+        elif outcome.status in ("failed", "skipped"):
+            problems.append(f"step {outcome.position} ({outcome.module}) {outcome.status}: {outcome.error}")
+    if made:
+        parts.append("Made " + ", ".join(made) + ".")
+    parts.extend(problems)
+    if not parts:
+        parts.append("Nothing to do. Write invocations such as "
+                     "<module>B</module><instruction>segment the cup</instruction><region>(10, 10, 200, 150)</region>")
+    return " ".join(parts)

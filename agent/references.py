@@ -1,0 +1,223 @@
+"""Which artifacts a step reads: named aliases, `@N` (an earlier step's output), and what is left implicit.
+
+A planner often leaves inputs out ("make it green"), as people do. The rule: an input left out is the most
+recent artifact of the fitting kind — an earlier step of this plan first, then the session's artifact
+table. Explicit aliases always win. When the newest candidates fit equally (two uploads of one turn, or two
+outputs of independent steps: neither made from the other), the agent asks instead of guessing. An optional
+input (a mask for an edit) is filled only when it was made from the same source as the image being edited.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from memory import ArtifactEntry
+from schemas import ArtifactRef, InvalidInput, Invocation, VitronError
+from tools import get_tool
+
+REF_FIELDS = ("image", "mask", "video", "masks")  # tool input fields that take an artifact, named by its kind
+_OUTPUT_KINDS = ("image", "mask", "video", "masks", "boxes")
+_UNNAMED = re.compile(r"^input\d*$")
+_STEP = re.compile(r"^@(\d+)$")
+
+
+class Ambiguous(VitronError):
+    """Two artifacts fit an input equally well: the agent asks the user which one is meant."""
+
+    def __init__(self, question: str, candidates: list[str]) -> None:
+        super().__init__(question, field="inputs", fix="name the one you mean, e.g. " + f"@{candidates[0]}")
+        self.question = question
+        self.candidates = candidates
+
+
+@cache
+def ref_fields(tool_name: str) -> dict[str, bool]:
+    """The artifact inputs a tool takes: field name (= kind) → required."""
+    fields = get_tool(tool_name).input_model.model_fields
+    return {name: fields[name].is_required() for name in REF_FIELDS if name in fields}
+
+
+@cache
+def output_kinds(tool_name: str) -> tuple[str, ...]:
+    """The kinds of artifact a tool's output holds (its fields are named by kind)."""
+    fields = get_tool(tool_name).output_model.model_fields
+    return tuple(name for name in _OUTPUT_KINDS if name in fields)
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """A step's artifact inputs after resolution: a ref known now, or `@P`, the output of the turn's step P."""
+
+    values: dict[str, ArtifactRef | str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v if isinstance(v, str) else v.model_dump(mode="json") for k, v in self.values.items()}
+
+
+class _Table:
+    """The session's artifact table, newest first, with each artifact's ancestry for the tie rule."""
+
+    def __init__(self, entries: tuple[ArtifactEntry, ...]) -> None:
+        self.entries = entries
+        self.by_alias = {e.alias: e for e in entries}
+
+    def ancestors(self, alias: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self.by_alias[alias].parents) if alias in self.by_alias else []
+        while stack:
+            parent = stack.pop()
+            if parent not in seen:
+                seen.add(parent)
+                stack.extend(self.by_alias[parent].parents if parent in self.by_alias else ())
+        return seen
+
+    def sources(self, alias: str) -> set[str]:
+        """The uploads (or whatever has no parents) an artifact comes from; itself when it is one."""
+        lineage = self.ancestors(alias) | {alias}
+        return {a for a in lineage if a not in self.by_alias or not self.by_alias[a].parents}
+
+    def newest(self, kind: str) -> list[ArtifactEntry]:
+        """The newest artifacts of a kind that fit equally: same turn, same origin, neither made from the other."""
+        of_kind = [e for e in reversed(self.entries) if e.ref.kind == kind]
+        if not of_kind:
+            return []
+        first = of_kind[0]
+        ties = [first]
+        for other in of_kind[1:]:
+            if (other.turn_seq != first.turn_seq or (other.step_id is None) != (first.step_id is None)
+                    or other.alias in self.ancestors(first.alias)):
+                continue
+            ties.append(other)
+        return ties
+
+    def resolve(self, alias: str) -> ArtifactEntry:
+        name = alias.lstrip("@")
+        if name not in self.by_alias:
+            known = ", ".join("@" + e.alias for e in self.entries[-12:]) or "none yet"
+            raise InvalidInput(f"there is no artifact @{name} in this session", field="inputs",
+                               fix=f"use one of the session's artifacts ({known})")
+        return self.by_alias[name]
+
+
+def resolve_plan_inputs(steps: list[Invocation], table: tuple[ArtifactEntry, ...], offset: int = 0) -> list[StepInputs]:
+    """Every step's artifact inputs: explicit ones checked, missing ones filled (or `Ambiguous` raised).
+
+    `offset` is how many steps earlier rounds of this turn ran: `@N` in this plan becomes `@{offset + N}`.
+    """
+    known = _Table(table)
+    resolved: list[StepInputs] = []
+    for index, inv in enumerate(steps, start=1):
+        resolved.append(_resolve_step(index, inv, steps, resolved, known, offset))
+    return resolved
+
+
+def _resolve_step(index: int, inv: Invocation, steps: list[Invocation], done: list[StepInputs], table: _Table,
+                  offset: int) -> StepInputs:
+    tool = get_tool(inv.module)
+    fields = ref_fields(tool.name)
+    where = f"step {index} ({tool.name})"
+    values: dict[str, ArtifactRef | str] = {}
+    unnamed: list[ArtifactRef | str] = []
+    for key, value in inv.inputs.items():
+        if _UNNAMED.match(key):
+            unnamed.append(value)
+        elif key not in fields:
+            takes = ", ".join(fields) or "no artifacts"
+            raise InvalidInput(f"{where} has an input {key!r}, but {tool.name} takes {takes}", field="inputs",
+                               fix=f"name one of: {takes}")
+        else:
+            values[key] = _check(key, value, where, steps, table, offset)
+    for value in unnamed:
+        kinds = _kinds_of(value, steps, table)
+        free = [f for f in fields if f in kinds and f not in values]
+        if not free:
+            raise InvalidInput(f"{where} reads {_show(value)}, a {' or '.join(kinds)}, but {tool.name} takes "
+                               f"{', '.join(fields) or 'no artifacts'}", field="inputs",
+                               fix="give each input to a step that takes its kind")
+        values[free[0]] = _check(free[0], value, where, steps, table, offset)
+    for field, required in fields.items():
+        if field not in values:
+            found = _implicit(field, required, values, index, steps, done, table, offset)
+            if found is not None:
+                values[field] = found
+            elif required:
+                raise InvalidInput(f"{where} needs an input {field}, and the session has no {field} yet",
+                                   field="inputs", fix=f"attach a{'n' if field[0] in 'aeiou' else ''} {field}, "
+                                                       "or run a step that makes one first")
+    return StepInputs({f: values[f] for f in fields if f in values})  # in the tool's field order
+
+
+def _show(value: ArtifactRef | str) -> str:
+    return value if isinstance(value, str) else f"{value.kind} {value.short}"
+
+
+def _kinds_of(value: ArtifactRef | str, steps: list[Invocation], table: _Table) -> tuple[str, ...]:
+    if isinstance(value, ArtifactRef):
+        return (value.kind,)
+    if match := _STEP.match(value):
+        return output_kinds(get_tool(steps[int(match.group(1)) - 1].module).name)
+    return (table.resolve(value).ref.kind,)
+
+
+def _check(field: str, value: ArtifactRef | str, where: str, steps: list[Invocation], table: _Table,
+           offset: int) -> ArtifactRef | str:
+    """An explicit input: the kind must fit the field; aliases become refs, `@N` the turn's step number."""
+    if isinstance(value, ArtifactRef):
+        kinds: tuple[str, ...] = (value.kind,)
+        result: ArtifactRef | str = value
+    elif match := _STEP.match(value):
+        number = int(match.group(1))
+        kinds = output_kinds(get_tool(steps[number - 1].module).name)
+        result = f"@{offset + number}"
+    else:
+        entry = table.resolve(value)
+        kinds, result = (entry.ref.kind,), entry.ref
+    if field not in kinds:
+        raise InvalidInput(f"{where} reads {_show(value)} as its {field}, but that is a {' or '.join(kinds)}",
+                           field="inputs", fix=f"give it a{'n' if field[0] in 'aeiou' else ''} {field}")
+    return result
+
+
+def _implicit(field: str, required: bool, values: dict[str, ArtifactRef | str], index: int,
+              steps: list[Invocation], done: list[StepInputs], table: _Table, offset: int) -> ArtifactRef | str | None:
+    """The input a step left out: the latest earlier step making that kind, else the newest such artifact."""
+    main = next((values[f] for f in ("image", "video") if f in values), None)
+    for earlier in range(index - 1, 0, -1):
+        made = field in output_kinds(get_tool(steps[earlier - 1].module).name)
+        its_main = done[earlier - 1].values.get("image") or done[earlier - 1].values.get("video")
+        if made and (required or _same_source(its_main, main, table)):
+            return f"@{offset + earlier}"
+    candidates = table.newest(field)
+    if not candidates:
+        return None
+    if len(candidates) > 1:
+        if not required:
+            return None  # an optional input is never guessed
+        names = [c.alias for c in candidates]
+        listing = " or ".join(f"@{c.alias} ({c.describe().split(': ', 1)[1]})" for c in candidates)
+        raise Ambiguous(f"Which {field} do you mean: {listing}?", names)
+    chosen = candidates[0]
+    if not required and not _same_source(chosen.ref, main, table):
+        return None
+    return chosen.ref
+
+
+def _same_source(a: ArtifactRef | str | None, b: ArtifactRef | str | None, table: _Table) -> bool:
+    """Whether two inputs come from the same upload (so a mask belongs to the image it is used with)."""
+    if a is None or b is None:
+        return False
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    alias_a, alias_b = _alias_of(a, table), _alias_of(b, table)
+    if alias_a is None or alias_b is None:
+        return a.sha256 == b.sha256
+    return bool(table.sources(alias_a) & table.sources(alias_b))
+
+
+def _alias_of(ref: ArtifactRef, table: _Table) -> str | None:
+    if ref.alias and ref.alias in table.by_alias:
+        return ref.alias
+    return next((e.alias for e in table.entries if e.ref.sha256 == ref.sha256), None)

@@ -1,0 +1,158 @@
+"""The agent end to end with the explicit planner: plans run on the real tools, on rendered scenes with exact
+ground truth; turns, steps and artifacts land in session memory; references, validation, failures, approval."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.api import VitronAgent
+from schemas import InvalidInput
+from tests.scenes import iou, render_scene, render_video
+from tools.embedded.colours import COLOURS
+
+
+def hue(rgb: np.ndarray) -> np.ndarray:
+    pixels = np.asarray(rgb, np.uint8).reshape(-1, 1, 3)
+    return cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV_FULL)[:, 0, 0].astype(float) * 360 / 256
+
+
+def hue_gap(a: np.ndarray, b: float) -> np.ndarray:
+    return np.abs((a - b + 180) % 360 - 180)
+
+
+def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
+    return cv2.erode(mask.astype(np.uint8), np.ones((2 * pixels + 1,) * 2, np.uint8)) > 0
+
+
+def box_text(box) -> str:
+    return "(" + ", ".join(str(v) for v in box) + ")"
+
+
+def segment_and_recolour(colour: str, box) -> str:
+    return (f"Sure. <module>B</module><instruction>segment the object</instruction><region>{box_text(box)}</region>"
+            f"<module>C</module><instruction>make it {colour}</instruction><input>@1</input>")
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_segment_then_edit_changes_exactly_the_object(agent, seed):
+    scene = render_scene(seed)
+    colour = "blue" if scene.colour != "blue" else "green"
+    session = agent.session()
+    events = list(session.stream(segment_and_recolour(colour, scene.box), image=scene.image))
+    reply = session.reply()
+
+    assert [e["event"] for e in events if e["event"] != "progress"] == [
+        "plan", "step_started", "step_finished", "step_started", "step_finished", "message"]
+    assert reply.text == "Sure. Made @mask1, @img2."
+    assert [(s.module, s.status) for s in reply.steps] == [("image_segmentation", "succeeded"),
+                                                          ("image_editing", "succeeded")]
+    mask_entry, image_entry = reply.artifacts
+    store = agent.memory.store
+    assert iou(store.get_mask(mask_entry.ref), scene.mask) >= 0.9
+    edited = store.get_image(image_entry.ref)
+    inside = shrink(scene.mask, 3)
+    want = hue(np.array(COLOURS[colour]))[0]
+    assert np.mean(hue_gap(hue(edited[inside]), want) < 15) > 0.9  # the object took the colour
+    outside = ~cv2.dilate(scene.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert np.abs(edited.astype(int) - scene.image)[outside].max() <= 2  # nothing else moved
+    assert image_entry.parents == ("img1", "mask1")
+
+
+def test_a_second_turn_without_inputs_edits_the_last_result(agent):
+    scene = render_scene(4)
+    session = agent.session()
+    session.send(segment_and_recolour("blue", scene.box), image=scene.image)
+    reply = session.send("<module>C</module><instruction>make it green</instruction>")
+    (entry,) = reply.artifacts
+    assert (entry.alias, entry.parents) == ("img3", ("img2", "mask1"))  # the last result, inside the same mask
+    edited = agent.memory.store.get_image(entry.ref)
+    want = hue(np.array(COLOURS["green"]))[0]
+    assert np.mean(hue_gap(hue(edited[shrink(scene.mask, 3)]), want) < 15) > 0.9
+    history = agent.memory.turns(session.id)
+    assert [t.role for t in history] == ["user", "assistant", "user", "assistant"]
+
+
+def test_independent_steps_run_at_the_same_time(agent):
+    video = render_video(0, frames=60)
+    session = agent.session()
+    box = box_text(video.box(0))
+    reply = session.send(f"<module>E</module><instruction>track it</instruction><region>{box}</region>"
+                         f"<module>E</module><instruction>track it again</instruction><region>{box}</region>",
+                         video=agent.memory.store.put_video(video.frames, video.fps))
+    first, second = reply.steps
+    assert first.status == second.status == "succeeded"
+    assert first.started_at < second.finished_at and second.started_at < first.finished_at  # overlapping
+
+
+def test_a_failing_step_skips_its_dependants_and_the_session_goes_on(agent):
+    scene = render_scene(1)
+    session = agent.session()
+    grey = np.full_like(scene.image, 128)
+    reply = session.send("<module>B</module><instruction>segment the red object</instruction>"
+                         "<module>C</module><instruction>make it blue</instruction><input>@1</input>", image=grey)
+    assert [s.status for s in reply.steps] == ["failed", "cancelled"]
+    assert "no red object was found" in reply.text and "step 2 (image_editing) skipped" in reply.text
+    assert reply.artifacts == ()
+    after = session.send(f"<module>B</module><instruction>segment it</instruction><region>{box_text(scene.box)}"
+                         "</region>", image=scene.image)
+    assert [s.status for s in after.steps] == ["succeeded"] and after.artifacts[0].parents == ("img2",)
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("<module>Z</module><instruction>x</instruction>", "unknown module"),
+    ("<module>B</module><instruction>segment</instruction><region>(10, 10, 5000, 20)</region>", "region"),
+    ("<module>C</module><instruction>make it blue</instruction><input>@mask9</input>", "@mask9"),
+    ("<module>E</module><instruction>track it</instruction>", "needs an input video"),
+])
+def test_a_plan_that_cannot_run_gets_a_clear_reply_and_runs_nothing(agent, text, needle):
+    session = agent.session()
+    reply = session.send(text, image=render_scene(0).image)
+    assert reply.text.startswith("I could not make a plan that runs") and needle in reply.text
+    assert reply.steps == () and agent.memory.steps(session.id) == []
+    assert [t.role for t in agent.memory.turns(session.id)] == ["user", "assistant"]
+
+
+def test_two_images_that_fit_equally_make_the_agent_ask(agent):
+    session = agent.session()
+    a = agent.memory.store.put_image(render_scene(0).image)
+    b = agent.memory.store.put_image(render_scene(1).image)
+    agent.memory.append_turn(session.id, "user", "two photos", attachments=[a, b])
+    reply = session.send("<module>C</module><instruction>make it sepia</instruction>")
+    assert reply.text.startswith("Which image do you mean: @img2") and "@img1" in reply.text
+    assert reply.steps == ()
+    named = session.send("<module>C</module><instruction>make it sepia</instruction><input>@img1</input>")
+    assert named.artifacts[0].parents == ("img1",)  # an explicit alias always wins
+
+
+def test_approval_pauses_before_heavy_steps(agent_settings):
+    settings = agent_settings.model_copy(update={"approval": True})
+    video = render_video(2, frames=12)
+    with VitronAgent.from_settings(settings) as agent:
+        session = agent.session()
+        ref = agent.memory.store.put_video(video.frames, video.fps)
+        text = f"<module>E</module><instruction>track it</instruction><region>{box_text(video.box(0))}</region>"
+        paused = session.send(text, video=ref)
+        assert paused.waiting and paused.approval["steps"][0]["module"] == "video_segmentation"
+        assert [s.status for s in agent.memory.steps(session.id)] == ["pending"]  # nothing heavy launched
+        with pytest.raises(InvalidInput, match="unfinished turn"):
+            session.send("another turn")
+        done = session.approve()
+        assert not done.waiting and [s.status for s in done.steps] == ["succeeded"]
+
+        again = session.send(text)
+        assert again.waiting
+        denied = session.approve("deny")
+        assert [s.status for s in denied.steps] == ["cancelled"] and "not approved" in denied.text
+
+
+def test_state_and_checkpoints_hold_refs_not_pixels(agent):
+    scene = render_scene(2)
+    session = agent.session()
+    session.send(segment_and_recolour("green", scene.box), image=scene.image)
+    state = agent.graph.get_state({"configurable": {"thread_id": session.id}})
+    import json
+
+    text = json.dumps(state.values)
+    assert len(text) < 8000 and "sha256" in text
