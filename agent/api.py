@@ -200,9 +200,8 @@ class AgentSession:
         return store.import_image(value) if kind == "image" else store.import_video(value)
 
     def _run(self, graph_input: Any) -> Iterator[dict[str, Any]]:
-        for mode, chunk in self.agent.graph.stream(graph_input, self._config, stream_mode=["custom", "updates"]):
-            if mode == "custom":
-                yield chunk
-            elif isinstance(chunk, dict) and "__interrupt__" in chunk:
-                for item in chunk["__interrupt__"]:
-                    yield {"event": "approval", **(item.value if isinstance(item.value, dict) else {})}
+        yield from self.agent.graph.stream(graph_input, self._config, stream_mode="custom")
+        if self.unfinished:  # paused: say what waits for the user
+            approval = self.reply().approval
+            if approval and approval.get("type") == "approval":
+                yield {"event": "approval", **approval}

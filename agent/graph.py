@@ -10,6 +10,8 @@ step waits for the steps whose outputs it reads. Events go to LangGraph's custom
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
@@ -95,7 +97,8 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
     def plan(state: TurnState) -> dict[str, Any]:
         sid = state["session_id"]
         request = PlanRequest(
-            text=state["text"], history=memory.history(sid), artifacts=tuple(memory.artifact_table(sid)),
+            text=state["text"], history=lambda: memory.history(sid),
+            artifacts=lambda: tuple(memory.artifact_table(sid)),
             inputs={a: ArtifactRef.model_validate(r) for a, r in state.get("inputs", {}).items()},
             region=_region(state.get("region")), store=store, round=state.get("round", 1),
             results=_outcomes(state), feedback=state.get("feedback"), attempt=state.get("attempt", 1),
@@ -146,13 +149,12 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
             return {"proposal": [], "final": question.question}
         except VitronError as exc:
             return _refused(state, exc.message)
-        new = []
-        for inv_json, inputs in zip(state["proposal"], resolved, strict=True):
-            position = len(done) + len(new) + 1
-            record = {**inv_json, "inputs": inputs.to_json()}
-            row = memory.record_step(sid, record, turn_id=state["turn_id"], position=position)
-            new.append({"position": position, "module": row.module, "invocation": inv_json,
-                        "inputs": inputs.to_json(), "step_id": row.id, "heavy": get_tool(row.module).heavy})
+        records = [{**inv_json, "inputs": inputs.to_json()} for inv_json, inputs in zip(state["proposal"], resolved,
+                                                                                         strict=True)]
+        rows = memory.record_steps(sid, records, turn_id=state["turn_id"], first_position=len(done) + 1)
+        new = [{"position": row.position, "module": row.module, "invocation": inv_json, "inputs": record["inputs"],
+                "step_id": row.id, "heavy": get_tool(row.module).heavy}
+               for row, inv_json, record in zip(rows, state["proposal"], records, strict=True)]
         return {"steps": done + new, "round_start": len(done), "proposal": [], "attempt": 1}
 
     def after_validate(state: TurnState) -> str:
@@ -205,7 +207,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         results = state.get("results", {})
         pending = [s for s in _round_steps(state) if str(s["position"]) not in results]
         if not pending:
-            return "review"
+            return "review" if planner.replans else "respond"
         approved = state.get("approved", [])
         sends = [Send("run_step", {"session_id": state["session_id"], "step": s,
                                    "refs": _refs_for(s, results)})
@@ -214,13 +216,14 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         return sends or "dispatch"
 
     def run_step(task: dict[str, Any]) -> dict[str, Any]:
-        step, sid = task["step"], task["session_id"]
+        step = task["step"]
         position, step_id = step["position"], step["step_id"]
         tool = get_tool(step["module"])
-        memory.update_step(step_id, status="running", progress=0.0)
+        # The "running" mark is written while the tool works (it only has to land before the step's end).
+        marking = _background(lambda: memory.update_step(step_id, status="running", progress=0.0))
         _emit("step_started", position=position, module=tool.name, command=step["invocation"].get("command", ""))
         writer = get_stream_writer()
-        last_write = [0.0]
+        last_write = [time.monotonic()]  # the database hears of progress only when a step runs a while
 
         def progress(fraction: float, message: str) -> None:
             writer({"event": "progress", "position": position, "module": tool.name, "fraction": fraction,
@@ -234,18 +237,17 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         try:
             refs = {f: ArtifactRef.model_validate(r) for f, r in task["refs"].items()}
             out = tool.run(_tool_data(step, refs, store), ToolContext(store, settings, progress))
-            outputs = {}
-            for ref in out.artifacts():
-                entry = memory.record_artifact(sid, ref, step_id=step_id)
-                outputs[ref.kind] = entry.ref.model_dump(mode="json")
-            memory.update_step(step_id, status="succeeded", backend=out.backend)
+            seconds = time.perf_counter() - started  # the tool's own time; bookkeeping below is the agent's
+            marking.result()
+            refs = memory.finish_step(step_id, out.artifacts(), backend=out.backend)
+            outputs = {ref.kind: ref.model_dump(mode="json") for ref in refs}
         except Exception as exc:  # a failing step must not end the turn: its dependants are skipped instead
             message = exc.message if isinstance(exc, VitronError) else f"{type(exc).__name__}: {exc}"
+            marking.result()
             memory.update_step(step_id, status="failed", error=exc)
             _emit("step_failed", position=position, module=tool.name, error=message)
             return {"results": {str(position): {"status": "failed", "error": message,
                                                 "seconds": time.perf_counter() - started}}}
-        seconds = time.perf_counter() - started
         _emit("step_finished", position=position, module=tool.name, seconds=round(seconds, 3),
               outputs={k: v["alias"] for k, v in outputs.items()})
         return {"results": {str(position): {"status": "succeeded", "outputs": outputs, "seconds": seconds}}}
@@ -278,7 +280,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
     graph.add_edge(START, "plan")
     graph.add_conditional_edges("plan", after_plan, ["plan", "validate", "respond"])
     graph.add_conditional_edges("validate", after_validate, ["plan", "dispatch", "respond"])
-    graph.add_conditional_edges("dispatch", route, ["run_step", "dispatch", "review", "validate"])
+    graph.add_conditional_edges("dispatch", route, ["run_step", "dispatch", "review", "respond", "validate"])
     graph.add_edge("run_step", "dispatch")
     graph.add_conditional_edges("review", after_review, ["plan", "respond"])
     graph.add_edge("respond", END)
@@ -286,6 +288,13 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+_bookkeeping = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vitron-bookkeeping")
+
+
+def _background(work: Callable[[], Any]) -> Future:
+    return _bookkeeping.submit(work)
 
 
 def _region(data: dict | None) -> Any:

@@ -1,8 +1,9 @@
 """The LangGraph checkpointer, from the same settings as session memory.
 
-SQLite URLs get `SqliteSaver` (in the same file as the session tables, WAL, with a busy timeout so that
-several processes can share it); PostgreSQL URLs get `PostgresSaver` over a small connection pool. The
-agent's thread id is the session id, so deleting a session deletes its checkpoints.
+SQLite URLs get `SqliteSaver`, in a file beside the session tables (`vitron-checkpoints.db` for `vitron.db`;
+WAL, a busy timeout so that several processes can share it); PostgreSQL URLs get `PostgresSaver` over a small
+connection pool, in the same database. The agent's thread id is the session id, so deleting a session deletes
+its checkpoints.
 """
 
 from __future__ import annotations
@@ -40,12 +41,19 @@ def open_checkpointer(target: VitronSettings | Database | str | URL | None = Non
 
         database = url.database or ":memory:"
         if database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # A file of its own beside the session tables: SQLite has one writer per file, and checkpoints
+            # written in the background must not queue behind (or hold up) the steps' own writes.
+            path = Path(database)
+            database = str(path.with_name(path.stem + "-checkpoints" + (path.suffix or ".db")))
+            path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False,
                                uri=database.startswith("file:"))
         try:
             if database != ":memory:":
                 conn.execute("PRAGMA journal_mode = WAL")
+                # As for the session tables: in WAL mode NORMAL cannot corrupt the file, and skipping the fsync
+                # per commit is most of a checkpoint's cost (a power cut may lose the last steps, not the file).
+                conn.execute("PRAGMA synchronous = NORMAL")
             saver = SqliteSaver(conn)
             saver.setup()
             yield saver

@@ -502,6 +502,62 @@ class SessionMemory:
 
         return self.db.write(work)
 
+    def record_steps(self, session_id: str, invocations: Sequence[Invocation | Mapping[str, Any]], *,
+                     turn_id: int | None = None, first_position: int = 1) -> list[StepRecord]:
+        """Record a plan's steps, numbered from `first_position`, in one transaction (all or none)."""
+        dumped = [self._dump_invocation(inv) for inv in invocations]
+        for inv in dumped:
+            for ref in (*_invocation_input_refs(inv), *_signal_refs(inv)):
+                self._check_blob(ref)
+
+        def work(s: Session) -> list[StepRecord]:
+            session = _lock_session(s, session_id)
+            if turn_id is not None:
+                _turn_in_session(s, session_id, turn_id)
+            rows = []
+            for position, inv in enumerate(dumped, start=first_position):
+                aliases = [v for v in inv.get("inputs", {}).values() if isinstance(v, str) and not _STEP_REF.match(v)]
+                for name in aliases:
+                    _artifact_by_alias(s, session_id, name)
+                row = StepRow(session_id=session_id, turn_id=turn_id, position=position, module=inv["module"],
+                              command=inv.get("command", ""), invocation=inv, status="pending", progress=0.0,
+                              created_at=utcnow())
+                s.add(row)
+                rows.append(row)
+                for ref in _invocation_input_refs(inv):
+                    self._record(s, session_id, ref, turn_id=turn_id, origin="upload")
+                for ref in _signal_refs(inv):
+                    self._record(s, session_id, ref, turn_id=turn_id, origin="planner", label="signal")
+            session.updated_at = utcnow()
+            s.flush()
+            return [_step_record(r) for r in rows]
+
+        return self.db.write(work)
+
+    def finish_step(self, step_id: int, outputs: Sequence[ArtifactRef], *, backend: str | None = None,
+                    ) -> list[ArtifactRef]:
+        """A step succeeded: record its outputs (lineage from its inputs) and its status, in one transaction.
+        Returns the outputs' refs with their aliases."""
+        for ref in outputs:
+            self._check_blob(ref)
+
+        def work(s: Session) -> list[ArtifactRef]:
+            step = s.get(StepRow, step_id)
+            if step is None:
+                raise StepNotFound(f"no step {step_id}", field="step", fix="use an id returned by record_step")
+            _lock_session(s, step.session_id)
+            parents = self._step_inputs(s, step)
+            rows = [self._record(s, step.session_id, ref, step_id=step_id, turn_id=step.turn_id, origin="step",
+                                 parents=parents) for ref in outputs]
+            now = utcnow()
+            step.status, step.progress, step.finished_at = "succeeded", 1.0, now
+            step.started_at = step.started_at or now
+            if backend is not None:
+                step.backend = backend
+            return [_ref(r) for r in rows]
+
+        return self.db.write(work)
+
     def record_job(self, step_id: int, job_id: str, *, backend: str | None = None) -> StepRecord:
         """The executor took the step: remember its job id (and backend); the step becomes `queued`."""
         return self.update_step(step_id, status="queued", job_id=job_id, backend=backend)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from memory import ArtifactEntry, ArtifactStore, History
 from schemas import ArtifactRef, Plan, Region
@@ -21,9 +21,16 @@ class StepOutcome:
     error: str | None = None
 
 
+_LAZY = frozenset({"history", "artifacts"})
+
+
 @dataclass(frozen=True)
 class PlanRequest:
-    """One planning call. Everything is small: artifacts travel as refs and aliases, pixels stay in `store`."""
+    """One planning call. Everything is small: artifacts travel as refs and aliases, pixels stay in `store`.
+
+    `history` and `artifacts` may be given as zero-argument functions: they are then read from session memory
+    the first time a planner looks (the explicit planner never does, and saves the queries).
+    """
 
     text: str  # the user's words this turn
     history: History  # the conversation so far: recent turns in a token budget, older ones by their artifacts
@@ -36,6 +43,13 @@ class PlanRequest:
     feedback: str | None = None  # why the previous plan of this round was refused, for the planner to fix
     attempt: int = 1  # 1, then 2, 3… while the planner corrects a refused plan
     extra: dict[str, object] = field(default_factory=dict)
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if name in _LAZY and callable(value):
+            value = value()
+            object.__setattr__(self, name, value)  # once: later reads get the loaded value
+        return value
 
 
 @runtime_checkable

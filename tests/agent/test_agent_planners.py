@@ -1,0 +1,69 @@
+"""The agent with the other two planners: a chat model that plans again after seeing results, and the VITRON
+model whose signal embeddings travel with the steps (by reference) into session memory."""
+
+from __future__ import annotations
+
+from langchain_core.messages import AIMessage
+
+from agent.api import VitronAgent
+from agent.planners.chat import ChatModelPlanner
+from agent.planners.tiny_vitron import build_tiny_vitron
+from agent.planners.vitron import VitronPlanner, load_planner_model
+from tests.agent.test_chat_planner import call, calls, fake
+from tests.scenes import iou, render_scene
+
+
+def test_chat_planner_runs_a_plan_then_answers_from_the_results(agent_settings):
+    scene = render_scene(3)
+    box = list(scene.box)
+    model = fake(
+        calls(call("image_segmentation", "a", image="@img1", command="segment the object",
+                   region={"kind": "box", "box": box}),
+              call("image_editing", "b", image="@img1", mask="@1", command="make it blue"), text="On it."),
+        AIMessage(content="The object is now blue: @img2."),
+    )
+    with VitronAgent.from_settings(agent_settings, planner=ChatModelPlanner(model)) as agent:
+        session = agent.session()
+        reply = session.send("make the object blue", image=scene.image)
+        assert [(s.module, s.status) for s in reply.steps] == [("image_segmentation", "succeeded"),
+                                                              ("image_editing", "succeeded")]
+        assert iou(agent.memory.store.get_mask(reply.artifacts[0].ref), scene.mask) >= 0.9
+        assert reply.text.startswith("On it. The object is now blue: @img2.")
+        second_prompt = "\n".join(str(m.content) for m in model.prompts[1])
+        assert "mask1" in second_prompt and "img2" in second_prompt  # round 2 saw what round 1 made
+
+
+def test_a_refused_plan_goes_back_to_the_chat_model(agent_settings):
+    scene = render_scene(1)
+    model = fake(
+        calls(call("image_editing", "a", image="@img1", command="make it blue",  # outside the image: refused
+                   region={"kind": "box", "box": [0, 0, 5000, 20]})),
+        calls(call("image_editing", "b", image="@img1", command="make it blue",
+                   region={"kind": "box", "box": list(scene.box)})),
+        AIMessage(content="Done."),
+    )
+    with VitronAgent.from_settings(agent_settings, planner=ChatModelPlanner(model)) as agent:
+        reply = agent.session().send("make it blue", image=scene.image)
+    assert [s.status for s in reply.steps] == ["succeeded"]  # the refused plan never ran
+    feedback = "\n".join(str(m.content) for m in model.prompts[1])
+    assert "refused" in feedback and "5000" in feedback, feedback
+
+
+def test_vitron_planner_signals_reach_the_steps_by_reference(agent_settings, tmp_path):
+    folder = build_tiny_vitron(tmp_path / "tiny")
+    scene = render_scene(3)
+    box = ", ".join(map(str, scene.box))
+    forced = (f"Sure. <module>B</module><instruction>segment it</instruction><region>({box})</region>[SIG]"
+              "<module>C</module><instruction>make it blue</instruction><input>@1</input>[SIG]")
+    planner = VitronPlanner(load_planner_model(folder), force_sequence=forced, max_new_tokens=200)
+    with VitronAgent.from_settings(agent_settings, planner=planner) as agent:
+        session = agent.session()
+        reply = session.send("make the object blue", image=scene.image)
+        assert [s.status for s in reply.steps] == ["succeeded", "succeeded"]
+        steps = agent.memory.steps(session.id)
+        signal = steps[0].invocation["signal"]
+        assert signal["task_specific"]["kind"] == "embedding" and signal["task_specific"]["shape"] == [1, 256]
+        assert steps[1].invocation["signal"]["task_specific"]["shape"] == [1, 768]
+        table = agent.memory.artifact_table(session.id)
+        assert [a.ref.kind for a in table].count("embedding") == 4  # two steps × (specific, invariant)
+        assert iou(agent.memory.store.get_mask(reply.artifacts[0].ref), scene.mask) >= 0.9
