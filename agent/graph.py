@@ -152,7 +152,9 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         records = [{**inv_json, "inputs": inputs.to_json()} for inv_json, inputs in zip(state["proposal"], resolved,
                                                                                          strict=True)]
         rows = memory.record_steps(sid, records, turn_id=state["turn_id"], first_position=len(done) + 1)
-        new = [{"position": row.position, "module": row.module, "invocation": inv_json, "inputs": record["inputs"],
+        # The step keeps its resolved inputs only: the planner's spelling of them is in session memory.
+        new = [{"position": row.position, "module": row.module,
+                "invocation": {k: v for k, v in inv_json.items() if k != "inputs"}, "inputs": record["inputs"],
                 "step_id": row.id, "heavy": get_tool(row.module).heavy}
                for row, inv_json, record in zip(rows, state["proposal"], records, strict=True)]
         return {"steps": done + new, "round_start": len(done), "proposal": [], "attempt": 1}
