@@ -156,3 +156,13 @@ def test_state_and_checkpoints_hold_refs_not_pixels(agent):
 
     text = json.dumps(state.values)
     assert len(text) < 8000 and "sha256" in text
+
+
+def test_asend_runs_a_turn_from_async_code(agent):
+    import asyncio
+
+    scene = render_scene(3)
+    session = agent.session()
+    reply = asyncio.run(session.asend(f"<module>B</module><instruction>segment it</instruction>"
+                                      f"<region>{box_text(scene.box)}</region>", image=scene.image))
+    assert [s.status for s in reply.steps] == ["succeeded"] and reply.artifacts[0].alias == "mask1"

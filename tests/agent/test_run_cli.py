@@ -121,3 +121,15 @@ def test_a_turn_killed_mid_plan_resumes_without_repeating_finished_steps(env, ho
     assert after[0].started_at == before[0].started_at and after[0].finished_at == before[0].finished_at
     assert [a.alias for a in table] == ["img1", "video1", "mask1", "masks1", "boxes1", "img2"]
     assert resumed["reply"] == "Made @mask1, @masks1, @boxes1, @img2."
+
+
+def test_chat_takes_turns_from_the_keyboard(env, tmp_path):
+    scene = render_scene(3)
+    box = ", ".join(map(str, scene.box))
+    lines = [f"/image {png(tmp_path / 'in.png', scene.image)}",
+             f"<module>B</module><instruction>segment it</instruction><region>({box})</region>",
+             "<module>C</module><instruction>make it blue</instruction>", "/quit"]
+    proc = subprocess.run([VITRON, "chat"], input="\n".join(lines) + "\n", capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Made @mask1." in proc.stdout and "Made @img2." in proc.stdout
