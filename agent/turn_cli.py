@@ -128,8 +128,9 @@ def plan_cmd(
     request = PlanRequest(text=text, history=History("", (), 0, 0), artifacts=(), inputs=inputs,
                           region=parse_box(box) if box else None, store=store)
     plan = make_planner(planner or settings.planner, settings).plan(request)
+    modules = [s.invocation.module for s in plan.steps]
     steps = [{"module": s.invocation.module, "instruction": s.invocation.command,
-              "inputs": {k: v if isinstance(v, str) else v.alias or v.sha256 for k, v in s.invocation.inputs.items()},
+              "inputs": _named_inputs(s.invocation, modules),
               "region": s.invocation.region.model_dump(mode="json") if s.invocation.region else None}
              for s in plan.steps]
     if as_json:
@@ -141,6 +142,29 @@ def plan_cmd(
     for number, step in enumerate(steps, start=1):
         table.add_row(str(number), step["module"], step["instruction"], json.dumps(step["inputs"]))
     out.print(table)
+
+
+def _named_inputs(invocation, modules: list[str]) -> dict[str, str]:
+    """The step's inputs under the tool fields they will fill (`@1` from a segmentation is the mask)."""
+    from agent.references import output_kinds, ref_fields
+    from memory.sessions import ALIAS_PREFIXES
+
+    fields = list(ref_fields(invocation.module))
+    kinds_of_alias = {prefix: kind for kind, prefix in ALIAS_PREFIXES.items()}
+    named: dict[str, str] = {}
+    for key, value in invocation.inputs.items():
+        text = value if isinstance(value, str) else "@" + (value.alias or value.sha256)
+        if key in fields:
+            named[key] = text
+            continue
+        if text[1:].isdigit():
+            kinds = output_kinds(modules[int(text[1:]) - 1])
+        else:
+            kinds = tuple(kind for prefix, kind in sorted(kinds_of_alias.items(), key=lambda p: -len(p[0]))
+                          if text[1:].startswith(prefix))[:1]
+        field = next((f for f in fields if f in kinds and f not in named), key)
+        named[field] = text
+    return named
 
 
 @clear_errors

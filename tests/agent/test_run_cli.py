@@ -71,7 +71,7 @@ def test_plan_json_prints_the_plan_without_running_it(env, home):
                                                   "</Instruction><module>F</module><instruction>blur it</instruction>"
                                                   "<input>@1</input>"))
     assert [s["module"] for s in plan["steps"]] == ["video_segmentation", "video_editing"]
-    assert plan["steps"][0]["instruction"] == "track the clock" and plan["steps"][1]["inputs"] == {"input": "@1"}
+    assert plan["steps"][0]["instruction"] == "track the clock" and plan["steps"][1]["inputs"] == {"masks": "@1"}
     assert not (home / "vitron.db").exists()  # nothing was recorded
 
 
