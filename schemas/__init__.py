@@ -18,6 +18,7 @@ from .errors import (
     VitronError,
 )
 from .invocations import INPUT_REF_PATTERN, InputRef, Invocation, SignalEmbedding
+from .jobs import JobCancelled, JobFailed, JobQueue, JobResult, JobSpec, JobStatus
 from .modules import MODULES, ModuleInfo, ModuleName, resolve_module
 from .outputs import ToolOutput
 from .plans import Plan, PlanStep
@@ -42,6 +43,12 @@ __all__ = [
     "InputRef",
     "InvalidInput",
     "Invocation",
+    "JobCancelled",
+    "JobFailed",
+    "JobQueue",
+    "JobResult",
+    "JobSpec",
+    "JobStatus",
     "ModuleInfo",
     "ModuleName",
     "Plan",

@@ -39,6 +39,39 @@ class VitronSettings(BaseSettings):
     max_rounds: int = Field(default=3, ge=1, le=20, description="Plans per turn when the planner sees results.")
     max_corrections: int = Field(default=2, ge=0, le=10, description="Times a refused plan goes back to the planner.")
 
+    broker_url: str | None = Field(
+        default=None, description="Celery broker (redis://host:6379/0); unset, jobs run in-process (LocalExecutor)."
+    )
+    result_backend: str | None = Field(
+        default=None,
+        description="Celery result backend (redis://…, db+postgresql://…, db+sqlite:///…); default the broker "
+        "when it is Redis.",
+    )
+    visibility_timeout_s: int = Field(
+        default=21600, ge=60,
+        description="Seconds before an unacknowledged job is redelivered; must exceed the longest job (default 6 h).",
+    )
+    model_budget: str = Field(
+        default="8GB",
+        description="Memory each worker process's model cache may hold (8GB, 512MB, 1.5GiB, 0 for one model at a "
+        "time, or unlimited); least recently used models are evicted past it.",
+    )
+
+    store_url: str | None = Field(
+        default=None,
+        description="Shared artifact store (s3://bucket/prefix) for workers on other machines; the local "
+        "artifact folder becomes its cache. Credentials come from the usual AWS variables or config.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible service (MinIO, …); unset, AWS itself."
+    )
+
+    chunk_frames: int = Field(
+        default=120, ge=0,
+        description="Frames per chunk when a video job (segmentation, editing) on Celery workers is split so several "
+        "workers share one video; videos no longer than this run whole (0: never split).",
+    )
+
     @property
     def artifact_root(self) -> Path:
         return (self.artifacts_dir or self.home / "artifacts").expanduser()

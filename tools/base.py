@@ -62,7 +62,7 @@ class VisionTool(Generic[In, Out]):
     input_model: ClassVar[type[BaseModel]]
     output_model: ClassVar[type[ToolOutput]]
     backends: ClassVar[dict[str, str]] = {}
-    queue: ClassVar[Literal["cpu", "gpu"]] = "cpu"
+    queue: ClassVar[Literal["cpu", "gpu"]] = "cpu"  # where its jobs run; "gpu" for the generation modules (A, D, G)
     heavy: ClassVar[bool] = False
     unavailable_fix: ClassVar[str] = ""
 

@@ -170,6 +170,7 @@ class ImageToVideo(VisionTool[ImageToVideoInput, VideoOutput]):
     output_model = VideoOutput
     backends = {"opencv": "tools.embedded.image_to_video:image_to_video"}
     heavy = True
+    queue = "gpu"  # generation: its real backend is a diffusion model (the camera moves are light CPU work)
 
 
 # -- A and D: generation (diffusion backends only) ---------------------------------------------
@@ -198,6 +199,7 @@ class ImageGeneration(VisionTool[GenerateImageInput, ImageOutput]):
     input_model = GenerateImageInput
     output_model = ImageOutput
     heavy = True
+    queue = "gpu"
     unavailable_fix = _DIFFUSION_FIX
 
 
@@ -217,4 +219,5 @@ class VideoGeneration(VisionTool[GenerateVideoInput, VideoOutput]):
     input_model = GenerateVideoInput
     output_model = VideoOutput
     heavy = True
+    queue = "gpu"
     unavailable_fix = _DIFFUSION_FIX

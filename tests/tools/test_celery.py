@@ -1,0 +1,208 @@
+"""Jobs on a real Celery worker over the real Redis: the same results and error text as in-process,
+progress, cancellation, and job messages that stay small whatever the video's size."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from memory import ArtifactStore
+from schemas import ArtifactRef, BoxRegion, JobCancelled, JobFailed, SignalEmbedding, VitronSettings
+from tests.scenes import Scene, VideoScene, render_scene, render_video
+from tests.services import REDIS_URL, require
+from tools.celery_app import RUN_JOB, make_celery
+from tools.executors import CeleryExecutor, LocalExecutor, make_executor
+from tools.jobs import job_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = "from tools.worker import run_worker; run_worker(['gpu', 'cpu'], concurrency=1)"
+
+
+@cache
+def scene() -> Scene:
+    return render_scene(5)
+
+
+@cache
+def long_video() -> VideoScene:
+    return render_video(4, frames=300)
+
+
+@pytest.fixture(scope="module")
+def celery_settings(tmp_path_factory) -> VitronSettings:
+    return VitronSettings(home=tmp_path_factory.mktemp("celery") / "home", broker_url=REDIS_URL, result_backend=None,
+                          artifacts_dir=None)
+
+
+@pytest.fixture(scope="module")
+def worker(celery_settings):
+    """One worker process for the module, sharing the test's artifact store folder (VITRON_HOME)."""
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    require("Redis", host, int(port))
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
+    env.update(VITRON_BROKER_URL=REDIS_URL, VITRON_HOME=str(celery_settings.home))
+    log_path = celery_settings.home.parent / "worker.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    app = make_celery(celery_settings)
+    try:
+        deadline = time.monotonic() + 60
+        me = f"vitron-{proc.pid}@{socket.gethostname()}"  # the node name run_worker gives it
+        while not app.control.ping(destination=[me], timeout=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
+        yield app
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the worker and its pool processes
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def store(celery_settings) -> ArtifactStore:
+    return ArtifactStore.from_settings(celery_settings)
+
+
+@pytest.fixture(scope="module")
+def celery(worker) -> CeleryExecutor:
+    return CeleryExecutor(worker)
+
+
+@pytest.fixture(scope="module")
+def local(store, celery_settings):
+    executor = LocalExecutor(store, celery_settings)
+    yield executor
+    executor.close()
+
+
+def test_a_broker_setting_selects_celery(celery_settings, store):
+    assert isinstance(make_executor(celery_settings, store), CeleryExecutor)
+
+
+def test_a_worker_gives_the_in_process_result(store, celery, local):
+    s = scene()
+    data = {"image": store.put_image(s.image), "mask": store.put_mask(s.mask), "command": "make it green"}
+    spec = job_spec("C", data, store)
+    handle = celery.submit(spec)
+    result = handle.result(timeout=30)
+    assert handle.status() == "succeeded" and result.job_id == spec.job_id
+    expected = local.submit(job_spec("C", data, store)).result(timeout=30)
+    assert result.output == expected.output and result.backend == expected.backend == "opencv"
+    assert store.exists(ArtifactRef.model_validate(result.output["image"]))  # written where the client reads
+
+
+def test_progress_events_arrive_while_a_video_job_runs(store, celery):
+    v = long_video()
+    video = store.put_video(v.frames, v.fps)
+    events: list[tuple[float, str]] = []
+    handle = celery.submit(job_spec("F", {"video": video, "command": "make it black and white"}, store),
+                           lambda fraction, message: events.append((fraction, message)))
+    result = handle.result(timeout=60)
+    assert store.video_info(ArtifactRef.model_validate(result.output["video"])).frames == len(v.frames)
+    fractions = [f for f, _ in events]
+    assert len(fractions) >= 3 and fractions == sorted(fractions)
+    assert any("video_editing: grayscale, frame" in m for _, m in events)
+
+
+@pytest.mark.parametrize("case", ["unknown edit", "missing artifact"])
+def test_an_error_comes_back_with_the_in_process_text(store, celery, local, case):
+    image = store.put_image(scene().image)
+    if case == "unknown edit":
+        data, error_type = {"image": image, "command": "make it sparkle"}, "UnsupportedOperation"
+    else:
+        absent = ArtifactRef(sha256="e" * 64, kind="image", media_type="image/png", shape=(360, 480, 3))
+        data, error_type = {"image": absent, "command": "make it blue"}, "ArtifactNotFound"
+    with pytest.raises(JobFailed) as in_process:
+        local.submit(job_spec("C", data, store)).result(timeout=30)
+    handle = celery.submit(job_spec("C", data, store))
+    with pytest.raises(JobFailed) as remote:
+        handle.result(timeout=30)
+    assert str(remote.value) == str(in_process.value)
+    assert remote.value.to_dict() == in_process.value.to_dict()
+    assert remote.value.error_type == error_type
+    assert handle.status() == "failed"
+
+
+def test_cancelling_stops_a_running_video_job_and_a_queued_one(store, celery):
+    v = long_video()
+    video = store.put_video(v.frames, v.fps)
+    fractions: list[float] = []
+
+    def on_progress(fraction: float, message: str) -> None:
+        fractions.append(fraction)
+        if fraction > 0:
+            running.cancel()  # called on this thread, from result()'s polling
+
+    running = celery.submit(job_spec("F", {"video": video, "command": "make it a pencil sketch"}, store), on_progress)
+    queued = celery.submit(job_spec("C", {"image": store.put_image(scene().image), "command": "blur it"}, store))
+    queued.cancel()  # the worker (one process) is busy with the video job, so this one waits in the queue
+    started = time.monotonic()
+    with pytest.raises(JobCancelled, match="was cancelled"):
+        running.result(timeout=60)
+    with pytest.raises(JobCancelled):
+        queued.result(timeout=30)
+    assert running.status() == queued.status() == "cancelled"
+    assert max(fractions) < 0.5  # stopped within a progress report of the cancel, not at the end
+    assert time.monotonic() - started < 30
+
+
+def test_a_job_message_for_a_minute_of_1080p_video_stays_small(store, worker):
+    video = ArtifactRef(sha256="a" * 64, kind="video", media_type="video/mp4", shape=(1800, 1080, 1920, 3))
+    masks = ArtifactRef(sha256="b" * 64, kind="masks", media_type="video/x-matroska", shape=(1800, 1080, 1920))
+    embedding = SignalEmbedding(task_specific=np.ones((8, 256), np.float32),
+                                task_invariant=np.ones((1, 4096), np.float32))  # stored; the spec holds refs
+    spec = job_spec("F", {"video": video, "masks": masks, "command": "make the car red",
+                          "region": BoxRegion(box=(100, 200, 900, 1000)), "signal": embedding}, store)
+    body = json.dumps(spec.model_dump(mode="json"))
+    assert len(body) < 4096
+
+    # The message as the broker holds it (envelope, headers, base64 body), on a queue no worker reads.
+    queue = "vitron-size-check"
+    worker.tasks[RUN_JOB].apply_async(args=[spec.model_dump(mode="json")], queue=queue, task_id=spec.job_id)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        messages = client.lrange(queue, 0, -1)
+        assert len(messages) == 1
+        assert len(messages[0]) < 4096
+        envelope = json.loads(messages[0])
+        assert json.loads(base64.b64decode(envelope["body"]))[0][0] == spec.model_dump(mode="json")
+    finally:
+        client.delete(queue)
+
+
+def test_the_agent_runs_its_steps_on_the_worker(worker, celery_settings, tmp_path):
+    """A whole turn with VITRON_BROKER_URL set: the steps run on the worker, and the result is the same
+    as in-process (same content hashes)."""
+    from agent.api import VitronAgent
+
+    s = scene()
+    box = ", ".join(map(str, s.box))
+    text = (f"<module>B</module><instruction>segment it</instruction><region>({box})</region>"
+            "<module>C</module><instruction>make it blue</instruction><input>@1</input>")
+    with VitronAgent.from_settings(celery_settings) as agent:
+        assert type(agent.executor).__name__ == "CeleryExecutor"
+        session = agent.session()
+        remote = session.send(text, image=s.image)
+        jobs = [st.job_id for st in remote.steps]
+    local_settings = VitronSettings(home=tmp_path / "local")
+    with VitronAgent.from_settings(local_settings) as agent:
+        here = agent.session().send(text, image=s.image)
+    assert [st.status for st in remote.steps] == ["succeeded", "succeeded"] and all(jobs)
+    assert [a.ref.sha256 for a in remote.artifacts] == [a.ref.sha256 for a in here.artifacts]

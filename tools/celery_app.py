@@ -1,0 +1,225 @@
+"""The Celery app: JSON-only messages on the queues "gpu" and "cpu", and the `vitron.run_job` task.
+
+Start a worker with `vitron worker` (see `tools.worker`) or `celery -A tools.celery_app worker`; both read
+`VITRON_BROKER_URL`, `VITRON_RESULT_BACKEND` and `VITRON_HOME` (the worker and its clients must share the
+artifact store).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from celery.exceptions import Ignore
+from celery.utils.log import get_task_logger
+from kombu import Exchange, Queue
+
+from memory import ArtifactStore
+from schemas import ArtifactRef, JobCancelled, JobFailed, JobSpec, VitronError, VitronSettings
+
+from .base import ToolContext
+from .chunks import VIDEO_CHUNK, VIDEO_MERGE, ChunkPlan, chunked_signature, finish, plan_chunks, run_chunk
+from .jobs import run_job
+
+RUN_JOB = "vitron.run_job"
+QUEUES = ("gpu", "cpu")
+PROGRESS_EVERY_S = 0.25  # a few result-backend writes a second, however often a tool reports
+
+log = get_task_logger(__name__)
+
+
+class JobError(Exception):
+    """How a job's error crosses Celery: one JSON string (problem, field, fix, error_type).
+
+    Celery serialises an exception as JSON by its class name, module and `args`, and rebuilds it with
+    `cls(*args)` on the client; a single string argument survives that exactly.
+    """
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> JobError:
+        if isinstance(exc, JobCancelled):
+            payload = {"error_type": "JobCancelled", "problem": exc.problem, "field": exc.field, "fix": exc.fix}
+        else:
+            payload = JobFailed.from_error(exc).to_dict()
+        return cls(json.dumps(payload))
+
+    def to_vitron_error(self) -> VitronError:
+        """The `JobFailed` (or `JobCancelled`) the client raises: the same text the worker's error had."""
+        payload = json.loads(self.args[0])
+        parts = {"field": payload.get("field"), "fix": payload.get("fix")}
+        if payload.get("error_type") == "JobCancelled":
+            return JobCancelled(payload["problem"], **parts)
+        return JobFailed(payload["problem"], error_type=payload.get("error_type") or "VitronError", **parts)
+
+
+def cancel_key(job_id: str) -> str:
+    """The Redis key whose presence asks a running job to stop at its next progress report."""
+    return f"vitron:cancel:{job_id}"
+
+
+def cancel_flags(app: Celery) -> redis.Redis | None:
+    """A Redis connection for cancellation flags: the result backend's, else the broker's; None if neither is Redis."""
+    client = getattr(app.backend, "client", None)
+    if isinstance(client, redis.Redis):
+        return client
+    url = app.conf.broker_url
+    if isinstance(url, str) and url.startswith(("redis://", "rediss://")):
+        return redis.Redis.from_url(url)
+    return None
+
+
+def make_celery(settings: VitronSettings) -> Celery:
+    """A Celery app for these settings, with the `vitron.run_job` task registered on it."""
+    app = Celery("vitron", broker=settings.broker_url, backend=_result_backend(settings), set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # A job is acknowledged when it ends, so a worker that dies mid-job hands it to another worker.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # jobs are long: a busy worker should not hoard queued ones
+        # Redis redelivers an unacknowledged job after this long, so it must exceed the longest job.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        task_track_started=True,
+        # Each queue its own exchange and routing key, so queue="gpu" reaches the gpu queue and no other.
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
+        task_default_queue="cpu",
+        task_routes=(_route,),
+    )
+    _register_run_job(app, settings)
+    _register_chunk_tasks(app, settings)
+    return app
+
+
+def _result_backend(settings: VitronSettings) -> str | None:
+    if settings.result_backend:
+        return settings.result_backend
+    broker = settings.broker_url or ""
+    return broker if broker.startswith(("redis://", "rediss://")) else None
+
+
+def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str] | None:
+    """A job goes to the queue its spec names (its tool's queue)."""
+    if name in (RUN_JOB, VIDEO_CHUNK, VIDEO_MERGE) and args and isinstance(args[0], dict):
+        return {"queue": args[0].get("queue", "cpu")}
+    return None
+
+
+def _register_run_job(app: Celery, settings: VitronSettings) -> None:
+    # shared=False: register on this app only (several apps may live in one process, e.g. in tests).
+    # throws: an expected failure is logged without a traceback.
+    @app.task(name=RUN_JOB, bind=True, shared=False, throws=(JobError,))
+    def run_job_task(self: Task, spec_json: dict[str, Any]) -> dict[str, Any]:
+        """Run one job on this worker; the result is the `JobResult` JSON."""
+        try:
+            spec = JobSpec.model_validate(spec_json)
+            progress = _WorkerProgress(self, spec.job_id)
+            progress.check_cancelled()  # cancelled while it waited in the queue
+            ctx = ToolContext(ArtifactStore.from_settings(settings), settings, progress)
+
+            def split(spec: JobSpec, chunk: int) -> Any:
+                # A long video job: this task becomes a chord of chunk tasks whose merge keeps the job's id.
+                return self.replace(chunked_signature(self.app, spec, plan_chunks(spec, ctx, chunk)))
+
+            return run_job(spec, ctx, split).model_dump(mode="json")
+        except Ignore:
+            raise  # replaced by the chord
+        except Exception as exc:
+            if not isinstance(exc, VitronError):
+                log.exception("job %s failed unexpectedly", spec_json.get("job_id"))  # a bug: keep its traceback
+            raise JobError.from_exception(exc) from None
+
+
+def _register_chunk_tasks(app: Celery, settings: VitronSettings) -> None:
+    @app.task(name=VIDEO_CHUNK, bind=True, shared=False)
+    def video_chunk_task(self: Task, spec_json: dict[str, Any], start: int, stop: int,
+                         start_mask: dict[str, Any] | None = None, frames: int | None = None) -> dict[str, Any]:
+        """One chunk of a split job: {"ref": …}, or {"error": …} so the merge fails the job with the error's text."""
+        try:
+            spec = JobSpec.model_validate(spec_json)
+            progress = _ChunkProgress(self, spec.job_id, stop - start, frames or stop)
+            progress.check_cancelled()
+            ctx = ToolContext(ArtifactStore.from_settings(settings), settings, progress)
+            mask = ArtifactRef.model_validate(start_mask) if start_mask else None
+            return {"ref": run_chunk(spec, start, stop, mask, ctx).model_dump(mode="json")}
+        except Exception as exc:
+            if not isinstance(exc, VitronError):
+                log.exception("chunk %s-%s of job %s failed unexpectedly", start, stop, spec_json.get("job_id"))
+            return {"error": JobError.from_exception(exc).args[0]}
+
+    @app.task(name=VIDEO_MERGE, bind=True, shared=False, throws=(JobError,))
+    def video_merge_task(self: Task, results: list[dict[str, Any]], spec_json: dict[str, Any],
+                         plan_json: dict[str, Any]) -> dict[str, Any]:
+        """Merge a split job's chunks (runs under the job's id); the job's result, or its first chunk error."""
+        errors = [r["error"] for r in results if "error" in r]
+        if errors:  # a cancellation wins: the other chunks' errors are its consequence
+            raise JobError(next((e for e in errors if '"JobCancelled"' in e), errors[0]))
+        try:
+            spec = JobSpec.model_validate(spec_json)
+            progress = _WorkerProgress(self, spec.job_id)
+            progress.check_cancelled()
+            ctx = ToolContext(ArtifactStore.from_settings(settings), settings, progress)
+            refs = [ArtifactRef.model_validate(r["ref"]) for r in results]
+            return finish(spec, ChunkPlan.model_validate(plan_json), refs, ctx).model_dump(mode="json")
+        except Exception as exc:
+            if not isinstance(exc, VitronError):
+                log.exception("merging job %s failed unexpectedly", spec_json.get("job_id"))
+            raise JobError.from_exception(exc) from None
+
+
+class _WorkerProgress:
+    """The worker's progress callback: stop if the job was cancelled, else publish the progress (throttled)."""
+
+    def __init__(self, task: Task, job_id: str) -> None:
+        self.task, self.job_id = task, job_id
+        self.flags = cancel_flags(task.app)
+        self.last_sent = float("-inf")
+
+    def check_cancelled(self) -> None:
+        if self.flags is not None and self.flags.exists(cancel_key(self.job_id)):
+            raise JobCancelled.for_job(self.job_id)
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.check_cancelled()
+        now = time.monotonic()
+        if now - self.last_sent >= PROGRESS_EVERY_S:
+            self.last_sent = now
+            self.task.update_state(state="PROGRESS", meta={"fraction": fraction, "message": message})
+
+
+
+class _ChunkProgress(_WorkerProgress):
+    """A chunk's progress, published as its job's: the frames done by all its chunks (a Redis counter) over the
+    video's, so the job's fraction rises whichever chunk reports. Checks the job's cancel flag every time."""
+
+    def __init__(self, task: Task, job_id: str, length: int, frames: int) -> None:
+        super().__init__(task, job_id)
+        self.length, self.frames, self.seen = length, max(1, frames), 0.0
+        self.key = f"vitron:frames:{job_id}"
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.check_cancelled()
+        if self.flags is None:
+            return
+        delta, self.seen = round((fraction - self.seen) * self.length), fraction
+        if delta:
+            self.flags.incrby(self.key, delta)
+            self.flags.expire(self.key, self.task.app.conf.broker_transport_options.get("visibility_timeout", 21600))
+        now = time.monotonic()
+        if now - self.last_sent >= PROGRESS_EVERY_S:
+            self.last_sent = now
+            # Read and publish under a lock, so two chunks never publish their totals out of order.
+            with self.flags.lock(f"{self.key}:lock", timeout=10):
+                done = int(self.flags.get(self.key) or 0)
+                meta = {"fraction": min(0.99, done / self.frames), "message": message}
+                self.task.update_state(task_id=self.job_id, state="PROGRESS", meta=meta)
+
+
+app = make_celery(VitronSettings())
+"""The app `celery -A tools.celery_app worker` runs, configured from the `VITRON_*` environment."""

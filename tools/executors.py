@@ -1,0 +1,212 @@
+"""Executors run job specs: in this process (`LocalExecutor`, the default) or on Celery workers.
+
+Both call `tools.jobs.run_job`, so a job gives the same result and the same error text wherever it runs.
+A failed job raises `JobFailed` (the worker-side error's problem, field and fix); a cancelled one
+`JobCancelled`. Cancelling a running job takes effect at its next progress report (tools report often:
+a video job every few frames).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from threading import Event
+from typing import Any, Protocol
+
+from celery import Celery
+from celery.backends.base import DisabledBackend
+
+from memory import ArtifactStore
+from schemas import BackendUnavailable, JobCancelled, JobFailed, JobResult, JobSpec, JobStatus, VitronSettings
+
+from .base import ProgressCallback, ToolContext
+from .celery_app import RUN_JOB, JobError, cancel_flags, cancel_key, make_celery
+from .jobs import run_job
+
+POLL_EVERY_S = 0.1
+
+
+class JobHandle(Protocol):
+    """A submitted job."""
+
+    job_id: str
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Wait for the result; `JobFailed`, `JobCancelled`, or `TimeoutError` after `timeout` seconds."""
+        ...
+
+    def cancel(self) -> None:
+        """Ask the job to stop: a queued job never starts, a running one stops at its next progress report."""
+        ...
+
+    def status(self) -> JobStatus: ...
+
+
+class Executor(Protocol):
+    """Runs job specs somewhere. `on_progress(fraction, message)` hears the job's progress."""
+
+    def submit(self, spec: JobSpec, on_progress: ProgressCallback | None = None) -> JobHandle: ...
+
+    def close(self) -> None: ...
+
+
+def make_executor(settings: VitronSettings, store: ArtifactStore) -> Executor:
+    """Celery when `settings.broker_url` is set (its workers must share `store`), else in-process."""
+    if settings.broker_url:
+        return CeleryExecutor(make_celery(settings))
+    return LocalExecutor(store, settings)
+
+
+# -- in-process ------------------------------------------------------------------------------------
+
+
+class LocalExecutor:
+    """Jobs on a thread pool in this process. Progress callbacks run on the job's thread."""
+
+    def __init__(self, store: ArtifactStore, settings: VitronSettings | None = None, max_workers: int = 2) -> None:
+        self.store = store
+        self.settings = settings or VitronSettings()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vitron-job")
+
+    def submit(self, spec: JobSpec, on_progress: ProgressCallback | None = None) -> LocalJobHandle:
+        cancelled = Event()
+        started = Event()
+
+        def progress(fraction: float, message: str) -> None:
+            if cancelled.is_set():
+                raise JobCancelled.for_job(spec.job_id)  # unwinds the tool from inside its own loop
+            if on_progress is not None:
+                on_progress(fraction, message)
+
+        def work() -> JobResult:
+            started.set()
+            if cancelled.is_set():
+                raise JobCancelled.for_job(spec.job_id)
+            try:
+                return run_job(spec, ToolContext(self.store, self.settings, progress))
+            except JobCancelled:
+                raise
+            except Exception as exc:
+                raise JobFailed.from_error(exc) from exc
+
+        # The job runs in the submitter's context (contextvars), so a progress callback that relies on it
+        # (LangGraph's stream writer does) works on the pool's thread as it would on the caller's.
+        context = contextvars.copy_context()
+        return LocalJobHandle(spec.job_id, self._pool.submit(context.run, work), cancelled, started)
+
+    def close(self) -> None:
+        """Stop taking jobs, drop the queued ones, wait for the running ones."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class LocalJobHandle:
+    def __init__(self, job_id: str, future: Future[JobResult], cancelled: Event, started: Event) -> None:
+        self.job_id = job_id
+        self._future, self._cancelled, self._started = future, cancelled, started
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        try:
+            return self._future.result(timeout)
+        except CancelledError:
+            raise JobCancelled.for_job(self.job_id) from None
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._future.cancel()  # succeeds only while the job is still queued
+
+    def status(self) -> JobStatus:
+        future = self._future
+        if future.cancelled():
+            return "cancelled"
+        if not future.done():
+            return "running" if self._started.is_set() else "queued"
+        error = future.exception()
+        if error is None:
+            return "succeeded"
+        return "cancelled" if isinstance(error, JobCancelled) else "failed"
+
+
+# -- Celery ----------------------------------------------------------------------------------------
+
+
+_CELERY_STATUS: dict[str, JobStatus] = {
+    "PENDING": "queued", "RECEIVED": "queued", "STARTED": "running", "PROGRESS": "running", "RETRY": "running",
+    "SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "cancelled",
+}
+
+
+class CeleryExecutor:
+    """Jobs as `vitron.run_job` tasks on the spec's queue; the task id is the job id.
+
+    Progress comes through the result backend: the worker writes PROGRESS states, and `result()`
+    polls them and calls `on_progress` on the waiting thread. Cancelling sets a Redis flag the worker
+    checks at every progress report, and revokes the task in case it is still queued.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        if isinstance(app.backend, DisabledBackend):
+            raise BackendUnavailable("Celery has no result backend, so job results cannot come back",
+                                     field="result_backend", fix="set VITRON_RESULT_BACKEND (or a redis:// broker)")
+        self.app = app
+        self._task = app.tasks[RUN_JOB]
+        self._flags = cancel_flags(app)
+
+    def submit(self, spec: JobSpec, on_progress: ProgressCallback | None = None) -> CeleryJobHandle:
+        self._task.apply_async(args=[spec.model_dump(mode="json")], queue=spec.queue, task_id=spec.job_id)
+        return CeleryJobHandle(self, spec.job_id, on_progress)
+
+    def handle(self, job_id: str, on_progress: ProgressCallback | None = None) -> CeleryJobHandle:
+        """A handle on a job submitted earlier (by any process), to wait for or cancel it."""
+        return CeleryJobHandle(self, job_id, on_progress)
+
+    def close(self) -> None:
+        return None  # the app's connections are pooled and close with the process
+
+
+class CeleryJobHandle:
+    def __init__(self, executor: CeleryExecutor, job_id: str, on_progress: ProgressCallback | None) -> None:
+        self.job_id = job_id
+        self._executor, self._on_progress = executor, on_progress
+        self._last_progress: tuple[float, str] | None = None
+
+    def _meta(self) -> dict[str, Any]:
+        return self._executor.app.backend.get_task_meta(self.job_id)
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            meta = self._meta()
+            state, value = meta["status"], meta["result"]
+            if state == "SUCCESS":
+                return JobResult.model_validate(value)
+            if state == "FAILURE":
+                if isinstance(value, JobError):
+                    raise value.to_vitron_error()
+                raise JobFailed.from_error(value)  # the worker died or a time limit hit: no error of ours
+            if state == "REVOKED":
+                raise JobCancelled.for_job(self.job_id)
+            if state == "PROGRESS" and isinstance(value, dict):
+                self._report(float(value.get("fraction", 0.0)), str(value.get("message", "")))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s")
+            time.sleep(POLL_EVERY_S)
+
+    def _report(self, fraction: float, message: str) -> None:
+        if self._on_progress is not None and (fraction, message) != self._last_progress:
+            self._last_progress = (fraction, message)
+            self._on_progress(fraction, message)
+
+    def cancel(self) -> None:
+        flags = self._executor._flags
+        if flags is not None:
+            ttl = self._executor.app.conf.broker_transport_options.get("visibility_timeout", 21600)
+            flags.set(cancel_key(self.job_id), 1, ex=ttl)  # outlives any redelivery of the job
+        self._executor.app.control.revoke(self.job_id)
+
+    def status(self) -> JobStatus:
+        meta = self._meta()
+        value = meta["result"]
+        if isinstance(value, JobError) and isinstance(value.to_vitron_error(), JobCancelled):
+            return "cancelled"
+        return _CELERY_STATUS.get(meta["status"], "running")

@@ -1,0 +1,47 @@
+"""Start a Celery worker for vitron jobs (`vitron worker`).
+
+One worker process per GPU, each seeing one device and running one job at a time::
+
+    CUDA_VISIBLE_DEVICES=0 vitron worker --queues gpu --concurrency 1
+    CUDA_VISIBLE_DEVICES=1 vitron worker --queues gpu --concurrency 1
+    vitron worker --queues cpu --concurrency 8      # classical (OpenCV) work, on any machine
+
+Workers read `VITRON_BROKER_URL`, `VITRON_RESULT_BACKEND` and `VITRON_HOME` like their clients, and must
+share the clients' artifact store.
+"""
+
+from __future__ import annotations
+
+import os
+
+from schemas import BackendUnavailable, InvalidInput, VitronSettings
+
+from .celery_app import QUEUES, app
+
+
+def run_worker(queues: list[str], concurrency: int = 1, loglevel: str = "INFO") -> None:
+    """Run a prefork worker on `queues` ("gpu", "cpu") until it is stopped (Ctrl-C or SIGTERM: warm shutdown).
+
+    A prefork pool is safe with CUDA because each pool process initialises CUDA itself, after the fork,
+    when its first job loads a model. So nothing in the parent may touch CUDA: a CUDA context created
+    before the fork breaks every child. The pool processes live on between jobs, so the model cache
+    keeps models loaded (DESIGN rule 3).
+    """
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown or not queues:
+        raise InvalidInput(f"unknown queue(s) {unknown}" if unknown else "no queue given", field="queues",
+                           fix=f"choose from {list(QUEUES)}")
+    if concurrency < 1:
+        raise InvalidInput(f"concurrency {concurrency} is below 1", field="concurrency", fix="give 1 or more")
+    if not VitronSettings().broker_url:
+        raise BackendUnavailable("no job broker is configured", field="VITRON_BROKER_URL",
+                                 fix="set VITRON_BROKER_URL, e.g. redis://127.0.0.1:6379/0")
+    app.worker_main([
+        "worker",
+        f"--queues={','.join(queues)}",
+        f"--concurrency={concurrency}",
+        "--pool=prefork",
+        f"--loglevel={loglevel}",
+        # A unique node name: several workers (one per GPU) may run on one machine.
+        f"--hostname=vitron-{os.getpid()}@%h",
+    ])
