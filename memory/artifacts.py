@@ -1,12 +1,18 @@
 """The content-addressed artifact store: every input and output, by SHA-256 of its bytes.
 
-Layout under the root: `objects/<first two hex>/<sha256><ending>` for content, `tmp/` for writes in
+Layout under the root: `objects/<first two hex>/<sha256><ending>` for content, `index/<first two
+hex>/<key>.json` for named results (a 64-hex key, e.g. a chunk's, → the ref it produced), `tmp/` for writes in
 flight. Each write goes to a temp file in `tmp/` and is renamed into place, so a reader never sees a
 half-written file and concurrent writers of the same content leave one intact file.
 
+With a remote (`RemoteObjects`, e.g. S3 from VITRON_STORE_URL) the folder is a cache: each new object is
+also uploaded under the same relative key, and an object missing here is downloaded on first read, so
+workers on other machines share one store.
+
 Encodings: images PNG (RGB), masks 8-bit greyscale PNG (0/255), videos MP4 (H.264; yuv420p, or
 yuv444p when a side is odd), per-frame masks FFV1 greyscale in Matroska (lossless, streamable frame by
-frame), tensors safetensors (one tensor named "tensor"), boxes and text JSON.
+frame), lossless videos (a long job's chunks) FFV1 bgr0 in Matroska, tensors safetensors (one tensor
+named "tensor"), boxes and text JSON.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from schemas import (
     tensor_shape_dtype,
 )
 
+from .remote import RemoteObjects, S3Objects
+
 _SHA = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 VIDEO_ENDINGS = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mkv": "video/x-matroska", ".webm": "video/webm",
@@ -59,14 +67,18 @@ class VideoInfo:
 class ArtifactStore:
     """Put and get artifacts by ref. Nothing is read or written outside `root`."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, remote: RemoteObjects | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
+        self.remote = remote
         (self.root / "objects").mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
 
     @classmethod
     def from_settings(cls, settings: VitronSettings | None = None) -> ArtifactStore:
-        return cls((settings or VitronSettings()).artifact_root)
+        """The local folder, with the S3 remote when `store_url` is set (no connection until first use)."""
+        settings = settings or VitronSettings()
+        remote = S3Objects(settings.store_url, settings.s3_endpoint_url) if settings.store_url else None
+        return cls(settings.artifact_root, remote=remote)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -91,19 +103,58 @@ class ArtifactStore:
                                fix=f"use one of {sorted(MEDIA_TYPES)}")
         return self.resolve(Path("objects") / sha256[:2] / (sha256 + MEDIA_TYPES[media_type]))
 
+    @staticmethod
+    def _key(sha256: str, media_type: str) -> str:
+        """The remote key: the object's relative path, from a digest and media type `_object_path` checked."""
+        return f"objects/{sha256[:2]}/{sha256}{MEDIA_TYPES[media_type]}"
+
     def path(self, ref: ArtifactRef) -> Path:
-        """Where the ref's content lies; `ArtifactNotFound` if the store does not hold it."""
+        """The ref's local file, fetched from the remote if need be; `ArtifactNotFound` if neither holds it."""
         full = self._object_path(ref.sha256, ref.media_type)
-        if not full.is_file():
-            raise ArtifactNotFound(f"no {ref.kind} artifact {ref.sha256[:12]}… in the store at {self.root}",
-                                   field="ref", fix="use a ref this store returned, or put the content first")
-        return full
+        if full.is_file():
+            return full
+        if self.remote is not None and self._fetch(self.remote, ref, full):
+            return full
+        where = f"{self.root} or {self.remote!r}" if self.remote is not None else str(self.root)
+        raise ArtifactNotFound(f"no {ref.kind} artifact {ref.sha256[:12]}… in the store at {where}",
+                               field="ref", fix="use a ref this store returned, or put the content first")
 
     def exists(self, ref: ArtifactRef) -> bool:
+        """Whether the local folder or the remote holds the ref's content (nothing is downloaded)."""
         try:
-            self.path(ref)
-        except (ArtifactNotFound, UnsafePath):
+            full = self._object_path(ref.sha256, ref.media_type)
+        except UnsafePath:
             return False
+        return full.is_file() or (self.remote is not None and self.remote.exists(self._key(ref.sha256, ref.media_type)))
+
+    def delete(self, ref: ArtifactRef) -> bool:
+        """Remove the content here and on the remote; True if either copy was there."""
+        full = self._object_path(ref.sha256, ref.media_type)
+        try:
+            full.unlink()
+            held = True
+        except FileNotFoundError:
+            held = False
+        if self.remote is not None:
+            key = self._key(ref.sha256, ref.media_type)
+            if self.remote.exists(key):
+                self.remote.delete(key)
+                held = True
+        return held
+
+    def _fetch(self, remote: RemoteObjects, ref: ArtifactRef, full: Path) -> bool:
+        """Download the object into the cache atomically; False if the remote does not have it either."""
+        with self._temp_file(full.suffix) as tmp:
+            try:
+                remote.download(self._key(ref.sha256, ref.media_type), tmp)
+            except FileNotFoundError:
+                return False
+            got = _sync_and_hash(tmp)
+            if got != ref.sha256:  # never let a damaged download into the cache under the wrong name
+                raise CorruptArtifact(f"the remote copy of {ref.short} has content {got[:12]}…", field="ref",
+                                      fix="delete the damaged object from the remote and put the content again")
+            full.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, full)  # atomic; concurrent readers each rename an identical, complete file
         return True
 
     # -- raw writes ----------------------------------------------------------------------------
@@ -119,16 +170,17 @@ class ArtifactStore:
             tmp.unlink(missing_ok=True)
 
     def _commit(self, tmp: Path, kind: ArtifactKind, media_type: str, shape: tuple[int, ...]) -> ArtifactRef:
-        digest = hashlib.sha256()
-        with tmp.open("rb") as fh:
-            while block := fh.read(_CHUNK):
-                digest.update(block)
-            os.fsync(fh.fileno())
-        sha = digest.hexdigest()
+        sha = _sync_and_hash(tmp)
         final = self._object_path(sha, media_type)
         if not final.exists():
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)  # atomic; a concurrent writer of the same bytes just replaces it
+        if self.remote is not None:
+            # Asked even when the cache had it: another machine may have deleted the remote copy since.
+            # Content-addressed, so an object already there is the same bytes; a plain PUT is atomic.
+            key = self._key(sha, media_type)
+            if not self.remote.exists(key):
+                self.remote.upload(final, key)
         return ArtifactRef(sha256=sha, kind=kind, media_type=media_type, shape=shape)
 
     def put_bytes(self, data: bytes, kind: ArtifactKind, media_type: str, shape: tuple[int, ...] = ()) -> ArtifactRef:
@@ -204,11 +256,61 @@ class ArtifactStore:
     def get_json(self, ref: ArtifactRef) -> Any:
         return json.loads(self.get_bytes(ref))
 
+    # -- named results -------------------------------------------------------------------------
+
+    def _named_path(self, key: str) -> Path:
+        if not isinstance(key, str) or not _SHA.fullmatch(key):
+            raise UnsafePath(f"{key!r} is not a result key (64 lowercase hex digits)", field="key",
+                             fix="derive the key with a SHA-256 hex digest, e.g. tools.chunks.chunk_key")
+        return self.resolve(Path("index") / key[:2] / f"{key}.json")
+
+    def put_named(self, key: str, ref: ArtifactRef) -> None:
+        """Record `ref` as the result named `key` (atomically; a later put under the same key replaces it)."""
+        final = self._named_path(key)
+        with self._temp_file(".json") as tmp:
+            tmp.write_text(ref.model_dump_json())
+            _sync_and_hash(tmp)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            if self.remote is not None:  # workers on other machines look the result up too
+                self.remote.upload(final, final.relative_to(self.root).as_posix())
+
+    def get_named(self, key: str) -> ArtifactRef | None:
+        """The ref recorded under `key`; None when there is none or its content is no longer in the store."""
+        final = self._named_path(key)
+        if not final.is_file() and self.remote is not None:
+            with self._temp_file(".json") as tmp:
+                try:
+                    self.remote.download(final.relative_to(self.root).as_posix(), tmp)
+                except FileNotFoundError:
+                    return None
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+        try:
+            ref = ArtifactRef.model_validate_json(final.read_text())
+        except (FileNotFoundError, ValueError):
+            return None  # absent, or damaged: the result is recomputed and the entry rewritten
+        return ref if self.exists(ref) else None
+
+    def delete_named(self, key: str) -> bool:
+        """Forget the result named `key` (its content stays); True if there was an entry."""
+        final = self._named_path(key)
+        held = final.is_file()
+        final.unlink(missing_ok=True)
+        if self.remote is not None:
+            rel = final.relative_to(self.root).as_posix()
+            if self.remote.exists(rel):
+                self.remote.delete(rel)
+                held = True
+        return held
+
     # -- videos and per-frame masks ------------------------------------------------------------
 
-    def video_writer(self, fps: float, kind: ArtifactKind = "video") -> VideoWriter:
-        """A writer that takes frames one at a time; use as a context manager, then read `.ref`."""
-        return VideoWriter(self, fps, kind)
+    def video_writer(self, fps: float, kind: ArtifactKind = "video", *, lossless: bool = False) -> VideoWriter:
+        """A writer that takes frames one at a time; use as a context manager, then read `.ref`.
+
+        `lossless` stores a video as FFV1 in Matroska (exact frames, larger files) instead of H.264."""
+        return VideoWriter(self, fps, kind, lossless=lossless)
 
     def put_video(self, frames: Iterable[np.ndarray], fps: float, kind: ArtifactKind = "video") -> ArtifactRef:
         with self.video_writer(fps, kind) as writer:
@@ -263,13 +365,14 @@ class ArtifactStore:
 class VideoWriter:
     """Encodes frames as they come; the finished file enters the store on a clean exit."""
 
-    def __init__(self, store: ArtifactStore, fps: float, kind: ArtifactKind) -> None:
+    def __init__(self, store: ArtifactStore, fps: float, kind: ArtifactKind, *, lossless: bool = False) -> None:
         if kind not in ("video", "masks"):
             raise InvalidInput(f"a video writer makes 'video' or 'masks', not {kind!r}", field="kind")
         if not (0 < fps <= 240):
             raise InvalidInput(f"fps {fps} is out of range", field="fps", fix="use a rate between 0 and 240")
         self.store, self.fps, self.kind = store, fps, kind
-        self.media_type = "video/x-matroska" if kind == "masks" else "video/mp4"
+        self.lossless = lossless or kind == "masks"
+        self.media_type = "video/x-matroska" if self.lossless else "video/mp4"
         self.frames = 0
         self.ref: ArtifactRef | None = None
         self._stream: Any = None
@@ -278,7 +381,10 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         self._tmp_cm = self.store._temp_file(MEDIA_TYPES[self.media_type])
         self._tmp = self._tmp_cm.__enter__()
-        self._container = av.open(str(self._tmp), mode="w")
+        # Matroska writes a random segment id and the date unless bit-exact: without them the same frames give
+        # the same bytes, hence the same ref (a recomputed chunk or mask track is found, not duplicated).
+        options = {"fflags": "+bitexact"} if self.media_type == "video/x-matroska" else {}
+        self._container = av.open(str(self._tmp), mode="w", options=options)
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -300,9 +406,9 @@ class VideoWriter:
 
     def _open_stream(self, width: int, height: int) -> None:
         rate = Fraction(self.fps).limit_denominator(1001)
-        if self.kind == "masks":
+        if self.lossless:
             stream = self._container.add_stream("ffv1", rate=rate)
-            stream.pix_fmt = "gray"
+            stream.pix_fmt = "gray" if self.kind == "masks" else "bgr0"  # bgr0: RGB exactly, any size
         else:
             stream = self._container.add_stream("libx264", rate=rate)
             # 4:2:0 needs even sides; 4:4:4 keeps odd-sized frames exact in size.
@@ -325,6 +431,16 @@ class VideoWriter:
                 self.ref = self.store._commit(self._tmp, self.kind, self.media_type, shape)
         finally:
             self._tmp_cm.__exit__(None, None, None)
+
+
+def _sync_and_hash(path: Path) -> str:
+    """The file's SHA-256, after flushing it to disk (so a rename never exposes a half-written file)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+        os.fsync(fh.fileno())
+    return digest.hexdigest()
 
 
 def _expect_kind(ref: ArtifactRef, *kinds: str) -> None:

@@ -374,16 +374,9 @@ class SessionMemory:
         from .checkpoints import delete_thread_checkpoints
 
         delete_thread_checkpoints(self.db, session_id)  # the agent's LangGraph thread id is the session id
-        removed = []
-        for ref in orphans:
-            try:
-                path = self.store.path(ref)
-            except ArtifactNotFound:
-                continue  # already gone: nothing to remove
-            # A concurrent writer recording the same content in another session between our commit and
-            # here would lose its blob; content is re-put by whoever makes it again (same sha256).
-            path.unlink(missing_ok=True)
-            removed.append(ref.sha256)
+        # A concurrent writer recording the same content in another session between our commit and here
+        # would lose its blob; content is re-put by whoever makes it again (same sha256).
+        removed = [ref.sha256 for ref in orphans if self.store.delete(ref)]
         return DeletedSession(result.session_id, result.turns, result.steps, result.artifacts, tuple(removed))
 
     def _info(self, s: Session, row: SessionRow) -> SessionInfo:
