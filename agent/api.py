@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from memory import ArtifactEntry, SessionMemory, StepRecord, open_checkpointer
 from schemas import ArtifactRef, InvalidInput, Invocation, Region, VitronSettings
+from tools.executors import Executor, make_executor
 
 from .graph import Services, build_graph
 from .planners.base import Planner
@@ -64,12 +65,16 @@ class VitronAgent:
     """The planner, the tools and session memory behind one object. Close it (or use `with`) when done."""
 
     def __init__(self, memory: SessionMemory, planner: Planner, settings: VitronSettings, checkpointer: Any,
-                 resources: ExitStack | None = None) -> None:
+                 resources: ExitStack | None = None, executor: Executor | None = None) -> None:
         self.memory = memory
         self.planner = planner
         self.settings = settings
-        self.graph = build_graph(Services(memory, planner, settings), checkpointer)
         self._resources = resources or ExitStack()
+        if executor is None:
+            executor = make_executor(settings, memory.store)
+            self._resources.callback(executor.close)
+        self.executor = executor
+        self.graph = build_graph(Services(memory, planner, settings, executor), checkpointer)
 
     @classmethod
     def from_settings(cls, settings: VitronSettings | None = None, *, planner: Planner | str | None = None,

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from agent.console import clear_errors, fail, out, progress_bar
+from agent.jobs_cli import jobs_app, worker_cmd
 from agent.sessions_cli import sessions_app
 from agent.turn_cli import chat_cmd, plan_cmd, run_cmd
 from schemas import ArtifactRef, ScribbleRegion, parse_box, parse_points
@@ -19,6 +20,8 @@ from schemas import ArtifactRef, ScribbleRegion, parse_box, parse_points
 app = typer.Typer(help="vitron-agent: pixel-level vision tools with a planner.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(jobs_app, name="jobs")
+app.command("worker")(worker_cmd)
 app.command("run")(run_cmd)
 app.command("plan")(plan_cmd)
 app.command("chat")(chat_cmd)

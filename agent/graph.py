@@ -21,9 +21,11 @@ from langgraph.types import Send, interrupt
 from pydantic import ValidationError
 
 from memory import SessionMemory
-from schemas import ArtifactRef, Invocation, VitronError, VitronSettings
-from tools import ToolContext, get_tool
+from schemas import ArtifactRef, Invocation, JobCancelled, VitronError, VitronSettings
+from tools import get_tool
 from tools.base import invalid_input_from
+from tools.executors import Executor
+from tools.jobs import job_spec
 
 from .planners.base import Planner, PlanRequest, StepOutcome
 from .references import Ambiguous, resolve_plan_inputs
@@ -64,6 +66,7 @@ class Services:
     memory: SessionMemory
     planner: Planner
     settings: VitronSettings
+    executor: Executor  # where steps run: in this process, or on Celery workers
 
 
 def _emit(event: str, **data: Any) -> None:
@@ -88,7 +91,7 @@ def _tool_data(step: dict, refs: dict[str, ArtifactRef], store: Any) -> dict[str
 
 
 def build_graph(services: Services, checkpointer: Any = None) -> Any:
-    memory, planner, settings = services.memory, services.planner, services.settings
+    memory, planner, settings, executor = services.memory, services.planner, services.settings, services.executor
     store = memory.store
     corrects = getattr(planner, "corrects", True)
 
@@ -221,34 +224,47 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         step = task["step"]
         position, step_id = step["position"], step["step_id"]
         tool = get_tool(step["module"])
-        # The "running" mark is written while the tool works (it only has to land before the step's end).
-        marking = _background(lambda: memory.update_step(step_id, status="running", progress=0.0))
-        _emit("step_started", position=position, module=tool.name, command=step["invocation"].get("command", ""))
         writer = get_stream_writer()
-        last_write = [time.monotonic()]  # the database hears of progress only when a step runs a while
-
-        def progress(fraction: float, message: str) -> None:
-            writer({"event": "progress", "position": position, "module": tool.name, "fraction": fraction,
-                    "message": message})
-            now = time.monotonic()
-            if now - last_write[0] >= _PROGRESS_EVERY_S:
-                last_write[0] = now
-                memory.update_step(step_id, progress=min(1.0, max(0.0, fraction)), message=message)
-
         started = time.perf_counter()
+        handle: Any = None
+        marking: Future | None = None
         try:
             refs = {f: ArtifactRef.model_validate(r) for f, r in task["refs"].items()}
-            out = tool.run(_tool_data(step, refs, store), ToolContext(store, settings, progress))
-            seconds = time.perf_counter() - started  # the tool's own time; bookkeeping below is the agent's
+            spec = job_spec(tool.name, _tool_data(step, refs, store), store, session_id=task["session_id"],
+                            step_id=str(step_id))
+            # The job id and the "running" mark are written while the job starts; they only have to land
+            # before the step's end (and before anyone can ask to cancel the job by its id).
+            marking = _background(lambda: memory.update_step(step_id, status="running", progress=0.0,
+                                                             job_id=spec.job_id))
+            _emit("step_started", position=position, module=tool.name, job_id=spec.job_id,
+                  command=step["invocation"].get("command", ""))
+            last_write = [time.monotonic()]  # the database hears of progress only when a step runs a while
+
+            def progress(fraction: float, message: str) -> None:
+                writer({"event": "progress", "position": position, "module": tool.name, "fraction": fraction,
+                        "message": message})
+                now = time.monotonic()
+                if now - last_write[0] >= _PROGRESS_EVERY_S:
+                    last_write[0] = now
+                    row = memory.update_step(step_id, progress=min(1.0, max(0.0, fraction)), message=message)
+                    if row.status == "cancelled" and handle is not None:  # `vitron jobs cancel`, any process
+                        handle.cancel()
+
+            handle = executor.submit(spec, progress)
+            result = handle.result()
+            out = tool.output_model.model_validate(result.output)
+            seconds = result.seconds  # the tool's own time; bookkeeping around it is the agent's
             marking.result()
-            refs = memory.finish_step(step_id, out.artifacts(), backend=out.backend)
-            outputs = {ref.kind: ref.model_dump(mode="json") for ref in refs}
+            refs_out = memory.finish_step(step_id, out.artifacts(), backend=out.backend)
+            outputs = {ref.kind: ref.model_dump(mode="json") for ref in refs_out}
         except Exception as exc:  # a failing step must not end the turn: its dependants are skipped instead
+            cancelled = isinstance(exc, JobCancelled)
             message = exc.message if isinstance(exc, VitronError) else f"{type(exc).__name__}: {exc}"
-            marking.result()
-            memory.update_step(step_id, status="failed", error=exc)
+            if marking is not None:
+                marking.result()
+            memory.update_step(step_id, status="cancelled" if cancelled else "failed", error=exc)
             _emit("step_failed", position=position, module=tool.name, error=message)
-            return {"results": {str(position): {"status": "failed", "error": message,
+            return {"results": {str(position): {"status": "skipped" if cancelled else "failed", "error": message,
                                                 "seconds": time.perf_counter() - started}}}
         _emit("step_finished", position=position, module=tool.name, seconds=round(seconds, 3),
               outputs={k: v["alias"] for k, v in outputs.items()})

@@ -133,3 +133,31 @@ def test_chat_takes_turns_from_the_keyboard(env, tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Made @mask1." in proc.stdout and "Made @img2." in proc.stdout
+
+
+def test_jobs_cancel_stops_a_running_video_step_from_another_process(env, tmp_path):
+    video = render_video(2, frames=400)
+    store = ArtifactStore(tmp_path / "files")
+    clip = store.path(store.put_video(video.frames, video.fps))
+    vbox = ", ".join(map(str, video.box(0)))
+    proc = subprocess.Popen([VITRON, "run", "--json", "--video", str(clip),
+                             f"<module>E</module><instruction>track it</instruction><region>({vbox})</region>"
+                             "<module>F</module><instruction>blur it</instruction><input>@1</input>"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = None
+    deadline = time.monotonic() + 120
+    while job is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        listed = vitron(env, "jobs", "list", "--json")
+        running = [j for j in json.loads(listed.stdout or '{"jobs": []}')["jobs"] if j["status"] == "running"]
+        job = running[0]["job_id"] if running else None
+    assert job is not None, "the tracking job never showed as running"
+    cancelled = vitron(env, "jobs", "cancel", job)
+    assert cancelled.returncode == 0, cancelled.stderr
+    stdout, _ = proc.communicate(timeout=120)
+    reply = json.loads(stdout.strip().splitlines()[-1])
+    assert [(s["module"], s["status"]) for s in reply["steps"]] == [("video_segmentation", "cancelled"),
+                                                                   ("video_editing", "cancelled")]
+    assert "cancelled" in reply["reply"] and reply["artifacts"] == []
+    again = vitron(env, "jobs", "cancel", job)
+    assert again.returncode == 2 and "already ended" in again.stderr

@@ -1,0 +1,80 @@
+"""`vitron worker` and `vitron jobs list|cancel`: the job queue from the command line."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agent.console import clear_errors, fail, out
+
+jobs_app = typer.Typer(help="Jobs: the steps sessions ran or are running, by executor job id.", no_args_is_help=True)
+
+
+@clear_errors
+def worker_cmd(
+    queues: Annotated[str, typer.Option(help="Queues to take jobs from, comma-separated: gpu, cpu.")] = "gpu,cpu",
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs at once (pool processes); 1 per GPU.")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker (needs VITRON_BROKER_URL). One per GPU: CUDA_VISIBLE_DEVICES=N vitron worker --queues gpu."""
+    from tools.worker import run_worker
+
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(names) - {"gpu", "cpu"})
+    if unknown or not names:
+        fail(f"unknown queue {', '.join(unknown) or '(none)'}: use gpu, cpu or gpu,cpu", 2)
+    run_worker(names, concurrency, loglevel)
+
+
+@jobs_app.command("list")
+@clear_errors
+def list_cmd(
+    session: Annotated[str | None, typer.Option(help="Only this session's jobs (id or prefix).")] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Finished jobs too, not only queued and running.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Jobs that are queued or running (with --all, finished ones too), newest last."""
+    from memory import SessionMemory
+
+    with SessionMemory.from_settings() as memory:
+        ids = [memory.resolve_session_id(session)] if session else [s.id for s in memory.list_sessions(limit=1000)]
+        steps = [st for sid in ids for st in memory.steps(sid) if st.job_id]
+    if not all_jobs:
+        steps = [st for st in steps if st.status in ("queued", "running")]
+    steps.sort(key=lambda st: st.created_at)
+    rows = [{"job_id": st.job_id, "session": st.session_id, "step": st.id, "module": st.module,
+             "status": st.status, "progress": st.progress, "message": st.message} for st in steps]
+    if as_json:
+        print(json.dumps({"jobs": rows}))
+        return
+    table = Table("job", "session", "module", "status", "progress", "message")
+    for row in rows:
+        table.add_row(row["job_id"], row["session"][:8], row["module"], row["status"], f"{row['progress']:.0%}",
+                      row["message"] or "")
+    out.print(table)
+
+
+@jobs_app.command("cancel")
+@clear_errors
+def cancel_cmd(job_id: Annotated[str, typer.Argument(help="The job id (see `vitron jobs list`).")]) -> None:
+    """Cancel a job: a queued one never starts, a running one stops at its next progress report."""
+    from memory import SessionMemory
+    from schemas import InvalidInput, VitronSettings
+
+    settings = VitronSettings()
+    with SessionMemory.from_settings(settings) as memory:
+        step = memory.step_for_job(job_id)
+        if step.status not in ("pending", "queued", "running"):
+            raise InvalidInput(f"job {job_id} has already ended ({step.status})", field="job_id",
+                               fix="see `vitron jobs list`")
+        # The agent running the step sees this at the step's next progress report, whichever executor it uses.
+        memory.update_step(step.id, status="cancelled", message="cancelled by the user")
+    if settings.broker_url:
+        from tools.celery_app import make_celery
+        from tools.executors import CeleryExecutor
+
+        CeleryExecutor(make_celery(settings)).handle(job_id).cancel()
+    out.print(f"cancelled job {job_id} ({step.module}, session {step.session_id[:8]})")
