@@ -25,6 +25,7 @@ from .chunks import VIDEO_CHUNK, VIDEO_MERGE, ChunkPlan, chunked_signature, fini
 from .jobs import run_job
 
 RUN_JOB = "vitron.run_job"
+PING = "vitron.ping"
 QUEUES = ("gpu", "cpu")
 PROGRESS_EVERY_S = 0.25  # a few result-backend writes a second, however often a tool reports
 
@@ -94,7 +95,13 @@ def make_celery(settings: VitronSettings) -> Celery:
     )
     _register_run_job(app, settings)
     _register_chunk_tasks(app, settings)
+    # A bare task: a worker health check, and the baseline that bench/queue.py compares jobs with.
+    app.task(name=PING, shared=False)(_pong)
     return app
+
+
+def _pong() -> str:
+    return "pong"
 
 
 def _result_backend(settings: VitronSettings) -> str | None:

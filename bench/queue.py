@@ -1,0 +1,147 @@
+"""The job queue: what Celery adds, our layer's throughput against bare Celery, two workers on one video.
+
+Prints one JSON line:
+- `celery_added_ms_p50`: the latency a ~100 ms job gains on CeleryExecutor over LocalExecutor (median of
+  paired runs; goal ≤ 15 ms).
+- `throughput_ratio_vs_bare`: jobs per second of our layer (job spec, `vitron.run_job`, progress and
+  cancellation checks, result JSON; a trivial edit of a 16×16 image) over bare Celery tasks that return at
+  once (`vitron.ping`), on the same broker and one worker of concurrency 2 (goal ≥ 0.8).
+- `video_speedup_2_workers`: a 300-frame video edit in 30-frame chunks, one worker process over two
+  (goal ≥ 1.7 on this 2-core machine).
+
+Needs Redis on 127.0.0.1:6379 (database 14 is flushed). Run: .venv/bin/python bench/queue.py
+"""
+
+from __future__ import annotations
+
+import sys
+
+# This file's folder comes first on sys.path, and the file's name would hide the standard library's `queue`.
+sys.path.pop(0)
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memory import ArtifactStore
+from schemas import VitronSettings
+from tests.scenes import render_scene, render_video
+from tools.celery_app import PING, make_celery
+from tools.executors import CeleryExecutor, LocalExecutor
+from tools.jobs import job_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKER = os.environ.get("VITRON_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+class Worker:
+    """A `run_worker` process sharing the bench's artifact folder."""
+
+    def __init__(self, home: Path, concurrency: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
+        env.update(VITRON_BROKER_URL=BROKER, VITRON_HOME=str(home))
+        code = f"from tools.worker import run_worker; run_worker(['gpu', 'cpu'], concurrency={concurrency}, " \
+               "loglevel='WARNING')"
+        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.node = f"vitron-{self.proc.pid}@{socket.gethostname()}"
+
+    def wait(self, app) -> None:
+        deadline = time.monotonic() + 60
+        while not app.control.ping(destination=[self.node], timeout=0.5):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def latency(executor, spec_for) -> float:
+    start = time.perf_counter()
+    executor.submit(spec_for()).result(timeout=120)
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> None:
+    redis.Redis.from_url(BROKER).flushdb()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        settings = VitronSettings(home=home, broker_url=BROKER)
+        store = ArtifactStore.from_settings(settings)
+        app = make_celery(settings)
+        celery, local = CeleryExecutor(app), LocalExecutor(store, settings)
+
+        photo = store.put_image(render_scene(3, width=720, height=540).image)  # a ~100 ms cartoon edit
+        tiny = store.put_image(np.full((16, 16, 3), 128, np.uint8))
+
+        worker = Worker(home, concurrency=2)
+        try:
+            worker.wait(app)
+            def edit():
+                return job_spec("C", {"image": photo, "command": "cartoon"}, store)
+            for _ in range(3):  # imports and first-call costs on both sides
+                latency(local, edit), latency(celery, edit)
+            added, job_ms = [], []
+            for _ in range(15):
+                here, there = latency(local, edit), latency(celery, edit)
+                added.append(there - here)
+                job_ms.append(here)
+
+            n = 200
+            start = time.perf_counter()
+            results = [app.tasks[PING].apply_async(queue="cpu") for _ in range(n)]
+            for r in results:
+                r.get(timeout=120)
+            bare = n / (time.perf_counter() - start)
+            start = time.perf_counter()
+            handles = [celery.submit(job_spec("C", {"image": tiny, "command": "black and white"}, store))
+                       for _ in range(n)]
+            for h in handles:
+                h.result(timeout=120)
+            ours = n / (time.perf_counter() - start)
+        finally:
+            worker.stop()
+
+        video = render_video(1, frames=300)
+        source = store.put_video(video.frames, video.fps)
+        masks = store.put_video(video.masks, video.fps, kind="masks")
+        seconds = {}
+        for workers in (1, 2):
+            worker = Worker(home, concurrency=workers)
+            try:
+                worker.wait(app)
+                spec = job_spec("F", {"video": source, "masks": masks, "command": f"pixelate it {workers}"}, store)
+                spec = spec.model_copy(update={"chunk_frames": 30})
+                start = time.perf_counter()
+                celery.submit(spec).result(timeout=600)
+                seconds[workers] = time.perf_counter() - start
+            finally:
+                worker.stop()
+        local.close()
+    print(json.dumps({
+        "celery_added_ms_p50": round(statistics.median(added), 1),
+        "job_ms_p50": round(statistics.median(job_ms), 1),
+        "throughput_ratio_vs_bare": round(ours / bare, 3),
+        "jobs_per_s": round(ours, 1), "bare_tasks_per_s": round(bare, 1),
+        "video_speedup_2_workers": round(seconds[1] / seconds[2], 2),
+        "video_s_1_worker": round(seconds[1], 2), "video_s_2_workers": round(seconds[2], 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
