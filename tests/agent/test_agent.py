@@ -9,21 +9,9 @@ import pytest
 
 from agent.api import VitronAgent
 from schemas import InvalidInput
+from tests.measure import hue, hue_gap, shrink
 from tests.scenes import iou, render_scene, render_video
 from tools.embedded.colours import COLOURS
-
-
-def hue(rgb: np.ndarray) -> np.ndarray:
-    pixels = np.asarray(rgb, np.uint8).reshape(-1, 1, 3)
-    return cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV_FULL)[:, 0, 0].astype(float) * 360 / 256
-
-
-def hue_gap(a: np.ndarray, b: float) -> np.ndarray:
-    return np.abs((a - b + 180) % 360 - 180)
-
-
-def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
-    return cv2.erode(mask.astype(np.uint8), np.ones((2 * pixels + 1,) * 2, np.uint8)) > 0
 
 
 def box_text(box) -> str:

@@ -20,6 +20,7 @@ import redis
 
 from memory import ArtifactStore
 from schemas import ArtifactRef, JobCancelled, JobResult, JobSpec, UnsafePath, VitronSettings
+from tests.measure import hue, shrink
 from tests.scenes import VideoScene, iou, mask_box, render_video
 from tests.services import REDIS_URL, require
 from tools import ToolContext
@@ -48,15 +49,6 @@ def video(seed: int, frames: int = 120, width: int = 320, height: int = 240) -> 
 
 def frames_of(store: ArtifactStore, ref_json: dict) -> list[np.ndarray]:
     return list(store.iter_frames(ArtifactRef.model_validate(ref_json)))
-
-
-def hue(rgb: np.ndarray) -> np.ndarray:
-    pixels = np.asarray(rgb, np.uint8).reshape(-1, 1, 3)
-    return cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV_FULL)[:, 0, 0].astype(float) * 360 / 256
-
-
-def shrink(mask: np.ndarray, pixels: int = 2) -> np.ndarray:
-    return cv2.erode(mask.astype(np.uint8), np.ones((2 * pixels + 1,) * 2, np.uint8)) > 0
 
 
 def recoloured_in_order(frames: list[np.ndarray], v: VideoScene, colour: str) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from schemas import ArtifactRef, InvalidInput, JobCancelled, JobFailed, JobSpec, UnsupportedOperation, VitronSettings
+from tests.measure import hue
 from tests.scenes import Scene, VideoScene, render_scene, render_video
 from tools import EditImageOutput, get_tool
 from tools.embedded.colours import COLOURS
@@ -27,11 +28,6 @@ def scene() -> Scene:
 @cache
 def long_video() -> VideoScene:
     return render_video(4, frames=LONG_VIDEO_FRAMES)
-
-
-def hue(rgb: np.ndarray) -> np.ndarray:
-    pixels = np.asarray(rgb, np.uint8).reshape(-1, 1, 3)
-    return cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV_FULL)[:, 0, 0].astype(float) * 360 / 256
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import InvalidInput, UnsupportedOperation
+from tests.measure import grow, hue, hue_gap, luminance, shrink
 from tests.scenes import Scene, render_scene
 from tools import get_tool
 from tools.embedded.colours import COLOURS
@@ -29,30 +30,6 @@ def edit(ctx, scene: Scene, command: str, *, mask: bool = True, **extra) -> tupl
         args["mask"] = ctx.store.put_mask(scene.mask)
     out = get_tool("C").run(args, ctx)
     return ctx.store.get_image(out.image), out.operation
-
-
-def hue(rgb: np.ndarray) -> np.ndarray:
-    """Hue in degrees of RGB uint8 colours (any leading shape)."""
-    pixels = np.asarray(rgb, np.uint8).reshape(-1, 1, 3)
-    return cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV_FULL)[:, 0, 0].astype(float) * 360 / 256
-
-
-def hue_gap(a: np.ndarray, b: float) -> np.ndarray:
-    return np.abs((a - b + 180) % 360 - 180)
-
-
-def luminance(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(float) @ [0.299, 0.587, 0.114]
-
-
-def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
-    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
-    return cv2.erode(mask.astype(np.uint8), kernel) > 0
-
-
-def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
-    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
-    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
 
 
 def outside_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from schemas import InvalidInput, UnsupportedOperation
+from tests.measure import grow, hue, hue_gap, luminance, shrink
 from tests.scenes import VideoScene, render_video
 from tools import get_tool
 from tools.embedded.colours import COLOURS
@@ -17,27 +18,6 @@ from tools.embedded.colours import COLOURS
 @cache
 def video(seed: int) -> VideoScene:
     return render_video(seed)
-
-
-def hue(rgb: np.ndarray) -> np.ndarray:
-    pixels = np.asarray(rgb, np.uint8).reshape(-1, 1, 3)
-    return cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV_FULL)[:, 0, 0].astype(float) * 360 / 256
-
-
-def hue_gap(a: np.ndarray, b: float) -> np.ndarray:
-    return np.abs((a - b + 180) % 360 - 180)
-
-
-def luminance(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(float) @ [0.299, 0.587, 0.114]
-
-
-def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
-    return cv2.erode(mask.astype(np.uint8), np.ones((2 * pixels + 1,) * 2, np.uint8)) > 0
-
-
-def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
-    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * pixels + 1,) * 2, np.uint8)) > 0
 
 
 def test_recolour_follows_the_masks_in_every_frame(store, ctx, progress_log):
