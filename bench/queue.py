@@ -21,10 +21,7 @@ sys.path.pop(0)
 
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -37,38 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from memory import ArtifactStore
 from schemas import VitronSettings
 from tests.scenes import render_scene, render_video
+from tests.workers import start_worker, stop_worker
 from tools.celery_app import PING, make_celery
 from tools.executors import CeleryExecutor, LocalExecutor
 from tools.jobs import job_spec
 
-ROOT = Path(__file__).resolve().parents[1]
 BROKER = os.environ.get("VITRON_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-
-
-class Worker:
-    """A `run_worker` process sharing the bench's artifact folder."""
-
-    def __init__(self, home: Path, concurrency: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
-        env.update(VITRON_BROKER_URL=BROKER, VITRON_HOME=str(home))
-        code = f"from tools.worker import run_worker; run_worker(['gpu', 'cpu'], concurrency={concurrency}, " \
-               "loglevel='WARNING')"
-        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        self.node = f"vitron-{self.proc.pid}@{socket.gethostname()}"
-
-    def wait(self, app) -> None:
-        deadline = time.monotonic() + 60
-        while not app.control.ping(destination=[self.node], timeout=0.5):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the worker did not start")
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def latency(executor, spec_for) -> float:
@@ -89,9 +60,8 @@ def main() -> None:
         photo = store.put_image(render_scene(3, width=720, height=540).image)  # a ~100 ms cartoon edit
         tiny = store.put_image(np.full((16, 16, 3), 128, np.uint8))
 
-        worker = Worker(home, concurrency=2)
+        worker = start_worker(app, home, BROKER, concurrency=2)
         try:
-            worker.wait(app)
             def edit():
                 return job_spec("C", {"image": photo, "command": "cartoon"}, store)
             for _ in range(3):  # imports and first-call costs on both sides
@@ -115,23 +85,22 @@ def main() -> None:
                 h.result(timeout=120)
             ours = n / (time.perf_counter() - start)
         finally:
-            worker.stop()
+            stop_worker(worker)
 
         video = render_video(1, frames=300)
         source = store.put_video(video.frames, video.fps)
         masks = store.put_video(video.masks, video.fps, kind="masks")
         seconds = {}
         for workers in (1, 2):
-            worker = Worker(home, concurrency=workers)
+            worker = start_worker(app, home, BROKER, concurrency=workers)
             try:
-                worker.wait(app)
                 spec = job_spec("F", {"video": source, "masks": masks, "command": f"pixelate it {workers}"}, store)
                 spec = spec.model_copy(update={"chunk_frames": 30})
                 start = time.perf_counter()
                 celery.submit(spec).result(timeout=600)
                 seconds[workers] = time.perf_counter() - start
             finally:
-                worker.stop()
+                stop_worker(worker)
         local.close()
     print(json.dumps({
         "celery_added_ms_p50": round(statistics.median(added), 1),

@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,12 +16,10 @@ from memory import ArtifactStore
 from schemas import ArtifactRef, BoxRegion, JobCancelled, JobFailed, SignalEmbedding, VitronSettings
 from tests.scenes import Scene, VideoScene, render_scene, render_video
 from tests.services import REDIS_URL, require
+from tests.workers import start_worker, stop_worker
 from tools.celery_app import RUN_JOB, make_celery
 from tools.executors import CeleryExecutor, LocalExecutor, make_executor
 from tools.jobs import job_spec
-
-ROOT = Path(__file__).resolve().parents[2]
-WORKER = "from tools.worker import run_worker; run_worker(['gpu', 'cpu'], concurrency=1)"
 
 
 @cache
@@ -52,27 +44,12 @@ def worker(celery_settings):
     host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
     require("Redis", host, int(port))
     redis.Redis.from_url(REDIS_URL).flushdb()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
-    env.update(VITRON_BROKER_URL=REDIS_URL, VITRON_HOME=str(celery_settings.home))
-    log_path = celery_settings.home.parent / "worker.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
     app = make_celery(celery_settings)
+    proc = start_worker(app, celery_settings.home, REDIS_URL, concurrency=1)
     try:
-        deadline = time.monotonic() + 60
-        me = f"vitron-{proc.pid}@{socket.gethostname()}"  # the node name run_worker gives it
-        while not app.control.ping(destination=[me], timeout=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
         yield app
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the worker and its pool processes
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_worker(proc)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from functools import cache
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,6 +20,7 @@ from schemas import ArtifactRef, JobCancelled, JobResult, JobSpec, UnsafePath, V
 from tests.measure import hue, shrink
 from tests.scenes import VideoScene, iou, mask_box, render_video
 from tests.services import REDIS_URL, require
+from tests.workers import start_worker, stop_worker
 from tools import ToolContext
 from tools.celery_app import make_celery
 from tools.chunks import (
@@ -37,9 +35,6 @@ from tools.chunks import (
 from tools.embedded.colours import COLOURS
 from tools.executors import CeleryExecutor
 from tools.jobs import job_input, job_spec, run_job
-
-ROOT = Path(__file__).resolve().parents[2]
-WORKER = "from tools.worker import run_worker; run_worker(['gpu', 'cpu'], concurrency=2)"
 
 
 @cache
@@ -250,30 +245,6 @@ def celery_settings(tmp_path_factory) -> VitronSettings:
                           artifacts_dir=None)
 
 
-def start_worker(settings: VitronSettings, app) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
-    env.update(VITRON_BROKER_URL=REDIS_URL, VITRON_HOME=str(settings.home))
-    log_path = settings.home.parent / "worker.log"
-    with log_path.open("a") as log:
-        proc = subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    me = f"vitron-{proc.pid}@{socket.gethostname()}"  # the node name run_worker gives it
-    while not app.control.ping(destination=[me], timeout=0.5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
-    return proc
-
-
-def stop_worker(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)  # its own session: the worker and its pool processes
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def worker(celery_settings):
     """One worker with two pool processes for the module, sharing the test's artifact folder (VITRON_HOME)."""
@@ -282,7 +253,7 @@ def worker(celery_settings):
     redis.Redis.from_url(REDIS_URL).flushdb()
     celery_settings.home.mkdir(parents=True, exist_ok=True)
     app = make_celery(celery_settings)
-    proc = start_worker(celery_settings, app)
+    proc = start_worker(app, celery_settings.home, REDIS_URL, concurrency=2)
     try:
         yield app, proc
     finally:

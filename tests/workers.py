@@ -1,0 +1,45 @@
+"""Real Celery worker processes for tests and benches: `vitron`'s own `run_worker`, in a session of its own,
+sharing the caller's artifact folder through VITRON_HOME."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_worker(app, home: Path, broker_url: str, *, concurrency: int = 1, log_path: Path | None = None,
+                 timeout: float = 60) -> subprocess.Popen:
+    """Start a worker and wait until it answers a ping; RuntimeError (with its log's tail) if it does not."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
+    env.update(VITRON_BROKER_URL=broker_url, VITRON_HOME=str(home))
+    code = f"from tools.worker import run_worker; run_worker(['gpu', 'cpu'], concurrency={concurrency})"
+    log_path = log_path or home.parent / "worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    me = f"vitron-{proc.pid}@{socket.gethostname()}"  # the node name run_worker gives it
+    deadline = time.monotonic() + timeout
+    while not app.control.ping(destination=[me], timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_worker(proc)
+            raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    """Stop the worker and its pool processes (its own session), forcefully after 20 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
