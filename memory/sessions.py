@@ -468,36 +468,12 @@ class SessionMemory:
                     turn_id: int | None = None, position: int | None = None) -> StepRecord:
         """Record a planned step. Its input refs and signal embeddings join the session's artifacts;
         aliases it names (`@img1`) must exist."""
-        dumped = self._dump_invocation(invocation)
-        inputs = _invocation_input_refs(dumped)
-        signals = _signal_refs(dumped)
-        for ref in (*inputs, *signals):
-            self._check_blob(ref)
-        aliases = [v for v in dumped.get("inputs", {}).values() if isinstance(v, str) and not _STEP_REF.match(v)]
-
-        def work(s: Session) -> StepRecord:
-            session = _lock_session(s, session_id)
-            if turn_id is not None:
-                _turn_in_session(s, session_id, turn_id)
-            for name in aliases:
-                _artifact_by_alias(s, session_id, name)
-            row = StepRow(session_id=session_id, turn_id=turn_id, position=position, module=dumped["module"],
-                          command=dumped.get("command", ""), invocation=dumped, status="pending", progress=0.0,
-                          created_at=utcnow())
-            s.add(row)
-            session.updated_at = row.created_at
-            s.flush()
-            for ref in inputs:
-                self._record(s, session_id, ref, turn_id=turn_id, origin="upload")
-            for ref in signals:
-                self._record(s, session_id, ref, turn_id=turn_id, origin="planner", label="signal")
-            return _step_record(row)
-
-        return self.db.write(work)
+        return self.record_steps(session_id, [invocation], turn_id=turn_id, first_position=position)[0]
 
     def record_steps(self, session_id: str, invocations: Sequence[Invocation | Mapping[str, Any]], *,
-                     turn_id: int | None = None, first_position: int = 1) -> list[StepRecord]:
-        """Record a plan's steps, numbered from `first_position`, in one transaction (all or none)."""
+                     turn_id: int | None = None, first_position: int | None = 1) -> list[StepRecord]:
+        """Record a plan's steps, numbered from `first_position` (None: unnumbered), in one transaction (all or
+        none). Aliases they name (`@img1`) must exist; their input refs and signals join the session's artifacts."""
         dumped = [self._dump_invocation(inv) for inv in invocations]
         for inv in dumped:
             for ref in (*_invocation_input_refs(inv), *_signal_refs(inv)):
@@ -508,7 +484,8 @@ class SessionMemory:
             if turn_id is not None:
                 _turn_in_session(s, session_id, turn_id)
             rows = []
-            for position, inv in enumerate(dumped, start=first_position):
+            for index, inv in enumerate(dumped):
+                position = None if first_position is None else first_position + index
                 aliases = [v for v in inv.get("inputs", {}).values() if isinstance(v, str) and not _STEP_REF.match(v)]
                 for name in aliases:
                     _artifact_by_alias(s, session_id, name)
