@@ -19,6 +19,7 @@ from .errors import (
 )
 from .invocations import INPUT_REF_PATTERN, InputRef, Invocation, SignalEmbedding
 from .jobs import JobCancelled, JobFailed, JobQueue, JobResult, JobSpec, JobStatus
+from .models_file import MODELS_SETTING, ModelsFile, ModelSpec
 from .modules import MODULES, ModuleInfo, ModuleName, resolve_module
 from .outputs import ToolOutput
 from .plans import Plan, PlanStep
@@ -29,6 +30,7 @@ from .tensors import DTypeFamily, TensorSpec, TensorStore, tensor_shape_dtype
 __all__ = [
     "INPUT_REF_PATTERN",
     "MEDIA_TYPES",
+    "MODELS_SETTING",
     "MODULES",
     "AliasNotFound",
     "ArtifactKind",
@@ -49,6 +51,8 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "JobStatus",
+    "ModelSpec",
+    "ModelsFile",
     "ModuleInfo",
     "ModuleName",
     "Plan",

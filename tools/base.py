@@ -6,6 +6,7 @@ import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -15,6 +16,7 @@ from schemas import (
     ArtifactRef,
     BackendUnavailable,
     InvalidInput,
+    ModelsFile,
     ModuleName,
     ToolOutput,
     VitronSettings,
@@ -36,6 +38,12 @@ class ToolContext:
     store: ArtifactStore
     settings: VitronSettings = field(default_factory=VitronSettings)
     progress: ProgressCallback = _ignore_progress
+    models_file: ModelsFile | None = None  # None: read from settings on first use
+
+    @cached_property
+    def models(self) -> ModelsFile:
+        """Which real backend each module uses (the models file); embedded backends for the rest."""
+        return self.models_file or ModelsFile.load(self.settings.models_path)
 
     @classmethod
     def from_settings(
@@ -74,13 +82,20 @@ class VisionTool(Generic[In, Out]):
     def title(self) -> str:
         return resolve_module(self.name).title
 
-    def backend(self, name: str | None = None) -> tuple[str, Backend]:
-        """The named backend, or the default one; `BackendUnavailable` when there is none."""
-        if not self.backends:
+    def backend_name(self, name: str | None = None, models: ModelsFile | None = None) -> str:
+        """The named backend, else the one the models file configures, else the embedded one."""
+        if name is None and models is not None and (spec := models.spec(self.name)) is not None:
+            name = spec.backend
+        if name is None:
+            name = next((n for n, target in self.backends.items() if target.startswith("tools.embedded.")), None)
+        if name is None:
             raise BackendUnavailable(f"{self.name} has no backend on this machine", field="backend",
                                      fix=self.unavailable_fix)
-        if name is None:
-            name = next(iter(self.backends))
+        return name
+
+    def backend(self, name: str | None = None, models: ModelsFile | None = None) -> tuple[str, Backend]:
+        """The backend's name and function (see `backend_name`); `BackendUnavailable` when there is none."""
+        name = self.backend_name(name, models)
         if name not in self.backends:
             raise BackendUnavailable(f"{self.name} has no backend {name!r}", field="backend",
                                      fix=f"choose one of {sorted(self.backends)}")
@@ -102,7 +117,7 @@ class VisionTool(Generic[In, Out]):
         ctx = ctx or ToolContext.from_settings()
         for ref in input_refs(inp):
             ctx.store.path(ref)  # ArtifactNotFound before any work starts
-        backend_name, fn = self.backend(backend)
+        backend_name, fn = self.backend(backend, ctx.models)
         ctx.progress(0.0, f"{self.name}: starting ({backend_name})")
         started = time.perf_counter()
         out = fn(inp, ctx)

@@ -105,7 +105,7 @@ def chunk_frames_for(spec: JobSpec, inp: BaseModel, ctx: ToolContext) -> int | N
     """The chunk size when this job should be split, else None (it runs whole)."""
     chunk = spec.chunk_frames if spec.chunk_frames is not None else ctx.settings.chunk_frames
     tool = get_tool(spec.module)
-    if not chunk or tool.name not in CHUNKED_MODULES or (spec.backend or next(iter(tool.backends))) != "opencv":
+    if not chunk or tool.name not in CHUNKED_MODULES or tool.backend_name(spec.backend, ctx.models) != "opencv":
         return None  # the chunk functions are the embedded backend's; a real backend runs whole
     if isinstance(inp, EditVideoInput):
         from .embedded.editing import parse_edit

@@ -15,6 +15,8 @@ from .fields import Command, ImageRef, MaskRef, MasksRef, VideoRef, check_same_s
 Signal = Annotated[SignalEmbedding | None, InjectedToolArg(), Field(
     description="The planner's signal embedding; injected by the agent, never written by the model.")]
 
+Seed = Annotated[int | None, Field(description="Seed of a diffusion backend's noise: the same seed, the same output.")]
+
 _DIFFUSION_FIX = (
     "configure a diffusion backend with real weights on disk: set VITRON_MODELS_FILE to a models file "
     "naming one (default $VITRON_HOME/models.yaml)"
@@ -61,7 +63,7 @@ class ImageSegmentation(VisionTool[SegmentImageInput, SegmentImageOutput]):
     )
     input_model = SegmentImageInput
     output_model = SegmentImageOutput
-    backends = {"opencv": "tools.embedded.segmentation:segment_image"}
+    backends = {"opencv": "tools.embedded.segmentation:segment_image", "sam": "tools.real.sam:segment_image"}
 
 
 # -- C: image editing ----------------------------------------------------------------------------
@@ -71,6 +73,7 @@ class EditImageInput(_Input):
     command: Command
     mask: MaskRef | None = Field(default=None, description="Where to edit; from an earlier segmentation.")
     region: Region | None = Field(default=None, description="Where to edit, when no mask is given.")
+    seed: Seed = None
     signal: Signal = None
 
 
@@ -88,7 +91,8 @@ class ImageEditing(VisionTool[EditImageInput, EditImageOutput]):
     )
     input_model = EditImageInput
     output_model = EditImageOutput
-    backends = {"opencv": "tools.embedded.editing:edit_image"}
+    backends = {"opencv": "tools.embedded.editing:edit_image",
+                "stable_diffusion": "tools.real.image_editing:edit_image"}
 
 
 # -- E: video segmentation -----------------------------------------------------------------------
@@ -113,7 +117,8 @@ class VideoSegmentation(VisionTool[SegmentVideoInput, SegmentVideoOutput]):
     )
     input_model = SegmentVideoInput
     output_model = SegmentVideoOutput
-    backends = {"opencv": "tools.embedded.video_segmentation:segment_video"}
+    backends = {"opencv": "tools.embedded.video_segmentation:segment_video",
+                "sam": "tools.real.video_segmentation:segment_video"}
     heavy = True
 
 
@@ -124,6 +129,7 @@ class EditVideoInput(_Input):
     command: Command
     masks: MasksRef | None = Field(default=None, description="Per-frame masks from video segmentation.")
     region: Region | None = Field(default=None, description="The object on the first frame, tracked when no masks.")
+    seed: Seed = None
     signal: Signal = None
 
 
@@ -140,7 +146,8 @@ class VideoEditing(VisionTool[EditVideoInput, EditVideoOutput]):
     )
     input_model = EditVideoInput
     output_model = EditVideoOutput
-    backends = {"opencv": "tools.embedded.video_editing:edit_video"}
+    backends = {"opencv": "tools.embedded.video_editing:edit_video",
+                "stable_diffusion": "tools.real.video_editing:edit_video"}
     heavy = True
 
 
@@ -153,6 +160,7 @@ class ImageToVideoInput(_Input):
     fps: float = Field(default=8.0, gt=0, le=120)
     width: int | None = Field(default=None, ge=16, le=4096, description="Output width; default the image's.")
     height: int | None = Field(default=None, ge=16, le=4096, description="Output height; default the image's.")
+    seed: Seed = None
     signal: Signal = None
 
 
@@ -168,7 +176,8 @@ class ImageToVideo(VisionTool[ImageToVideoInput, VideoOutput]):
     )
     input_model = ImageToVideoInput
     output_model = VideoOutput
-    backends = {"opencv": "tools.embedded.image_to_video:image_to_video"}
+    backends = {"opencv": "tools.embedded.image_to_video:image_to_video",
+                "i2vgen_xl": "tools.real.image_to_video:image_to_video"}
     heavy = True
     queue = "gpu"  # generation: its real backend is a diffusion model (the camera moves are light CPU work)
 
@@ -185,7 +194,7 @@ class GenerateImageInput(_Input):
     width: int = Field(default=512, ge=64, le=2048, multiple_of=8)
     height: int = Field(default=512, ge=64, le=2048, multiple_of=8)
     boxes: list[PhraseBox] = Field(default_factory=list, description="Phrases to place in boxes (GLIGEN).")
-    seed: int | None = None
+    seed: Seed = None
     signal: Signal = None
 
 
@@ -198,6 +207,7 @@ class ImageGeneration(VisionTool[GenerateImageInput, ImageOutput]):
     description = "Generate an image from a description, optionally placing phrases in boxes."
     input_model = GenerateImageInput
     output_model = ImageOutput
+    backends = {"stable_diffusion": "tools.real.image_generation:generate_image"}
     heavy = True
     queue = "gpu"
     unavailable_fix = _DIFFUSION_FIX
@@ -209,7 +219,7 @@ class GenerateVideoInput(_Input):
     fps: float = Field(default=8.0, gt=0, le=120)
     width: int = Field(default=576, ge=64, le=2048, multiple_of=8)
     height: int = Field(default=320, ge=64, le=2048, multiple_of=8)
-    seed: int | None = None
+    seed: Seed = None
     signal: Signal = None
 
 
@@ -218,6 +228,7 @@ class VideoGeneration(VisionTool[GenerateVideoInput, VideoOutput]):
     description = "Generate a short video from a description."
     input_model = GenerateVideoInput
     output_model = VideoOutput
+    backends = {"text_to_video": "tools.real.video_generation:generate_video"}
     heavy = True
     queue = "gpu"
     unavailable_fix = _DIFFUSION_FIX

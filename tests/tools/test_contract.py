@@ -94,4 +94,4 @@ def test_generation_without_a_diffusion_backend_names_the_setting(ctx, module):
 def test_unknown_backend_lists_the_known_ones(ctx):
     photo = ctx.store.put_image(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(BackendUnavailable, match="opencv"):
-        get_tool("B").run({"image": photo, "command": "x"}, ctx, backend="sam")
+        get_tool("B").run({"image": photo, "command": "x"}, ctx, backend="no-such-backend")

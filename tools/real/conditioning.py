@@ -1,0 +1,84 @@
+"""How a diffusion backend is conditioned on the command text and the planner's signal embedding.
+
+The rule (the models-file option `conditioning`, default `auto`):
+
+- `text`: the command, through the pipeline's own text encoder: `prompt_embeds` [1, 77, d].
+- `signal`: the signal alone: the empty prompt's encoding followed by the k signal vectors, [1, 77 + k, d]
+  (the empty prompt keeps the start token and positions the UNet was trained on; the command is ignored).
+- `both`: the command's encoding followed by the k signal vectors, [1, 77 + k, d]: cross-attention reads the
+  signal as k more prompt tokens, as VITRON feeds its signal features to the specialists.
+- `auto`: `both` when the invocation carries a signal, else `text`.
+
+The unconditional side of classifier-free guidance is the empty prompt's encoding followed by k zero vectors
+(zero keys and values: the extra tokens add nothing there), so both sides have the same shape. The signal's
+task-specific part must have the UNet's cross-attention width d (768 for SD 1.5, 2048 for SDXL…).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from schemas import InvalidInput, SignalEmbedding
+
+ConditioningMode = Literal["auto", "text", "signal", "both"]
+MODES: tuple[str, ...] = ("auto", "text", "signal", "both")
+
+
+def conditioning_mode(options: dict[str, Any]) -> ConditioningMode:
+    mode = options.get("conditioning", "auto")
+    if mode not in MODES:
+        raise InvalidInput(f"unknown conditioning {mode!r}", field="conditioning",
+                           fix=f"set `options: {{conditioning: …}}` in the models file to one of {', '.join(MODES)}")
+    return mode
+
+
+def signal_tokens(signal: SignalEmbedding | None, width: int, *, backend: str,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """The signal's task-specific part as [1, k, width] prompt tokens; a clear error when its width is wrong."""
+    if signal is None:
+        return None
+    tokens = torch.as_tensor(np.asarray(signal.task_specific, dtype=np.float32))
+    if tokens.ndim != 2 or tokens.shape[1] != width:
+        raise InvalidInput(
+            f"the signal's task_specific embedding has shape {list(tokens.shape)}, but {backend} reads [k, {width}]",
+            field="signal.task_specific",
+            fix=f"use a planner whose signal heads project into this backend's {width}-d conditioning space "
+            "(retrain its signal heads for the configured backend), or send no signal",
+        )
+    return tokens.unsqueeze(0).to(device=device, dtype=dtype)
+
+
+def combine(text: torch.Tensor, empty: torch.Tensor, tokens: torch.Tensor | None,
+            mode: ConditioningMode) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt_embeds, negative_prompt_embeds) from the command's and the empty prompt's encodings."""
+    if mode == "auto":
+        mode = "both" if tokens is not None else "text"
+    if mode == "text" or tokens is None:
+        if mode == "signal":
+            raise InvalidInput("conditioning is `signal` but the invocation has no signal embedding", field="signal",
+                               fix="use a planner that emits signal embeddings, or set conditioning to auto or text")
+        return text, empty
+    tokens = tokens.to(device=text.device, dtype=text.dtype)
+    first = empty if mode == "signal" else text
+    return torch.cat([first, tokens], dim=1), torch.cat([empty, torch.zeros_like(tokens)], dim=1)
+
+
+def encode_text(pipe: Any, text: str, device: torch.device) -> torch.Tensor:
+    """The prompt encoding of a Stable-Diffusion-family pipeline ([1, 77, d]), without guidance duplication."""
+    with torch.no_grad():
+        embeds, _ = pipe.encode_prompt(text, device, 1, False)
+    return embeds
+
+
+def prompt_condition(pipe: Any, command: str, signal: SignalEmbedding | None, options: dict[str, Any], *,
+                     backend: str, device: torch.device) -> dict[str, torch.Tensor]:
+    """`prompt_embeds` and `negative_prompt_embeds` for an SD-family pipeline call, by the rule above."""
+    width = int(pipe.unet.config.cross_attention_dim)
+    tokens = signal_tokens(signal, width, backend=backend, device=device)
+    text = encode_text(pipe, command, device)
+    empty = encode_text(pipe, "", device)
+    positive, negative = combine(text, empty, tokens, conditioning_mode(options))
+    return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
