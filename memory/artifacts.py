@@ -52,6 +52,8 @@ from .remote import RemoteObjects, S3Objects
 
 _SHA = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
+KEYFRAME_EVERY = 30
+"""Frames between keyframes in the videos the store encodes (H.264)."""
 VIDEO_ENDINGS = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mkv": "video/x-matroska", ".webm": "video/webm",
                  ".mov": "video/quicktime", ".avi": "video/x-msvideo"}
 
@@ -326,17 +328,74 @@ class ArtifactStore:
             frames = ref.shape[0] if ref.shape else stream.frames
             return VideoInfo(frames=frames, height=stream.height, width=stream.width, fps=fps)
 
-    def iter_frames(self, ref: ArtifactRef) -> Iterator[np.ndarray]:
-        """Decode frame by frame: RGB uint8 for videos, bool for per-frame masks."""
+    def iter_frames(self, ref: ArtifactRef, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """Decode frames [start, stop) one by one: RGB uint8 for videos, bool for per-frame masks.
+
+        A later `start` seeks to the keyframe before it (the store's own videos have one every `KEYFRAME_EVERY`
+        frames) instead of decoding from the beginning."""
         _expect_kind(ref, "video", "masks")
         fmt = "gray" if ref.kind == "masks" else "rgb24"
         with _open_video(self.path(ref), ref.short) as container:
+            stream = container.streams.video[0]
+            index = _seek(container, stream, start) if start > 0 else 0
             try:
-                for frame in container.decode(video=0):
-                    array = frame.to_ndarray(format=fmt)
-                    yield array > 127 if ref.kind == "masks" else array
+                for frame in container.decode(stream):
+                    if index is None:  # after a seek: the frame's number from its time
+                        index = _frame_index(frame, stream)
+                    if stop is not None and index >= stop:
+                        return
+                    if index >= start:
+                        array = frame.to_ndarray(format=fmt)
+                        yield array > 127 if ref.kind == "masks" else array
+                    index += 1
             except av.error.FFmpegError as exc:
                 raise CorruptArtifact(f"video {ref.short} breaks off while decoding: {exc}", field="ref") from None
+
+    def concat_videos(self, refs: list[ArtifactRef]) -> ArtifactRef:
+        """One video from several of the same format (chunks of one job), by copying their packets: no re-encoding.
+
+        Each part starts on a keyframe and was encoded with the same settings (the store's own writer), so the
+        joined stream decodes to exactly the parts' frames, in order."""
+        if not refs:
+            raise InvalidInput("nothing to join", field="refs", fix="give one or more videos")
+        kinds = {ref.kind for ref in refs}
+        media = {ref.media_type for ref in refs}
+        if len(kinds) != 1 or len(media) != 1:
+            raise InvalidInput(f"cannot join {sorted(kinds)} in {sorted(media)}", field="refs",
+                               fix="join videos of one kind and one format")
+        (kind,), (media_type,) = kinds, media
+        _expect_kind(refs[0], "video", "masks")
+        options = {"fflags": "+bitexact"}  # the same parts give the same bytes, hence the same ref
+        with self._temp_file(MEDIA_TYPES[media_type]) as tmp, \
+                av.open(str(tmp), mode="w", options=options) as out:
+            target: Any = None
+            frames, shift, template = 0, 0, None
+            for ref in refs:
+                with _open_video(self.path(ref), ref.short) as container:
+                    stream = container.streams.video[0]
+                    if target is None:
+                        target, template = out.add_stream_from_template(stream), stream
+                    elif (stream.codec_context.name, stream.width, stream.height, stream.codec_context.extradata) != (
+                            template.codec_context.name, template.width, template.height,
+                            template.codec_context.extradata):
+                        raise InvalidInput(f"video {ref.short} was encoded differently from the first part",
+                                           field="refs", fix="join chunks written by the same store writer")
+                    scale = stream.time_base / target.time_base
+                    last = 0
+                    for packet in container.demux(stream):
+                        if packet.dts is None:  # the demuxer's end-of-stream marker
+                            continue
+                        step = round(int(packet.duration or 0) * scale)
+                        packet.pts = shift + round(packet.pts * scale) if packet.pts is not None else None
+                        packet.dts = shift + round(packet.dts * scale)
+                        last = max(last, (packet.pts if packet.pts is not None else packet.dts) + step)
+                        packet.stream = target
+                        out.mux(packet)
+                    shift = max(shift, last)
+                    frames += ref.shape[0] if ref.shape else stream.frames
+            out.close()
+            shape = (frames, *refs[0].shape[1:]) if refs[0].shape else ()
+            return self._commit(tmp, kind, media_type, shape)
 
     def import_video(self, path: str | Path) -> ArtifactRef:
         """Store a video file as it is (no re-encoding), after checking that it decodes."""
@@ -413,7 +472,9 @@ class VideoWriter:
             stream = self._container.add_stream("libx264", rate=rate)
             # 4:2:0 needs even sides; 4:4:4 keeps odd-sized frames exact in size.
             stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-            stream.options = {"crf": "16", "preset": "veryfast"}
+            # A keyframe every KEYFRAME_EVERY frames: a chunk of a long video seeks to its start instead of decoding
+            # everything before it.
+            stream.options = {"crf": "16", "preset": "veryfast", "g": str(KEYFRAME_EVERY)}
         stream.width, stream.height = width, height
         self._stream, self._shape = stream, (height, width)
 
@@ -474,6 +535,29 @@ def _read_user_file(path: str | Path, probe: bool = False) -> bytes:
     if probe:
         return b""
     return src.read_bytes()
+
+
+def _seek(container: Any, stream: Any, start: int) -> int | None:
+    """Seek to the keyframe at or before frame `start`; None (number frames by time) if it worked, else 0 (from the
+    beginning, for a file that cannot seek)."""
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate or not stream.time_base:
+        return 0
+    offset = stream.start_time or 0
+    try:
+        container.seek(offset + int(Fraction(start) / Fraction(rate) / stream.time_base), stream=stream,
+                       backward=True, any_frame=False)
+    except av.error.FFmpegError:
+        container.seek(0, stream=stream)
+        return 0
+    return None
+
+
+def _frame_index(frame: Any, stream: Any) -> int:
+    rate = stream.average_rate or stream.guessed_rate
+    if frame.pts is None:
+        raise CorruptArtifact("a video frame has no time stamp, so it cannot be found by number", field="ref")
+    return round((frame.pts - (stream.start_time or 0)) * stream.time_base * rate)
 
 
 @contextlib.contextmanager

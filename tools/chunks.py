@@ -6,8 +6,11 @@ parameters and frame range (`chunk_key`); the store's index maps it to the chunk
 (`ArtifactStore.put_named`). Content-addressed, so running a chunk twice gives the identical file.
 
 Video editing (F) splits exactly: each chunk edits its own frames with the given masks, the recolour's
-reference brightness comes from the video's first frame showing the object (as unchunked), chunks are
-stored lossless (FFV1) and the merge encodes once, as the unchunked job does: the same frames.
+reference brightness comes from the video's first frame showing the object (as unchunked). A chunk seeks to
+its first frame (the store's videos have a keyframe every `KEYFRAME_EVERY` frames) rather than decoding what
+comes before, and is encoded as a part of the output: the merge only copies the parts' packets into one file.
+So the work is the unchunked job's, shared out; the frames match the unchunked job's within the codec's
+rounding (each part's encoder starts afresh), and a given chunking always gives the same bytes.
 
 Video segmentation (E) tracks, and each frame's mask depends on the one before. A keyframe pass first
 tracks the first frame's mask over every `stride`-th frame (`KEYFRAME_STEPS` steps per chunk) to get each
@@ -28,9 +31,9 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, Literal
 
 import cv2
@@ -51,7 +54,7 @@ CHUNKED_MODULES = ("video_segmentation", "video_editing")
 KEYFRAME_STEPS = 6  # tracker steps per chunk in E's keyframe pass: its stride is chunk // KEYFRAME_STEPS
 REPORT_EVERY = 5  # frames between progress reports (each also checks for cancellation)
 RNG_SEED = 0  # GrabCut's k-means draws from OpenCV's per-thread RNG: seeded, a chunk's masks are reproducible
-KEY_VERSION = 1  # bump when a chunk's format changes, so old index entries are not reused
+KEY_VERSION = 2  # bump when a chunk's format changes, so old index entries are not reused
 
 COMPUTED: Counter[str] = Counter()
 """Chunk computations in this process by operation ("edit", "track", "keyframes"); lookups that hit don't count."""
@@ -124,10 +127,10 @@ def chunk_frames_for(spec: JobSpec, inp: BaseModel, ctx: ToolContext) -> int | N
 
 @contextlib.contextmanager
 def _frames(store: ArtifactStore, ref: ArtifactRef, start: int, stop: int | None) -> Iterator[Iterator[np.ndarray]]:
-    """Frames [start, stop), decoded in order (skipping to `start`); the file closes on leaving."""
-    frames = store.iter_frames(ref)
+    """Frames [start, stop), decoded in order (seeking to `start`); the file closes on leaving."""
+    frames = store.iter_frames(ref, start, stop)
     try:
-        yield islice(frames, start, stop)
+        yield frames
     finally:
         frames.close()
 
@@ -177,7 +180,7 @@ def edit_video_chunk(spec: JobSpec, start: int, stop: int, ctx: ToolContext) -> 
     with contextlib.ExitStack() as stack:
         frames = stack.enter_context(_frames(ctx.store, inp.video, start, stop))
         masks = stack.enter_context(_frames(ctx.store, inp.masks, start, stop)) if inp.masks is not None else None
-        with ctx.store.video_writer(fps, lossless=True) as writer:
+        with ctx.store.video_writer(fps) as writer:
             for index, frame in enumerate(frames):
                 mask = next(masks) if masks is not None else None
                 writer.write(apply_edit(frame, mask, op))
@@ -296,31 +299,23 @@ def run_chunk(spec: JobSpec, start: int, stop: int, start_mask: ArtifactRef | No
     return segment_video_chunk(spec, start, stop, start_mask, ctx)
 
 
-def merge_chunks(kind: Literal["video", "masks"], chunk_refs: list[ArtifactRef], fps: float,
+def merge_chunks(kind: Literal["video", "masks"], chunk_refs: list[ArtifactRef],
                  ctx: ToolContext) -> dict[str, ArtifactRef]:
-    """Concatenate the chunks, frame by frame, into the job's artifacts: {"video"} or {"masks", "boxes"}."""
+    """Join the chunks into the job's artifacts, {"video"} or {"masks", "boxes"}: their packets are copied, not
+    decoded and encoded again, so the merge is quick and the chunks' work is the whole job's."""
     store = ctx.store
-
-    def frames() -> Iterable[np.ndarray]:
-        for ref in chunk_refs:
-            video = ref if kind == "video" else ArtifactRef.model_validate(store.get_json(ref)["masks"])
-            yield from store.iter_frames(video)
-
-    total = sum(ref.shape[0] if kind == "video" else 0 for ref in chunk_refs)
-    with store.video_writer(fps, kind=kind) as writer:
-        for index, frame in enumerate(frames()):
-            writer.write(frame)
-            if (index + 1) % (REPORT_EVERY * 4) == 0:
-                ctx.progress(0.99, f"merging: frame {index + 1}" + (f"/{total}" if total else ""))
+    ctx.progress(0.99, f"merging {len(chunk_refs)} chunks")
     if kind == "video":
-        return {"video": writer.ref}
-    boxes = [box for ref in chunk_refs for box in store.get_json(ref)["boxes"]]
-    return {"masks": writer.ref, "boxes": store.put_json(boxes, kind="boxes")}
+        return {"video": store.concat_videos(chunk_refs)}
+    parts = [store.get_json(ref) for ref in chunk_refs]
+    masks = store.concat_videos([ArtifactRef.model_validate(part["masks"]) for part in parts])
+    boxes = [box for part in parts for box in part["boxes"]]
+    return {"masks": masks, "boxes": store.put_json(boxes, kind="boxes")}
 
 
 def finish(spec: JobSpec, plan: ChunkPlan, chunk_refs: list[ArtifactRef], ctx: ToolContext) -> JobResult:
     """Merge the chunks and give the job's result: the same output contract as the unchunked tool."""
-    merged = merge_chunks(plan.kind, chunk_refs, plan.fps, ctx)
+    merged = merge_chunks(plan.kind, chunk_refs, ctx)
     out: SegmentVideoOutput | EditVideoOutput
     if plan.kind == "masks":
         out = SegmentVideoOutput(backend="opencv", masks=merged["masks"], boxes=merged["boxes"])

