@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from agent.console import clear_errors, fail, out, progress_bar
 from agent.jobs_cli import jobs_app, worker_cmd
+from agent.models_cli import models_cmd
 from agent.sessions_cli import sessions_app
 from agent.turn_cli import chat_cmd, plan_cmd, run_cmd
 from schemas import ArtifactRef, ScribbleRegion, parse_box, parse_points
@@ -25,6 +27,7 @@ app.command("worker")(worker_cmd)
 app.command("run")(run_cmd)
 app.command("plan")(plan_cmd)
 app.command("chat")(chat_cmd)
+app.command("models")(models_cmd)
 
 
 def _context(progress: Callable[[float, str], None]):
@@ -71,7 +74,9 @@ def invoke(
     fps: Annotated[float | None, typer.Option(help="Frame rate (video outputs).")] = None,
     width: Annotated[int | None, typer.Option(help="Output width.")] = None,
     height: Annotated[int | None, typer.Option(help="Output height.")] = None,
-    backend: Annotated[str | None, typer.Option(help="Backend name (default: the first available).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend (default: the models file's, else embedded).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Weights for this call: diffusers folder or SAM .pth.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of a diffusion backend's noise (reproducible).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Run one tool directly on files."""
@@ -83,6 +88,8 @@ def invoke(
         fail("give one region: --box, --points or --scribble", 2)
     with progress_bar(enabled=not as_json) as progress:
         ctx = _context(progress)
+        if weights is not None:  # this call only: the models file's entry for the module, overridden
+            ctx = dataclasses.replace(ctx, models_file=ctx.models.with_override(tool.name, backend, weights))
         store = ctx.store
         given: dict[str, Any] = {
             "image": image and store.import_image(image),
@@ -93,6 +100,7 @@ def invoke(
             "fps": fps,
             "width": width,
             "height": height,
+            "seed": seed,
         }
         if box is not None:
             given["region"] = parse_box(box)

@@ -98,11 +98,11 @@ class ModelsFile(BaseModel):
         if not path.is_file():
             return cls(path=path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise InvalidInput(f"cannot read the models file {path}: {exc}", field=MODELS_SETTING,
                                fix="map each module to its backend and weights in YAML (`vitron models`)") from exc
-        return cls.parse(raw, path)
+        return cls.parse({} if raw is None else raw, path)  # an empty file configures nothing
 
     @classmethod
     def parse(cls, raw: Any, path: Path | None = None) -> ModelsFile:
