@@ -6,7 +6,8 @@ import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -43,7 +44,7 @@ class ToolContext:
     @cached_property
     def models(self) -> ModelsFile:
         """Which real backend each module uses (the models file); embedded backends for the rest."""
-        return self.models_file or ModelsFile.load(self.settings.models_path)
+        return self.models_file or read_models_file(self.settings.models_path)
 
     @classmethod
     def from_settings(
@@ -135,6 +136,21 @@ class VisionTool(Generic[In, Out]):
         return StructuredTool.from_function(
             func=call, name=self.name, description=self.description, args_schema=self.input_model
         )
+
+
+def read_models_file(path: Path) -> ModelsFile:
+    """The models file at `path`, read again only when it changes (a worker reads it for every job)."""
+    try:
+        stat = path.stat()
+        version: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = None
+    return _read_models_file(path, version)
+
+
+@lru_cache(maxsize=8)
+def _read_models_file(path: Path, version: tuple[int, int] | None) -> ModelsFile:
+    return ModelsFile.load(path)
 
 
 def input_refs(inp: BaseModel) -> list[ArtifactRef]:

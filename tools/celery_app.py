@@ -8,6 +8,7 @@ artifact store).
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ RUN_JOB = "vitron.run_job"
 PING = "vitron.ping"
 QUEUES = ("gpu", "cpu")
 PROGRESS_EVERY_S = 0.25  # a few result-backend writes a second, however often a tool reports
+CANCEL_CHECK_EVERY_S = 0.05  # a Redis round trip per check: often enough to stop within a frame or two
 
 log = get_task_logger(__name__)
 
@@ -128,7 +130,7 @@ def _register_run_job(app: Celery, settings: VitronSettings) -> None:
             spec = JobSpec.model_validate(spec_json)
             progress = _WorkerProgress(self, spec.job_id)
             progress.check_cancelled()  # cancelled while it waited in the queue
-            ctx = ToolContext(ArtifactStore.from_settings(settings), settings, progress)
+            ctx = ToolContext(_store(settings), settings, progress)
 
             def split(spec: JobSpec, chunk: int) -> Any:
                 # A long video job: this task becomes a chord of chunk tasks whose merge keeps the job's id.
@@ -152,7 +154,7 @@ def _register_chunk_tasks(app: Celery, settings: VitronSettings) -> None:
             spec = JobSpec.model_validate(spec_json)
             progress = _ChunkProgress(self, spec.job_id, stop - start, frames or stop)
             progress.check_cancelled()
-            ctx = ToolContext(ArtifactStore.from_settings(settings), settings, progress)
+            ctx = ToolContext(_store(settings), settings, progress)
             mask = ArtifactRef.model_validate(start_mask) if start_mask else None
             return {"ref": run_chunk(spec, start, stop, mask, ctx).model_dump(mode="json")}
         except Exception as exc:
@@ -171,7 +173,7 @@ def _register_chunk_tasks(app: Celery, settings: VitronSettings) -> None:
             spec = JobSpec.model_validate(spec_json)
             progress = _WorkerProgress(self, spec.job_id)
             progress.check_cancelled()
-            ctx = ToolContext(ArtifactStore.from_settings(settings), settings, progress)
+            ctx = ToolContext(_store(settings), settings, progress)
             refs = [ArtifactRef.model_validate(r["ref"]) for r in results]
             return finish(spec, ChunkPlan.model_validate(plan_json), refs, ctx).model_dump(mode="json")
         except Exception as exc:
@@ -180,20 +182,39 @@ def _register_chunk_tasks(app: Celery, settings: VitronSettings) -> None:
             raise JobError.from_exception(exc) from None
 
 
+_stores: dict[tuple[int, str], ArtifactStore] = {}
+
+
+def _store(settings: VitronSettings) -> ArtifactStore:
+    """The worker process's artifact store for these settings, made once (per process: a forked child makes its
+    own, so an S3 client is never shared across a fork)."""
+    key = (os.getpid(), settings.model_dump_json())
+    store = _stores.get(key)
+    if store is None:
+        store = _stores[key] = ArtifactStore.from_settings(settings)
+    return store
+
+
 class _WorkerProgress:
     """The worker's progress callback: stop if the job was cancelled, else publish the progress (throttled)."""
 
     def __init__(self, task: Task, job_id: str) -> None:
         self.task, self.job_id = task, job_id
         self.flags = cancel_flags(task.app)
-        self.last_sent = float("-inf")
+        # The job's STARTED state already says it runs: the first PROGRESS write waits, so a short job writes none.
+        self.last_sent = self.last_checked = time.monotonic()
 
     def check_cancelled(self) -> None:
+        self.last_checked = time.monotonic()
         if self.flags is not None and self.flags.exists(cancel_key(self.job_id)):
             raise JobCancelled.for_job(self.job_id)
 
+    def maybe_check_cancelled(self) -> None:
+        if time.monotonic() - self.last_checked >= CANCEL_CHECK_EVERY_S:
+            self.check_cancelled()
+
     def __call__(self, fraction: float, message: str) -> None:
-        self.check_cancelled()
+        self.maybe_check_cancelled()
         now = time.monotonic()
         if now - self.last_sent >= PROGRESS_EVERY_S:
             self.last_sent = now
@@ -211,7 +232,7 @@ class _ChunkProgress(_WorkerProgress):
         self.key = f"vitron:frames:{job_id}"
 
     def __call__(self, fraction: float, message: str) -> None:
-        self.check_cancelled()
+        self.maybe_check_cancelled()
         if self.flags is None:
             return
         delta, self.seen = round((fraction - self.seen) * self.length), fraction
