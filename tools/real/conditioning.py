@@ -82,3 +82,18 @@ def prompt_condition(pipe: Any, command: str, signal: SignalEmbedding | None, op
     empty = encode_text(pipe, "", device)
     positive, negative = combine(text, empty, tokens, conditioning_mode(options))
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+
+
+def encode_clip(pipe: Any, text: str, device: torch.device, *, penultimate: bool = False) -> torch.Tensor:
+    """A CLIP prompt encoding [1, 77, d], as SD-family pipelines compute it; `penultimate` reads the last-but-one
+    layer through the final layer norm (I2VGenXL's `clip_skip=1`). For pipelines without SD's `encode_prompt`."""
+    ids = pipe.tokenizer(text, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids
+    encoder = pipe.text_encoder
+    with torch.no_grad():
+        out = encoder(ids.to(device), output_hidden_states=penultimate)
+        if not penultimate:
+            return out[0].to(device)
+        # transformers 5 keeps the final norm on CLIPTextModel itself; older versions under `.text_model`.
+        norm = getattr(encoder, "text_model", encoder).final_layer_norm
+        return norm(out.hidden_states[-2]).to(device)

@@ -42,8 +42,18 @@ from schemas import MODELS_SETTING, BackendUnavailable, BoxRegion, InvalidInput,
 from ..base import ToolContext
 from ..specialists import EditImageInput, EditImageOutput
 from .conditioning import combine, conditioning_mode, prompt_condition, signal_tokens
-from .image_generation import as_uint8, legacy_progress, option, seeded
-from .loading import device_of, generator, load_pipeline, model_spec, step_progress
+from .image_generation import as_uint8
+from .loading import (
+    device_of,
+    generator,
+    load_pipeline,
+    model_spec,
+    multiple_of_8,
+    option,
+    seeded,
+    step_callback,
+    step_progress,
+)
 
 MODULE = "image_editing"
 BACKEND = "stable_diffusion"
@@ -111,17 +121,13 @@ def masked_role(spec: ModelSpec) -> str:
 
 
 def _steps(spec: ModelSpec) -> int:
-    return option(spec, "num_inference_steps", 30, int)
+    return option(spec, "num_inference_steps", 30)
 
 
 def _resized(image: np.ndarray, width: int, height: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image
     return cv2.resize(image, (width, height), interpolation=interpolation)
-
-
-def _multiple_of_8(n: int) -> int:
-    return max(8, round(n / 8) * 8)
 
 
 def _inpaint(inp: EditImageInput, ctx: ToolContext, spec: ModelSpec, image: np.ndarray,
@@ -132,12 +138,12 @@ def _inpaint(inp: EditImageInput, ctx: ToolContext, spec: ModelSpec, image: np.n
     pipe = load_pipeline(StableDiffusionInpaintPipeline, spec, MODULE, "inpaint")
     condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device)
     height, width = image.shape[:2]
-    h8, w8 = _multiple_of_8(height), _multiple_of_8(width)  # the pipeline needs multiples of 8
+    h8, w8 = multiple_of_8(height), multiple_of_8(width)  # the pipeline needs multiples of 8
     mask_image = _resized(mask.astype(np.uint8) * 255, w8, h8, cv2.INTER_NEAREST)
     result = pipe(
         **condition, image=Image.fromarray(_resized(image, w8, h8)), mask_image=Image.fromarray(mask_image),
-        height=h8, width=w8, num_inference_steps=steps, strength=option(spec, "strength", 1.0, float),
-        guidance_scale=option(spec, "guidance_scale", 7.5, float), generator=generator(inp.seed, device),
+        height=h8, width=w8, num_inference_steps=steps, strength=option(spec, "strength", 1.0),
+        guidance_scale=option(spec, "guidance_scale", 7.5), generator=generator(inp.seed, device),
         callback_on_step_end=step_progress(ctx, MODULE, steps, end=0.95), output_type="np",
     )
     return _resized(as_uint8(result.images[0]), width, height, cv2.INTER_CUBIC)
@@ -163,9 +169,9 @@ def _gligen_inpaint(inp: EditImageInput, ctx: ToolContext, spec: ModelSpec, imag
         result = pipe(
             **condition, height=size, width=size, gligen_phrases=[inp.command], gligen_boxes=[box],
             gligen_inpaint_image=Image.fromarray(_resized(image, size, size)), num_inference_steps=steps,
-            gligen_scheduled_sampling_beta=option(spec, "gligen_scheduled_sampling_beta", 0.3, float),
-            guidance_scale=option(spec, "guidance_scale", 7.5, float), generator=generator(inp.seed, device),
-            callback=legacy_progress(ctx, pipe, MODULE, steps, end=0.95), output_type="np",
+            gligen_scheduled_sampling_beta=option(spec, "gligen_scheduled_sampling_beta", 0.3),
+            guidance_scale=option(spec, "guidance_scale", 7.5), generator=generator(inp.seed, device),
+            callback=step_callback(ctx, MODULE, steps, end=0.95), output_type="np",
         )
     return _resized(as_uint8(result.images[0]), width, height, cv2.INTER_CUBIC)
 
@@ -176,11 +182,11 @@ def _instruct(inp: EditImageInput, ctx: ToolContext, spec: ModelSpec, image: np.
     device, steps = device_of(spec), _steps(spec)
     pipe = load_pipeline(StableDiffusionInstructPix2PixPipeline, spec, MODULE, "instruct")
     height, width = image.shape[:2]
-    h8, w8 = _multiple_of_8(height), _multiple_of_8(width)
+    h8, w8 = multiple_of_8(height), multiple_of_8(width)
     result = pipe(
         **instruct_condition(pipe, inp, spec.options, device), image=Image.fromarray(_resized(image, w8, h8)),
-        num_inference_steps=steps, guidance_scale=option(spec, "guidance_scale", 7.5, float),
-        image_guidance_scale=option(spec, "image_guidance_scale", 1.5, float), generator=generator(inp.seed, device),
+        num_inference_steps=steps, guidance_scale=option(spec, "guidance_scale", 7.5),
+        image_guidance_scale=option(spec, "image_guidance_scale", 1.5), generator=generator(inp.seed, device),
         callback_on_step_end=step_progress(ctx, MODULE, steps, end=0.95), output_type="np",
     )
     return _resized(as_uint8(result.images[0]), width, height, cv2.INTER_CUBIC)

@@ -21,8 +21,6 @@ denoising step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -33,7 +31,7 @@ from schemas import MODELS_SETTING, BackendUnavailable, InvalidInput, ModelSpec,
 from ..base import ToolContext
 from ..specialists import GenerateImageInput, ImageOutput
 from .conditioning import combine, conditioning_mode, prompt_condition, signal_tokens
-from .loading import device_of, generator, load_pipeline, model_spec, step_progress
+from .loading import device_of, generator, load_pipeline, model_spec, option, seeded, step_callback, step_progress
 
 MODULE = "image_generation"
 BACKEND = "stable_diffusion"
@@ -46,7 +44,7 @@ def generate_image(inp: GenerateImageInput, ctx: ToolContext) -> ImageOutput:
     if inp.boxes:
         return _generate_with_boxes(inp, ctx, spec)
     device = device_of(spec)
-    steps = option(spec, "num_inference_steps", 30, int)
+    steps = option(spec, "num_inference_steps", 30)
     from diffusers import AutoPipelineForText2Image
 
     pipe = load_pipeline(AutoPipelineForText2Image, spec, MODULE, "main")
@@ -63,7 +61,7 @@ def generate_image(inp: GenerateImageInput, ctx: ToolContext) -> ImageOutput:
         condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device)
     result = pipe(
         **condition, height=inp.height, width=inp.width, num_inference_steps=steps,
-        guidance_scale=option(spec, "guidance_scale", 7.5, float), generator=generator(inp.seed, device),
+        guidance_scale=option(spec, "guidance_scale", 7.5), generator=generator(inp.seed, device),
         callback_on_step_end=step_progress(ctx, MODULE, steps, end=0.95), output_type="np",
     )
     return ImageOutput(image=ctx.store.put_image(as_uint8(result.images[0])), backend=BACKEND)
@@ -85,7 +83,7 @@ def _generate_with_boxes(inp: GenerateImageInput, ctx: ToolContext, spec: ModelS
                                field=f"boxes.{i}.box", fix=f"keep x2 <= {inp.width} and y2 <= {inp.height}")
         boxes.append([x1 / inp.width, y1 / inp.height, x2 / inp.width, y2 / inp.height])
     device = device_of(spec)
-    steps = option(spec, "num_inference_steps", 30, int)
+    steps = option(spec, "num_inference_steps", 30)
     from diffusers import StableDiffusionGLIGENPipeline
 
     pipe = load_pipeline(StableDiffusionGLIGENPipeline, spec, MODULE, "gligen")
@@ -94,9 +92,9 @@ def _generate_with_boxes(inp: GenerateImageInput, ctx: ToolContext, spec: ModelS
         result = pipe(
             **condition, height=inp.height, width=inp.width, gligen_phrases=[b.phrase for b in inp.boxes],
             gligen_boxes=boxes, num_inference_steps=steps,
-            gligen_scheduled_sampling_beta=option(spec, "gligen_scheduled_sampling_beta", 0.3, float),
-            guidance_scale=option(spec, "guidance_scale", 7.5, float), generator=generator(inp.seed, device),
-            callback=legacy_progress(ctx, pipe, MODULE, steps, end=0.95), output_type="np",
+            gligen_scheduled_sampling_beta=option(spec, "gligen_scheduled_sampling_beta", 0.3),
+            guidance_scale=option(spec, "guidance_scale", 7.5), generator=generator(inp.seed, device),
+            callback=step_callback(ctx, MODULE, steps, end=0.95), output_type="np",
         )
     return ImageOutput(image=ctx.store.put_image(as_uint8(result.images[0])), backend=BACKEND)
 
@@ -124,46 +122,8 @@ def sdxl_condition(pipe: Any, command: str, signal: SignalEmbedding | None, opti
             "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": empty_pooled}
 
 
-# -- helpers shared with the image editing backend ------------------------------------------------
-
-def option(spec: ModelSpec, name: str, default: Any, cast: Callable[[Any], Any]) -> Any:
-    """A backend option from the models file, converted; a clear error naming it when it does not convert."""
-    value = spec.options.get(name, default)
-    try:
-        return cast(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"option {name}={value!r} is not a {cast.__name__}", field=f"options.{name}",
-                           fix=f"set `options: {{{name}: {default!r}}}` (or another {cast.__name__}) in the "
-                           "models file") from None
-
+# -- shared with the image editing backend ------------------------------------------------
 
 def as_uint8(image: np.ndarray) -> np.ndarray:
     """A pipeline's float [0, 1] HxWx3 output as the store's uint8 RGB."""
     return (np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-
-@contextmanager
-def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch's global generator for the block, restoring it after.
-
-    The GLIGEN pipeline draws some noise (inpainting noise, the VAE's latent sample) from the global generator
-    rather than the one it is given, so a seeded run needs both to be reproducible."""
-    if seed is None:
-        yield
-        return
-    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def legacy_progress(ctx: ToolContext, pipe: Any, label: str, steps: int, *, start: float = 0.0,
-                    end: float = 1.0) -> Callable[[int, Any, Any], None]:
-    """Per-step progress for pipelines that only take the older `callback(step, timestep, latents)` (GLIGEN)."""
-    report = step_progress(ctx, label, steps, start=start, end=end)
-
-    def callback(step: int, timestep: Any, latents: Any) -> None:
-        report(pipe, step, timestep, {})
-
-    return callback
-

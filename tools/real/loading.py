@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
 
-from schemas import MODELS_SETTING, BackendUnavailable, ModelSpec, resolve_module
+from schemas import MODELS_SETTING, BackendUnavailable, InvalidInput, ModelSpec, resolve_module
 
 from ..base import ToolContext
 from ..model_cache import model_cache
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -129,3 +131,54 @@ def step_progress(ctx: ToolContext, label: str, total_steps: int, *, start: floa
         return kwargs
 
     return callback
+
+
+def step_callback(ctx: ToolContext, label: str, total_steps: int, *, start: float = 0.0,
+                  end: float = 1.0) -> Callable[[int, Any, Any], None]:
+    """The same progress as `step_progress`, for pipelines that only take the older `callback(step, timestep,
+    latents)` (GLIGEN, text-to-video)."""
+    report = step_progress(ctx, label, total_steps, start=start, end=end)
+
+    def callback(step: int, timestep: Any, latents: Any) -> None:
+        report(None, step, timestep, {})
+
+    return callback
+
+
+def option(spec: ModelSpec, name: str, default: N, *, low: float | None = None, high: float | None = None) -> N:
+    """A numeric backend option from the models file, of the default's type and within bounds; a clear error
+    naming `options.NAME` otherwise."""
+    raw = spec.options.get(name, default)
+    kind = type(default)
+    try:
+        if isinstance(raw, bool) or (kind is int and float(raw) != int(raw)):
+            raise ValueError
+        value = kind(raw)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or (low is not None and value < low) or (high is not None and value > high):
+        bounds = "".join(part for part, bound in ((f" ≥ {low}", low), (f" ≤ {high}", high)) if bound is not None)
+        raise InvalidInput(f"option {name}={raw!r} of the {spec.backend} backend is not valid",
+                           field=f"options.{name}",
+                           fix=f"set `options: {{{name}: …}}` in the models file to a {kind.__name__}{bounds}")
+    return value
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generator for the block, restoring it after.
+
+    Some pipelines (GLIGEN, I2VGenXL) draw part of their noise (the VAE's latent sample, inpainting noise) from
+    the global generator rather than the one they are given, so a seeded run needs both to be reproducible."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def multiple_of_8(side: int) -> int:
+    """The nearest size a Stable Diffusion VAE takes (its latents are 8 times smaller)."""
+    return max(8, round(side / 8) * 8)
