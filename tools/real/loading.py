@@ -87,8 +87,14 @@ def load_pipeline(pipeline_class: Any, spec: ModelSpec, module: str, role: str =
     path = weights_path(spec, module, role)
 
     def load() -> Any:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
         device = device_of(spec)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # Our own progress reports go to the job's events; the libraries' loading bars would only clutter stderr.
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
         try:
             pipe = pipeline_class.from_pretrained(path, torch_dtype=dtype_of(spec, device), local_files_only=True,
                                                   **kwargs)

@@ -1,0 +1,196 @@
+"""The real backends at real size, with random weights, on a GPU. Prints one JSON line.
+
+For each pipeline: SD 1.5 (UNet 860M, 512², module A), SAM ViT-B (1024², module B) and a ZeroScope-sized
+text-to-video UNet (320×576, 24 frames, module D), built from their published configs with random weights,
+saved with `save_pretrained` / `torch.save` and loaded through a models file exactly as a user's weights are:
+
+- `latency_s`: one job through the tool (`get_tool(...).run`), median of `--repeats` after a warm-up;
+- `peak_gpu_gb`: the peak GPU memory the job allocated;
+- `overhead_ratio`: the same job as a one-step agent turn (explicit planner, local executor): the turn's wall
+  time over the tool's own time.
+
+fp16 on CUDA (the models file's `dtype: auto`). Random weights make the pixels noise, but the arithmetic is the
+real one, so the timings are. `--tiny` runs the same code with tiny configs on the CPU, to check the script.
+
+Run (GPU machine): .venv/bin/python bench/gpu_backends.py [--steps 25] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import sys
+
+# This file's folder comes first on sys.path, where bench/queue.py would hide the standard library's `queue`.
+sys.path.pop(0)
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent import VitronAgent
+from schemas import VitronSettings
+from tests.tools.tiny_diffusion import tiny_tokenizer
+from tools import ToolContext, get_tool
+from tools.model_cache import model_cache
+
+
+def sd15(folder: Path, tiny: bool) -> Path:
+    """Stable Diffusion 1.5's architecture (UNet, VAE, CLIP ViT-L/14 text encoder), random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_tokenizer(folder / "tokenizer-src")
+    width = 32 if tiny else 768
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=width,
+                                **(dict(block_out_channels=(32, 64, 64, 64), attention_head_dim=4,
+                                        norm_num_groups=8, layers_per_block=1) if tiny else {}))
+    vae = AutoencoderKL(block_out_channels=(16, 32, 32, 32) if tiny else (128, 256, 512, 512),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        layers_per_block=1 if tiny else 2, norm_num_groups=8 if tiny else 32, sample_size=512)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer) if tiny else 49408, hidden_size=width, intermediate_size=37 if tiny else 3072,
+        num_hidden_layers=2 if tiny else 12, num_attention_heads=4 if tiny else 12, max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder / "sd15")
+    return folder / "sd15"
+
+
+def zeroscope(folder: Path, tiny: bool) -> Path:
+    """ZeroScope v2 576w's architecture (UNet3D, SD VAE, OpenCLIP ViT-H text encoder), random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_tokenizer(folder / "tokenizer-src")
+    width = 32 if tiny else 1024
+    unet = UNet3DConditionModel(sample_size=64, cross_attention_dim=width,
+                                **(dict(block_out_channels=(32, 64, 64, 64), attention_head_dim=8,
+                                        norm_num_groups=8, layers_per_block=1) if tiny else {}))
+    vae = AutoencoderKL(block_out_channels=(16, 32, 32, 32) if tiny else (128, 256, 512, 512),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        layers_per_block=1 if tiny else 2, norm_num_groups=8 if tiny else 32, sample_size=512)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer) if tiny else 49408, hidden_size=width, intermediate_size=37 if tiny else 4096,
+        num_hidden_layers=2 if tiny else 23, num_attention_heads=4 if tiny else 16, max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = TextToVideoSDPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler)
+    pipe.save_pretrained(folder / "zeroscope")
+    return folder / "zeroscope"
+
+
+def sam_vit_b(folder: Path, tiny: bool) -> tuple[Path, dict[str, Any]]:
+    """SAM ViT-B (`sam_model_registry["vit_b"]`), random weights, saved as the official checkpoints are."""
+    from tools.real.sam import build_custom_sam
+
+    if tiny:
+        options = {"encoder_embed_dim": 16, "encoder_depth": 2, "encoder_num_heads": 2, "image_size": 64,
+                   "encoder_global_attn_indexes": [1], "patch_size": 8, "window_size": 4}
+        model = build_custom_sam(options)
+    else:
+        from segment_anything import sam_model_registry
+
+        options, model = {}, sam_model_registry["vit_b"]()
+    torch.save(model.state_dict(), folder / "sam_vit_b.pth")
+    return folder / "sam_vit_b.pth", options
+
+
+def timed(fn: Any, repeats: int) -> tuple[float, float]:
+    """(median seconds, peak GPU GB) of `fn()` after one warm-up call (loading, kernel selection)."""
+    fn()
+    seconds = []
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    return statistics.median(seconds), peak
+
+
+def overhead(agent: VitronAgent, text: str, image: Any, repeats: int) -> float:
+    """Median of a one-step turn's wall time over the step's own time."""
+    ratios = []
+    for _ in range(repeats):
+        tool_s = 0.0
+        start = time.perf_counter()
+        for event in agent.session().stream(text, image=image):
+            if event["event"] == "step_finished":
+                tool_s = event["seconds"]
+            elif event["event"] == "step_failed":
+                raise RuntimeError(event["error"])
+        ratios.append((time.perf_counter() - start) / tool_s)
+    return statistics.median(ratios)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps per job")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="tiny configs on the CPU: checks the script")
+    args = parser.parse_args()
+    if not args.tiny and not torch.cuda.is_available():
+        sys.exit("bench/gpu_backends.py needs a CUDA GPU (or --tiny to check the script on the CPU)")
+    tiny, steps = args.tiny, (2 if args.tiny else args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        sam_path, sam_options = sam_vit_b(home, tiny)
+        options = {"num_inference_steps": steps}
+        models = {
+            "image_generation": {"backend": "stable_diffusion", "weights": str(sd15(home, tiny)), "options": options},
+            "image_segmentation": {"backend": "sam", "weights": str(sam_path),
+                                   "variant": "custom" if tiny else "vit_b", "options": sam_options},
+            "video_generation": {"backend": "text_to_video", "weights": str(zeroscope(home, tiny)),
+                                 "options": options},
+        }
+        (home / "models.yaml").write_text(yaml.safe_dump(models))
+        settings = VitronSettings(home=home, models_file=home / "models.yaml")
+        ctx = ToolContext.from_settings(settings)
+        side = 64 if tiny else 1024
+        photo = ctx.store.put_image(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
+        box = (side // 8, side // 8, side // 2, side // 2)
+        size = {"width": 64, "height": 64} if tiny else {}
+        frames = {"num_frames": 4, "width": 64, "height": 64} if tiny else {"num_frames": 24, "width": 576,
+                                                                              "height": 320}
+        jobs = {
+            "sd15_512": ("A", {"command": "a red car on a street", "seed": 0, **size},
+                         "<module>A</module><instruction>a red car on a street</instruction>", None),
+            "sam_vit_b_1024": ("B", {"image": photo, "region": {"kind": "box", "box": list(box)}},
+                               f"<module>B</module><instruction>segment it</instruction><region>{box}</region>", photo),
+            "zeroscope_320x576x24": ("D", {"command": "a boat on a lake", "seed": 0, **frames},
+                                     "<module>D</module><instruction>a boat on a lake</instruction>", None),
+        }
+        figures: dict[str, Any] = {
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (tiny)",
+            "dtype": "float16" if torch.cuda.is_available() else "float32", "steps": steps}
+        with VitronAgent.from_settings(settings, planner="explicit") as agent:
+            for name, (module, data, text, image) in jobs.items():
+                tool = get_tool(module)
+                latency, peak = timed(lambda tool=tool, data=data: tool.run(data, ctx), args.repeats)
+                if tiny and module in ("A", "D"):
+                    text = None  # the grammar has no size: a turn would make a full-size output on the CPU
+                figures[name] = {"latency_s": round(latency, 3), "peak_gpu_gb": round(peak, 2),
+                                 "overhead_ratio": round(overhead(agent, text, image, args.repeats), 3) if text
+                                 else None}
+                model_cache().clear()  # the next pipeline gets the whole GPU
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
