@@ -43,7 +43,7 @@ def _one_json(proc: subprocess.CompletedProcess) -> dict:
 def test_tools_json_lists_the_seven_modules(run):
     rows = _one_json(run("tools", "--json"))
     assert [r["code"] for r in rows] == list("ABCDEFG")
-    assert {r["module"]: r["backends"] for r in rows}["image_segmentation"] == ["opencv"]
+    assert {r["module"]: r["backends"] for r in rows}["image_segmentation"] == ["opencv", "sam"]
 
 
 def test_invoke_segmentation_then_edit_with_files(run, tmp_path):
@@ -116,3 +116,44 @@ def test_demo_json(run):
     assert all(Path(p).is_file() for p in rows.values())
     mask = cv2.imread(rows["mask"], cv2.IMREAD_GRAYSCALE) > 127
     assert 0.3 < mask.mean() < 0.7  # the cup and saucer, not the whole table
+
+
+def test_models_shows_what_each_module_will_use(run, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    weights = tmp_path / "sam.pth"
+    weights.write_bytes(b"not really weights")
+    (home / "models.yaml").write_text(f"B:\n  backend: sam\n  weights: {weights}\nA:\n  backend: stable_diffusion\n"
+                                      f"  weights: {tmp_path / 'absent'}\n")
+    shown = _one_json(run("models", "--json"))
+    assert shown["models_file"] == str(home / "models.yaml")
+    rows = {row["code"]: row for row in shown["modules"]}
+    assert rows["B"]["backend"] == "sam" and rows["B"]["ready"] and rows["B"]["weights"]["main"]["exists"]
+    assert not rows["A"]["ready"] and "does not exist" in rows["A"]["problem"]
+    assert rows["C"]["backend"] == "opencv" and rows["C"]["source"] == "embedded"
+    assert not rows["D"]["ready"]  # no embedded backend, nothing configured
+    table = run("models")
+    assert table.returncode == 0 and "sam" in table.stdout
+
+
+def test_invoke_runs_real_weights_for_one_call_reproducibly_by_seed(run, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from tests.tools.tiny_gligen import save_sd
+
+    weights = save_sd(StableDiffusionPipeline, tmp_path / "sd")
+    args = ("invoke", "A", "--backend", "stable_diffusion", "--weights", str(weights), "--command", "a red cat",
+            "--width", "64", "--height", "64", "--json")
+    first = _one_json(run(*args, "--seed", "7"))
+    assert first["backend"] == "stable_diffusion" and [a["kind"] for a in first["artifacts"]] == ["image"]
+    assert cv2.imread(first["artifacts"][0]["path"]).shape == (64, 64, 3)
+    assert _one_json(run(*args, "--seed", "7"))["artifacts"] == first["artifacts"]  # same seed, same bytes
+    assert _one_json(run(*args, "--seed", "8"))["artifacts"] != first["artifacts"]
+
+
+def test_invoke_with_missing_weights_names_the_setting_and_the_path(run, tmp_path):
+    image = _png(tmp_path / "scene.png", render_scene(3).image)
+    proc = run("invoke", "B", "--image", str(image), "--box", "10,10,50,50", "--backend", "sam",
+               "--weights", str(tmp_path / "nope.pth"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "VITRON_MODELS_FILE" in proc.stderr and str(tmp_path / "nope.pth") in proc.stderr
