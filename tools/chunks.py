@@ -20,7 +20,11 @@ step) and each chunk starts its colour model afresh, so masks near chunk starts 
 the unchunked run's (on the rendered 120-frame test video the mean IoU stays within 0.05 of it). The
 serial part is about 1/stride of the frames.
 
-Video editing that must track the object itself (a region, no masks) runs unchunked: run E first.
+With SAM as E's backend the same plan holds: SAM's propagation over the keyframes, then each chunk tracked
+by SAM from its start mask (`tools.real.video_segmentation`); a chunk's key also names the models-file entry.
+
+Video editing that must track the object itself (a region, no masks) runs unchunked: run E first. So does a
+diffusion edit of F: with latent blending, each frame's edit depends on the one before.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from .specialists import EditVideoInput, EditVideoOutput, SegmentVideoInput, Seg
 VIDEO_CHUNK = "vitron.video_chunk"
 VIDEO_MERGE = "vitron.video_merge"
 CHUNKED_MODULES = ("video_segmentation", "video_editing")
+CHUNKED_BACKENDS = {("video_segmentation", "opencv"), ("video_segmentation", "sam"), ("video_editing", "opencv")}
+"""The (module, backend) pairs that split: the embedded ones, and SAM's propagation for E."""
 KEYFRAME_STEPS = 6  # tracker steps per chunk in E's keyframe pass: its stride is chunk // KEYFRAME_STEPS
 REPORT_EVERY = 5  # frames between progress reports (each also checks for cancellation)
 RNG_SEED = 0  # GrabCut's k-means draws from OpenCV's per-thread RNG: seeded, a chunk's masks are reproducible
@@ -90,6 +96,21 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def pin_backend(spec: JobSpec, ctx: ToolContext) -> JobSpec:
+    """The spec with its backend named (the models file's, else the embedded one), so that every chunk of the job,
+    on any worker, runs the same backend and its keys say which."""
+    if spec.backend is not None:
+        return spec
+    return spec.model_copy(update={"backend": get_tool(spec.module).backend_name(None, ctx.models)})
+
+
+def _model_params(spec: JobSpec, ctx: ToolContext) -> dict[str, Any]:
+    """What a chunk's result depends on beyond its input: the real backend's models-file entry (other weights,
+    other masks)."""
+    entry = ctx.models.spec(spec.module)
+    return {"model": entry.model_dump(mode="json")} if entry is not None and entry.backend == spec.backend else {}
+
+
 def chunk_key(spec: JobSpec, start: int, stop: int, *, op: str = "chunk", params: dict[str, Any] | None = None) -> str:
     """The key of one chunk's result: SHA-256 of the module, backend, input, operation, parameters and range.
 
@@ -108,8 +129,8 @@ def chunk_frames_for(spec: JobSpec, inp: BaseModel, ctx: ToolContext) -> int | N
     """The chunk size when this job should be split, else None (it runs whole)."""
     chunk = spec.chunk_frames if spec.chunk_frames is not None else ctx.settings.chunk_frames
     tool = get_tool(spec.module)
-    if not chunk or tool.name not in CHUNKED_MODULES or tool.backend_name(spec.backend, ctx.models) != "opencv":
-        return None  # the chunk functions are the embedded backend's; a real backend runs whole
+    if not chunk or (tool.name, tool.backend_name(spec.backend, ctx.models)) not in CHUNKED_BACKENDS:
+        return None  # a diffusion edit runs whole: each frame's edit depends on the one before (latent blending)
     if isinstance(inp, EditVideoInput):
         from .embedded.editing import parse_edit
 
@@ -205,7 +226,8 @@ def track_keyframes(spec: JobSpec, starts: list[int], ctx: ToolContext, stride: 
     from .embedded.segmentation import object_mask
     from .embedded.video_segmentation import track
 
-    key = chunk_key(spec, 0, max(starts) + 1, op="keyframes", params={"starts": starts, "stride": stride})
+    key = chunk_key(spec, 0, max(starts) + 1, op="keyframes",
+                    params={"starts": starts, "stride": stride, **_model_params(spec, ctx)})
     if (found := ctx.store.get_named(key)) is not None:
         return found
     inp = job_input(spec, ctx.store)
@@ -219,10 +241,16 @@ def track_keyframes(spec: JobSpec, starts: list[int], ctx: ToolContext, stride: 
     keep: dict[str, Any] = {}
     with _frames(ctx.store, inp.video, 0, max(starts) + 1) as frames:
         picked = (frame for index, frame in enumerate(frames) if index in steps)  # decoded, not tracked
-        first = next(picked)
-        ctx.progress(0.0, "video_segmentation: finding the object on the first frame")
-        first_mask = object_mask(first, inp.command, inp.region, ctx.store)
-        for index, mask in zip(indices, track(chain([first], picked), first_mask, report), strict=False):
+        if spec.backend == "sam":
+            from .real.video_segmentation import masks_from_region
+
+            masks = masks_from_region(ctx, inp, picked, report)
+        else:
+            first = next(picked)
+            ctx.progress(0.0, "video_segmentation: finding the object on the first frame")
+            first_mask = object_mask(first, inp.command, inp.region, ctx.store)
+            masks = track(chain([first], picked), first_mask, report)
+        for index, mask in zip(indices, masks, strict=False):
             if index in wanted:
                 keep[str(index)] = ctx.store.put_mask(mask).model_dump(mode="json")
     if len(keep) != len(wanted):
@@ -242,7 +270,7 @@ def segment_video_chunk(spec: JobSpec, start: int, stop: int, start_mask: Artifa
     """Track frames [start, stop) from `start_mask`; the result is a JSON {masks: ref, boxes: [...]}."""
     from .embedded.video_segmentation import track
 
-    key = chunk_key(spec, start, stop, op="track", params={"start_mask": start_mask.sha256})
+    key = chunk_key(spec, start, stop, op="track", params={"start_mask": start_mask.sha256, **_model_params(spec, ctx)})
     if (found := ctx.store.get_named(key)) is not None:
         ctx.progress(1.0, f"video_segmentation: frames {start}-{stop} already done")
         return found
@@ -255,7 +283,13 @@ def segment_video_chunk(spec: JobSpec, start: int, stop: int, start_mask: Artifa
     fps = ctx.store.video_info(inp.video).fps
     boxes: list[list[int] | None] = []
     with _frames(ctx.store, inp.video, start, stop) as frames, ctx.store.video_writer(fps, kind="masks") as writer:
-        for mask in track(frames, ctx.store.get_mask(start_mask), report):
+        if spec.backend == "sam":
+            from .real.video_segmentation import track_masks
+
+            masks = track_masks(ctx, frames, ctx.store.get_mask(start_mask), inp.signal, report)
+        else:
+            masks = track(frames, ctx.store.get_mask(start_mask), report)
+        for mask in masks:
             writer.write(mask)
             boxes.append(_box(mask))
     if writer.frames != stop - start:
@@ -318,7 +352,7 @@ def finish(spec: JobSpec, plan: ChunkPlan, chunk_refs: list[ArtifactRef], ctx: T
     merged = merge_chunks(plan.kind, chunk_refs, ctx)
     out: SegmentVideoOutput | EditVideoOutput
     if plan.kind == "masks":
-        out = SegmentVideoOutput(backend="opencv", masks=merged["masks"], boxes=merged["boxes"])
+        out = SegmentVideoOutput(backend=spec.backend or "opencv", masks=merged["masks"], boxes=merged["boxes"])
     else:
         from .embedded.editing import parse_edit
 
@@ -337,6 +371,7 @@ def run_chunked(spec: JobSpec, ctx: ToolContext, chunk: int = 30, *, app: Any = 
         from .executors import CeleryExecutor
 
         return CeleryExecutor(app).submit(spec.model_copy(update={"chunk_frames": chunk})).result()
+    spec = pin_backend(spec, ctx)
     plan = plan_chunks(spec, ctx, chunk)
     lock, done = threading.Lock(), [0]
 
@@ -350,7 +385,7 @@ def run_chunked(spec: JobSpec, ctx: ToolContext, chunk: int = 30, *, app: Any = 
                 seen[0] = fraction
                 ctx.progress(min(0.99, done[0] / max(1, plan.frames)), message)
 
-        return ToolContext(ctx.store, ctx.settings, progress)
+        return ToolContext(ctx.store, ctx.settings, progress, ctx.models)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitron-chunk") as pool:
         futures = [pool.submit(run_chunk, spec, start, stop, mask, chunk_ctx(stop - start))

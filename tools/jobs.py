@@ -37,11 +37,11 @@ def run_job(spec: JobSpec, ctx: ToolContext, split: Splitter | None = None) -> J
     tool = get_tool(spec.module)
     inp = _validate(tool, spec.input, ctx.store)
     if split is not None:
-        from .chunks import chunk_frames_for  # only workers split, and only video jobs
+        from .chunks import chunk_frames_for, pin_backend  # only workers split, and only video jobs
 
         chunk = chunk_frames_for(spec, inp, ctx)
         if chunk:
-            return split(spec, chunk)
+            return split(pin_backend(spec, ctx), chunk)
     started = time.perf_counter()
     out = tool.run(inp, ctx, backend=spec.backend)
     return JobResult(job_id=spec.job_id, output=out.model_dump(mode="json", context={"store": ctx.store}),

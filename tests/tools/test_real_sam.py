@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from schemas import BackendUnavailable, InvalidInput, ModelsFile, SignalEmbedding, VitronSettings
+from schemas import ArtifactRef, BackendUnavailable, InvalidInput, ModelsFile, SignalEmbedding, VitronSettings
 from tools import ToolContext, get_tool
 from tools.model_cache import model_cache
 from tools.real.sam import Prompt, decode, load_sam, precision, predictor_for, region_prompt, sam_signal, spread_points
@@ -250,3 +250,26 @@ def test_track_masks_continues_a_chunk_from_its_start_mask(sam_ctx):
     masks = list(track_masks(sam_ctx, (scene(shift=2 * i) for i in range(2, 5)), start, signal(0), done.append))
     assert len(masks) == 3 and done == [0, 1, 2]
     assert all(m.shape == (H, W) and m.dtype == bool for m in masks)
+
+
+def test_a_long_sam_track_splits_into_chunks_from_a_keyframe_pass(sam_ctx):
+    from tools.chunks import COMPUTED, chunk_frames_for, run_chunked
+    from tools.jobs import job_input, job_spec
+
+    ref = sam_ctx.store.put_video([scene(shift=i % 20) for i in range(24)], 8.0)
+    spec = job_spec("E", {"video": ref, "region": BOX, "signal": signal(0)}, sam_ctx.store)
+    assert chunk_frames_for(spec.model_copy(update={"chunk_frames": 8}), job_input(spec, sam_ctx.store), sam_ctx) == 8
+
+    before = COMPUTED.copy()
+    result = run_chunked(spec, sam_ctx, chunk=8)
+    assert (COMPUTED - before) == {"keyframes": 1, "track": 3}  # SAM's keyframe pass, then three chunks
+    assert result.backend == "sam" and result.output["backend"] == "sam"
+    masks = list(sam_ctx.store.iter_frames(ArtifactRef.model_validate(result.output["masks"])))
+    assert len(masks) == 24 and len(sam_ctx.store.get_json(ArtifactRef.model_validate(result.output["boxes"]))) == 24
+    assert run_chunked(spec, sam_ctx, chunk=8).output == result.output  # found again, nothing recomputed
+    assert (COMPUTED - before) == {"keyframes": 1, "track": 3}
+
+    # The embedded tracker's chunks are other work: other keys, computed afresh.
+    opencv = spec.model_copy(update={"backend": "opencv", "input": {**spec.input, "signal": None}})
+    assert run_chunked(opencv, sam_ctx, chunk=8).backend == "opencv"
+    assert (COMPUTED - before)["track"] == 6

@@ -108,17 +108,34 @@ def track_masks(ctx: ToolContext, frames: Iterable[np.ndarray], start_mask: np.n
             yield result.mask
 
 
-def segment_video(inp: SegmentVideoInput, ctx: ToolContext) -> SegmentVideoOutput:
-    """Backend of video_segmentation: SAM from the first frame's region (and signal), propagated frame by frame."""
-    spec = model_spec(ctx, MODULE, BACKEND)
-    every = keyframe_every(spec)
+def _first_prompt(inp: SegmentVideoInput, ctx: ToolContext, sam: Any) -> tuple[Prompt, torch.Tensor | None]:
     first = region_prompt(inp.region, ctx.store)
-    sam = load_sam(spec, MODULE)
     tokens = sam_signal(sam, inp.signal)
     if first.empty and tokens is None:
         raise InvalidInput("SAM needs a prompt on the first frame: no region and no signal embedding were given",
                            field="region", fix="give a region on the first frame (a box, points or a scribble), "
                            "or a signal embedding from the planner")
+    return first, tokens
+
+
+def masks_from_region(ctx: ToolContext, inp: SegmentVideoInput, frames: Iterable[np.ndarray],
+                      progress: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+    """One bool mask per frame, tracked from the input's region (and signal) on the first: the keyframe pass of a
+    chunked job, over every few frames of the video."""
+    spec = model_spec(ctx, MODULE, BACKEND)
+    sam = load_sam(spec, MODULE)
+    first, tokens = _first_prompt(inp, ctx, sam)
+    with precision(spec, sam.device):
+        for result in track(sam, frames, first, tokens, every=keyframe_every(spec), progress=progress):
+            yield result.mask
+
+
+def segment_video(inp: SegmentVideoInput, ctx: ToolContext) -> SegmentVideoOutput:
+    """Backend of video_segmentation: SAM from the first frame's region (and signal), propagated frame by frame."""
+    spec = model_spec(ctx, MODULE, BACKEND)
+    every = keyframe_every(spec)
+    sam = load_sam(spec, MODULE)
+    first, tokens = _first_prompt(inp, ctx, sam)
     info = ctx.store.video_info(inp.video)
     total = max(1, info.frames)
 
