@@ -43,53 +43,47 @@ from tools import ToolContext, get_tool
 from tools.model_cache import model_cache
 
 
-def sd15(folder: Path, tiny: bool) -> Path:
-    """Stable Diffusion 1.5's architecture (UNet, VAE, CLIP ViT-L/14 text encoder), random weights."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def _diffusion(folder: Path, tiny: bool, name: str, pipeline: str, unet: str, width: int,
+               text: tuple[int, int, int]) -> Path:
+    """A Stable-Diffusion-family pipeline with random weights: `unet` at its library defaults (the published
+    architecture) with a `width`-wide cross-attention, SD's VAE, a CLIP text encoder of (layers, heads, ffn)."""
+    import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = tiny_tokenizer(folder / "tokenizer-src")
-    width = 32 if tiny else 768
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=width,
-                                **(dict(block_out_channels=(32, 64, 64, 64), attention_head_dim=4,
-                                        norm_num_groups=8, layers_per_block=1) if tiny else {}))
-    vae = AutoencoderKL(block_out_channels=(16, 32, 32, 32) if tiny else (128, 256, 512, 512),
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        layers_per_block=1 if tiny else 2, norm_num_groups=8 if tiny else 32, sample_size=512)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer) if tiny else 49408, hidden_size=width, intermediate_size=37 if tiny else 3072,
-        num_hidden_layers=2 if tiny else 12, num_attention_heads=4 if tiny else 12, max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder / "sd15")
-    return folder / "sd15"
+    width = 32 if tiny else width
+    layers, heads, ffn = (2, 4, 37) if tiny else text
+    small = dict(block_out_channels=(32, 64, 64, 64), attention_head_dim=8, norm_num_groups=8, layers_per_block=1)
+    parts = {
+        "unet": getattr(diffusers, unet)(sample_size=64, cross_attention_dim=width, **(small if tiny else {})),
+        "vae": diffusers.AutoencoderKL(
+            block_out_channels=(16, 32, 32, 32) if tiny else (128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1 if tiny else 2, norm_num_groups=8 if tiny else 32, sample_size=512),
+        "text_encoder": CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer) if tiny else 49408, hidden_size=width, intermediate_size=ffn,
+            num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id)),
+        "tokenizer": tokenizer,
+        "scheduler": diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                             clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+    }
+    if pipeline == "StableDiffusionPipeline":
+        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    getattr(diffusers, pipeline)(**parts).save_pretrained(folder / name)
+    return folder / name
+
+
+def sd15(folder: Path, tiny: bool) -> Path:
+    """Stable Diffusion 1.5's architecture (UNet 860M, VAE, CLIP ViT-L/14 text encoder), random weights."""
+    return _diffusion(folder, tiny, "sd15", "StableDiffusionPipeline", "UNet2DConditionModel", 768, (12, 12, 3072))
 
 
 def zeroscope(folder: Path, tiny: bool) -> Path:
     """ZeroScope v2 576w's architecture (UNet3D, SD VAE, OpenCLIP ViT-H text encoder), random weights."""
-    from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tokenizer = tiny_tokenizer(folder / "tokenizer-src")
-    width = 32 if tiny else 1024
-    unet = UNet3DConditionModel(sample_size=64, cross_attention_dim=width,
-                                **(dict(block_out_channels=(32, 64, 64, 64), attention_head_dim=8,
-                                        norm_num_groups=8, layers_per_block=1) if tiny else {}))
-    vae = AutoencoderKL(block_out_channels=(16, 32, 32, 32) if tiny else (128, 256, 512, 512),
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        layers_per_block=1 if tiny else 2, norm_num_groups=8 if tiny else 32, sample_size=512)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer) if tiny else 49408, hidden_size=width, intermediate_size=37 if tiny else 4096,
-        num_hidden_layers=2 if tiny else 23, num_attention_heads=4 if tiny else 16, max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = TextToVideoSDPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler)
-    pipe.save_pretrained(folder / "zeroscope")
-    return folder / "zeroscope"
+    return _diffusion(folder, tiny, "zeroscope", "TextToVideoSDPipeline", "UNet3DConditionModel", 1024,
+                      (23, 16, 4096))
 
 
 def sam_vit_b(folder: Path, tiny: bool) -> tuple[Path, dict[str, Any]]:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from memory import ArtifactStore
 from schemas import VitronSettings
 from tools import ToolContext
+
+# The tests' models are tiny: on a small machine shared with other processes, a second torch thread only spins
+# (a 0.05 s pipeline call took 5 s). Real sizes (bench/) keep torch's default.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -12,17 +12,11 @@ import pytest
 
 from schemas import MODELS_SETTING, BackendUnavailable, BoxRegion, InvalidInput, ModelsFile, SignalEmbedding
 from tests.tools.tiny_diffusion import TEXT_WIDTH
-from tests.tools.tiny_video_diffusion import models_file, one_torch_thread, tiny_inpainting, tiny_instruct_pix2pix
+from tests.tools.tiny_video_diffusion import models_file, tiny_inpainting, tiny_instruct_pix2pix
 from tools import ToolContext, get_tool
 
 FRAMES, SIZE = 4, 32
 OPTIONS = {"num_inference_steps": 2}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,11 @@ import pytest
 
 from schemas import MODELS_SETTING, BackendUnavailable, InvalidInput, ModelsFile, SignalEmbedding, VitronSettings
 from tests.tools.tiny_diffusion import TEXT_WIDTH
-from tests.tools.tiny_video_diffusion import models_file, one_torch_thread, tiny_image_to_video, tiny_text_to_video
+from tests.tools.tiny_video_diffusion import models_file, tiny_image_to_video, tiny_text_to_video
 from tools import ToolContext, get_tool
 
 STEPS = {"num_inference_steps": 2}
 T2V = {"command": "a cat", "num_frames": 4, "width": 64, "height": 64, "fps": 8, "seed": 0}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ saved with `save_pretrained` into a folder, as a user's weights would be; video 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,15 +104,3 @@ def models_file(path: Path, module: str, **entry: Any) -> Path:
     entry = {key: str(value) if isinstance(value, Path) else value for key, value in entry.items()}
     path.write_text(yaml.safe_dump({module: entry}))
     return path
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Torch on one thread while the tiny models run: on a small shared machine two threads spin against other
-    processes and a 0.05 s pipeline call takes 5 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
