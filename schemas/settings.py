@@ -48,7 +48,7 @@ class VitronSettings(BaseSettings):
         "when it is Redis.",
     )
     visibility_timeout_s: int = Field(
-        default=21600, ge=60,
+        default=21600, ge=5,
         description="Seconds before an unacknowledged job is redelivered; must exceed the longest job (default 6 h).",
     )
     model_budget: str = Field(

@@ -15,10 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_worker(app, home: Path, broker_url: str, *, concurrency: int = 1, log_path: Path | None = None,
-                 timeout: float = 60) -> subprocess.Popen:
-    """Start a worker and wait until it answers a ping; RuntimeError (with its log's tail) if it does not."""
+                 timeout: float = 60, settings: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a worker and wait until it answers a ping; RuntimeError (with its log's tail) if it does not.
+
+    settings: more `VITRON_*` variables for the worker (name without the prefix, e.g. VISIBILITY_TIMEOUT_S)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
     env.update(VITRON_BROKER_URL=broker_url, VITRON_HOME=str(home))
+    env.update({f"VITRON_{name}": value for name, value in (settings or {}).items()})
     code = f"from tools.worker import run_worker; run_worker(['gpu', 'cpu'], concurrency={concurrency})"
     log_path = log_path or home.parent / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

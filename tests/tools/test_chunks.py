@@ -335,3 +335,45 @@ def test_a_chunk_lost_with_its_process_is_redone_once(worker, shared_store):
         assert all(own < np.abs(edited[index].astype(int) - src[j]).mean() for j in others), index
     for start, stop in chunk_ranges(120, 30):
         assert shared_store.get_named(chunk_key(spec, start, stop, op="edit")) is not None
+
+
+def test_a_job_whose_worker_is_killed_finishes_on_a_new_worker(celery_settings, shared_store):
+    """kill -9 of the whole worker (main process and pool) mid-job: after the visibility timeout a new worker gets
+    the unacknowledged chunks again; finished chunks are not redone and each appears once, in order."""
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    require("Redis", host, int(port))
+    quick = {"VISIBILITY_TIMEOUT_S": "5"}  # redelivery 5 s after the worker vanished (the restore runs every 10 s)
+    app = make_celery(celery_settings.model_copy(update={"visibility_timeout_s": 5}))
+    first = start_worker(app, celery_settings.home, REDIS_URL, concurrency=1, settings=quick)
+    v = video(5, width=640, height=480)
+    spec = edit_spec(shared_store, v, "make it a cartoon", chunk_frames=30)
+    handle = CeleryExecutor(app).submit(spec)
+    try:
+        deadline = time.monotonic() + 60
+        while shared_store.get_named(chunk_key(spec, 0, 30, op="edit")) is None:  # one chunk done, others to go
+            assert time.monotonic() < deadline, "the first chunk never finished"
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        entries = {a: shared_store.root / "index" / key[:2] / f"{key}.json"
+                 for a, b in chunk_ranges(120, 30) for key in [chunk_key(spec, a, b, op="edit")]}
+        done_before = {a: path.stat().st_mtime_ns for a, path in entries.items() if path.exists()}
+        assert len(done_before) < 4, "the job ended before the kill"
+        second = start_worker(app, celery_settings.home, REDIS_URL, concurrency=1, settings=quick)
+        try:
+            result = handle.result(timeout=120)
+        finally:
+            stop_worker(second)
+    finally:
+        stop_worker(first)
+    assert handle.status() == "succeeded"
+    edited = frames_of(shared_store, result.output["video"])
+    assert len(edited) == 120
+    src = list(v.frames)
+    for index in range(0, 120, 7):  # each output frame is its own source frame's edit, in order
+        others = {j for j in (index - 1, index + 1, *range(index % 30, 120, 30)) if 0 <= j < 120} - {index}
+        own = np.abs(edited[index].astype(int) - src[index]).mean()
+        assert all(own < np.abs(edited[index].astype(int) - src[j]).mean() for j in others), index
+    # The chunks finished before the kill were found, not redone: their index entries were not written again.
+    assert all(entries[a].stat().st_mtime_ns == mtime for a, mtime in done_before.items())
+    assert all(path.exists() for path in entries.values())
