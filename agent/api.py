@@ -24,13 +24,17 @@ from tools.executors import Executor, make_executor
 from .graph import Services, build_graph
 from .planners.base import Planner
 
-PLANNERS = ("explicit", "chat", "vitron")
+PLANNERS = ("mini", "explicit", "chat", "vitron")
 
 Upload = str | Path | np.ndarray | ArtifactRef
 
 
 def make_planner(name: str, settings: VitronSettings) -> Planner:
-    """The planner called `name` (explicit, chat or vitron), configured from settings."""
+    """The planner called `name` (mini, explicit, chat or vitron), configured from settings."""
+    if name == "mini":
+        from .planners.mini import MiniPlanner
+
+        return MiniPlanner()
     if name == "explicit":
         from .planners.explicit import ExplicitPlanner
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from agent.console import clear_errors, fail, out, progress_bar
 from agent.jobs_cli import jobs_app, worker_cmd
 from agent.models_cli import models_cmd
+from agent.planner_cli import planner_app
 from agent.sessions_cli import sessions_app
 from agent.turn_cli import chat_cmd, plan_cmd, run_cmd
 from schemas import ArtifactRef, ScribbleRegion, parse_box, parse_points
@@ -23,6 +24,7 @@ app = typer.Typer(help="vitron-agent: pixel-level vision tools with a planner.",
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(planner_app, name="planner")
 app.command("worker")(worker_cmd)
 app.command("run")(run_cmd)
 app.command("plan")(plan_cmd)
@@ -131,22 +133,29 @@ def invoke(
 @app.command()
 @clear_errors
 def demo(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
-    """The main job: segment the cup in scikit-image's coffee photo, recolour it and blur the background."""
-    from agent.demo import run_demo
+    """The main job, in plain English: segment the cup in scikit-image's coffee photo, make it blue, blur the
+    background (two turns planned by the built-in mini planner)."""
+    from agent.demo import TURNS, run_demo
+    from memory import ArtifactStore
+    from schemas import VitronSettings
 
+    settings = VitronSettings()
     with progress_bar(enabled=not as_json) as progress:
-        ctx = _context(progress)
-        result = run_demo(ctx)
+        result = run_demo(settings, progress)
+    store = ArtifactStore.from_settings(settings)
     named = {"photo": result.photo, "mask": result.mask, **result.edits}
-    rows = {name: str(ctx.store.path(ref)) for name, ref in named.items()}
+    rows = {name: str(store.path(ref)) for name, ref in named.items()}
     if as_json:
         print(json.dumps(rows))
         return
+    for text, plan in zip(TURNS, result.plans, strict=True):
+        out.print(f"[bold]you:[/bold] {text}\n[dim]planner:[/dim] {plan}", highlight=False)
     table = Table("result", "file", title="vitron demo: the cup in skimage.data.coffee()")
     for name, path in rows.items():
         table.add_row(name, path)
     out.print(table)
-    out.print(f"[dim]artifact store: {ctx.store.root}[/dim]")
+    out.print(f"[dim]artifact store: {store.root}; session {result.session_id} "
+              f"(vitron sessions show {result.session_id[:8]})[/dim]")
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ SessionOpt = Annotated[str | None, typer.Option("--session", help="Go on with th
 ImageOpt = Annotated[Path | None, typer.Option(help="An image for this turn.")]
 VideoOpt = Annotated[Path | None, typer.Option(help="A video for this turn.")]
 BoxOpt = Annotated[str | None, typer.Option(help="A region box x1,y1,x2,y2 in pixels.")]
-PlannerOpt = Annotated[str | None, typer.Option(help="explicit, chat or vitron (default VITRON_PLANNER).")]
+PlannerOpt = Annotated[str | None, typer.Option(help="mini, explicit, chat or vitron (default VITRON_PLANNER).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 

@@ -27,9 +27,10 @@ class VitronSettings(BaseSettings):
     )
 
     planner: str = Field(
-        default="explicit",
-        description="Who plans a turn: explicit (the text is the invocation grammar), chat (a LangChain chat "
-        "model, VITRON_CHAT_MODEL) or vitron (a local VITRON model, VITRON_PLANNER_MODEL).",
+        default="mini",
+        description="Who plans a turn: mini (the small trained planner that ships with vitron: plain English, and "
+        "the grammar as it is), explicit (the text is the invocation grammar), chat (a LangChain chat model, "
+        "VITRON_CHAT_MODEL) or vitron (a local VITRON model, VITRON_PLANNER_MODEL).",
     )
     chat_model: str | None = Field(
         default=None, description="The chat planner's model, as provider:model (e.g. openai:gpt-4o-mini)."

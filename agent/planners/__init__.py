@@ -14,6 +14,7 @@ __all__ = [
     "SIGNAL_TOKENS",
     "ChatModelPlanner",
     "ExplicitPlanner",
+    "MiniPlanner",
     "PlanRequest",
     "Planner",
     "StepOutcome",
@@ -28,6 +29,10 @@ def __getattr__(name: str) -> Any:
         from .chat import ChatModelPlanner
 
         return ChatModelPlanner
+    if name == "MiniPlanner":
+        from .mini import MiniPlanner
+
+        return MiniPlanner
     if name == "VitronPlanner":
         from .vitron import VitronPlanner
 

