@@ -65,7 +65,7 @@ def checkpoint_bytes(db: Path, thread_id: str) -> int:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = VitronSettings(home=Path(tmp))
-        with VitronAgent.from_settings(settings) as agent:
+        with VitronAgent.from_settings(settings, planner="explicit") as agent:  # the plan is written out
             image = agent.memory.store.put_image(photo(0.6))
             warm = agent.session()
             turn(warm, image)  # imports and first-call costs out of the way

@@ -17,14 +17,10 @@ Run (GPU machine): .venv/bin/python bench/gpu_backends.py [--steps 25] [--repeat
 
 from __future__ import annotations
 
-import sys
-
-# This file's folder comes first on sys.path, where bench/queue.py would hide the standard library's `queue`.
-sys.path.pop(0)
-
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path

@@ -8,12 +8,15 @@ a video job every few frames).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from threading import Event
 from typing import Any, Protocol
 
+import redis
 from celery import Celery
 from celery.backends.base import DisabledBackend
 
@@ -139,8 +142,9 @@ _CELERY_STATUS: dict[str, JobStatus] = {
 class CeleryExecutor:
     """Jobs as `vitron.run_job` tasks on the spec's queue; the task id is the job id.
 
-    Progress comes through the result backend: the worker writes PROGRESS states, and `result()`
-    polls them and calls `on_progress` on the waiting thread. Cancelling sets a Redis flag the worker
+    Progress comes through the result backend: the worker writes PROGRESS states, and `result()` waits for
+    them (a Redis backend publishes each state as it stores it; other backends are polled) and calls
+    `on_progress` on the waiting thread. Cancelling sets a Redis flag the worker
     checks at every progress report, and revokes the task in case it is still queued.
     """
 
@@ -165,8 +169,8 @@ class CeleryExecutor:
 
 
 def _poll_interval(waited: float) -> float:
-    """Often at first (short jobs come back within a few ms of ending), then every POLL_EVERY_S: a Redis GET
-    is cheap, and a waiting client should not add latency to a 100 ms job."""
+    """For backends that cannot publish: often at first (short jobs come back within a few ms of ending), then
+    every POLL_EVERY_S."""
     return 0.003 if waited < 2 else 0.02 if waited < 20 else POLL_EVERY_S
 
 
@@ -182,22 +186,53 @@ class CeleryJobHandle:
     def result(self, timeout: float | None = None) -> JobResult:
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
-        while True:
-            meta = self._meta()
-            state, value = meta["status"], meta["result"]
-            if state == "SUCCESS":
-                return JobResult.model_validate(value)
-            if state == "FAILURE":
-                if isinstance(value, JobError):
-                    raise value.to_vitron_error()
-                raise JobFailed.from_error(value)  # the worker died or a time limit hit: no error of ours
-            if state == "REVOKED":
-                raise JobCancelled.for_job(self.job_id)
-            if state == "PROGRESS" and isinstance(value, dict):
-                self._report(float(value.get("fraction", 0.0)), str(value.get("message", "")))
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s")
-            time.sleep(_poll_interval(time.monotonic() - started))
+        with self._updates() as next_update:
+            meta = self._meta()  # read after subscribing: no state change falls between the two
+            while True:
+                state, value = meta["status"], meta["result"]
+                if state == "SUCCESS":
+                    return JobResult.model_validate(value)
+                if state == "FAILURE":
+                    if isinstance(value, JobError):
+                        raise value.to_vitron_error()
+                    raise JobFailed.from_error(value)  # the worker died or a time limit hit: no error of ours
+                if state == "REVOKED":
+                    raise JobCancelled.for_job(self.job_id)
+                if state == "PROGRESS" and isinstance(value, dict):
+                    self._report(float(value.get("fraction", 0.0)), str(value.get("message", "")))
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s")
+                wait = _poll_interval(now - started) if next_update is None else POLL_EVERY_S * 10
+                if deadline is not None:
+                    wait = min(wait, deadline - now)
+                if next_update is None:
+                    time.sleep(wait)
+                    meta = self._meta()
+                else:
+                    meta = next_update(wait) or self._meta()  # a missed message is caught by the re-read
+
+    @contextlib.contextmanager
+    def _updates(self) -> Iterator[Callable[[float], dict[str, Any] | None] | None]:
+        """With a Redis result backend, a function waiting (up to a timeout) for the job's next state, which the
+        backend publishes on the job's key as it stores it: no polling, and the result comes back at once.
+        None for other backends, which are polled."""
+        backend = self._executor.app.backend
+        client = getattr(backend, "client", None)
+        if not isinstance(client, redis.Redis):
+            yield None
+            return
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(backend.get_key_for_task(self.job_id))
+
+            def next_update(timeout: float) -> dict[str, Any] | None:
+                message = pubsub.get_message(timeout=max(0.0, timeout))
+                return backend.decode_result(message["data"]) if message else None
+
+            yield next_update
+        finally:
+            pubsub.close()
 
     def _report(self, fraction: float, message: str) -> None:
         if self._on_progress is not None and (fraction, message) != self._last_progress:
