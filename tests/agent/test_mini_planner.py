@@ -131,6 +131,16 @@ def test_single_steps_of_every_other_module(planner, tmp_path):
         assert got == module and all(word in command for word in words) and inputs == [], text
 
 
+def test_without_uploads_no_made_up_alias_is_referenced(planner, tmp_path):
+    # The empty context line says "none": a copy of it is no alias; the agent finds the inputs the implicit way.
+    request = PlanRequest(text="segment the cup, then make it blue", history=_empty_history(), artifacts=(),
+                          inputs={}, region=None, store=ArtifactStore(tmp_path / "store"))
+    plan = planner.plan(request)
+    assert [s.invocation.module for s in plan.steps] == ["image_segmentation", "image_editing"]
+    assert all(not str(v).startswith("@") or str(v)[1:].isdigit()
+               for s in plan.steps for v in s.invocation.inputs.values())
+
+
 def _empty_history() -> History:
     return History(session_id="s", turns=(), tokens=0, earlier_turns=0)
 

@@ -367,4 +367,6 @@ def alias_name(text: str, known: Sequence[str]) -> str | None:
     for alias in known:
         if alias.lower() == name.lower():
             return alias
-    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else None
+    # An unknown name that looks like an alias (`img7`) is kept, so the user hears that it does not exist; other
+    # copies (`none` from an empty context line) are dropped, and the step's input is found the implicit way.
+    return name if re.fullmatch(r"[A-Za-z]+[0-9]+", name) else None
