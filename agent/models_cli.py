@@ -13,7 +13,7 @@ from agent.console import clear_errors, out
 
 def model_rows() -> tuple[str, list[dict[str, Any]]]:
     """(the models file's path, one row per module: backend, source, weights by role with their state, ready)."""
-    from schemas import ModelsFile, VitronSettings
+    from schemas import BackendUnavailable, ModelsFile, VitronSettings
     from tools import all_tools
 
     settings = VitronSettings()
@@ -23,7 +23,10 @@ def model_rows() -> tuple[str, list[dict[str, Any]]]:
         spec = models.spec(tool.name)
         row: dict[str, Any] = {"code": tool.code, "module": tool.name, "backends": list(tool.backends)}
         if spec is None:
-            embedded = next((n for n, t in tool.backends.items() if t.startswith("tools.embedded.")), None)
+            try:
+                embedded: str | None = tool.backend_name(None, models)
+            except BackendUnavailable:
+                embedded = None
             row.update(backend=embedded, source="embedded" if embedded else "none", weights={}, ready=bool(embedded))
             if not embedded:
                 row["problem"] = f"no embedded backend: configure one of {list(tool.backends)} in the models file"

@@ -184,7 +184,7 @@ def _edit_op(inp: EditVideoInput, ctx: ToolContext) -> Any:
 
 
 def edit_video_chunk(spec: JobSpec, start: int, stop: int, ctx: ToolContext) -> ArtifactRef:
-    """Edit frames [start, stop) into a lossless chunk video, recorded under its chunk key (reused if there)."""
+    """Edit frames [start, stop) into a part of the output video, recorded under its chunk key (reused if there)."""
     from .embedded.editing import apply_edit
 
     key = chunk_key(spec, start, stop, op="edit")

@@ -16,6 +16,7 @@ task-specific part must have the UNet's cross-attention width d (768 for SD 1.5,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -74,12 +75,15 @@ def encode_text(pipe: Any, text: str, device: torch.device) -> torch.Tensor:
 
 
 def prompt_condition(pipe: Any, command: str, signal: SignalEmbedding | None, options: dict[str, Any], *,
-                     backend: str, device: torch.device) -> dict[str, torch.Tensor]:
-    """`prompt_embeds` and `negative_prompt_embeds` for an SD-family pipeline call, by the rule above."""
-    width = int(pipe.unet.config.cross_attention_dim)
-    tokens = signal_tokens(signal, width, backend=backend, device=device)
-    text = encode_text(pipe, command, device)
-    empty = encode_text(pipe, "", device)
+                     backend: str, device: torch.device,
+                     encode: Callable[[Any, str, torch.device], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """`prompt_embeds` and `negative_prompt_embeds` for a pipeline call, by the rule above.
+
+    encode: the prompt encoding [1, 77, d]; default the pipeline's own `encode_prompt` (SD, SDXL's aside), else
+    `encode_clip` for pipelines without one (InstructPix2Pix, I2VGenXL)."""
+    encode = encode or encode_text
+    tokens = signal_tokens(signal, int(pipe.unet.config.cross_attention_dim), backend=backend, device=device)
+    text, empty = encode(pipe, command, device), encode(pipe, "", device)
     positive, negative = combine(text, empty, tokens, conditioning_mode(options))
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
 

@@ -30,18 +30,15 @@ A seed makes a run reproducible; progress is reported per denoising step.
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from schemas import MODELS_SETTING, BackendUnavailable, BoxRegion, InvalidInput, ModelSpec, PointsRegion
 
 from ..base import ToolContext
 from ..specialists import EditImageInput, EditImageOutput
-from .conditioning import combine, conditioning_mode, prompt_condition, signal_tokens
+from .conditioning import encode_clip, prompt_condition
 from .image_generation import as_uint8
 from .loading import (
     device_of,
@@ -184,22 +181,11 @@ def _instruct(inp: EditImageInput, ctx: ToolContext, spec: ModelSpec, image: np.
     height, width = image.shape[:2]
     h8, w8 = multiple_of_8(height), multiple_of_8(width)
     result = pipe(
-        **instruct_condition(pipe, inp, spec.options, device), image=Image.fromarray(_resized(image, w8, h8)),
+        **prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device,
+                           encode=encode_clip),
+        image=Image.fromarray(_resized(image, w8, h8)),
         num_inference_steps=steps, guidance_scale=option(spec, "guidance_scale", 7.5),
         image_guidance_scale=option(spec, "image_guidance_scale", 1.5), generator=generator(inp.seed, device),
         callback_on_step_end=step_progress(ctx, MODULE, steps, end=0.95), output_type="np",
     )
     return _resized(as_uint8(result.images[0]), width, height, cv2.INTER_CUBIC)
-
-
-def instruct_condition(pipe: Any, inp: EditImageInput, options: dict[str, Any],
-                       device: torch.device) -> dict[str, torch.Tensor]:
-    """`prompt_embeds` and `negative_prompt_embeds` for InstructPix2Pix, by the same rule as the other pipelines.
-
-    Its `_encode_prompt` (it has no `encode_prompt`) returns one tensor; without guidance it is the text's alone."""
-    tokens = signal_tokens(inp.signal, int(pipe.unet.config.cross_attention_dim), backend=BACKEND, device=device)
-    with torch.no_grad():
-        text = pipe._encode_prompt(inp.command, device, 1, False)
-        empty = pipe._encode_prompt("", device, 1, False)
-    positive, negative = combine(text, empty, tokens, conditioning_mode(options))
-    return {"prompt_embeds": positive, "negative_prompt_embeds": negative}

@@ -18,30 +18,20 @@ decoded frame; frames are decoded one at a time and written to the store one by 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import torch
 from PIL import Image
 
 from tools.base import ToolContext
 from tools.specialists import ImageToVideoInput, VideoOutput
 
-from .conditioning import combine, conditioning_mode, encode_clip, signal_tokens
+from .conditioning import encode_clip, prompt_condition
 from .loading import device_of, generator, load_pipeline, model_spec, multiple_of_8, option, seeded
 from .video_generation import DECODE_FROM, decode_and_write
 
 BACKEND = "i2vgen_xl"
 MODULE = "image_to_video"
-
-
-def _condition(pipe: Any, inp: ImageToVideoInput, options: dict[str, Any],
-               device: torch.device) -> dict[str, torch.Tensor]:
-    width = int(pipe.unet.config.cross_attention_dim)
-    tokens = signal_tokens(inp.signal, width, backend=BACKEND, device=device)
-    text = encode_clip(pipe, inp.command, device, penultimate=True)
-    empty = encode_clip(pipe, "", device, penultimate=True)
-    positive, negative = combine(text, empty, tokens, conditioning_mode(options))
-    return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
 
 
 class _StepProgress:
@@ -64,7 +54,9 @@ def image_to_video(inp: ImageToVideoInput, ctx: ToolContext) -> VideoOutput:
     guidance = option(spec, "guidance_scale", 9.0, low=0.0)
     pipe = load_pipeline(I2VGenXLPipeline, spec, MODULE)
     device = device_of(spec)
-    condition = _condition(pipe, inp, spec.options, device)
+    # I2VGenXL reads the prompt from CLIP's last-but-one layer (its `clip_skip=1`).
+    condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device,
+                                 encode=partial(encode_clip, penultimate=True))
     image = ctx.store.get_image(inp.image)
     height, width = image.shape[:2]
     hook = pipe.unet.register_forward_hook(_StepProgress(ctx, steps))

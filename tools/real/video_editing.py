@@ -39,7 +39,7 @@ from schemas import ArtifactRef, InvalidInput
 from tools.base import ToolContext
 from tools.specialists import EditVideoInput, EditVideoOutput
 
-from .conditioning import combine, conditioning_mode, encode_clip, prompt_condition, signal_tokens
+from .conditioning import encode_clip, prompt_condition
 from .loading import device_of, generator, load_pipeline, model_spec, option, step_progress
 
 BACKEND = "stable_diffusion"
@@ -59,16 +59,6 @@ def _masks(inp: EditVideoInput, ctx: ToolContext, frames: int) -> Iterator[np.nd
     if masks != frames:
         raise InvalidInput(f"the masks have {masks} frames but the video has {frames}", field="masks", fix=_MASKS_FIX)
     return ctx.store.iter_frames(inp.masks)
-
-
-def _condition(pipe: Any, inp: EditVideoInput, options: dict[str, Any], device: torch.device,
-               instruct: bool) -> dict[str, torch.Tensor]:
-    if not instruct:
-        return prompt_condition(pipe, inp.command, inp.signal, options, backend=BACKEND, device=device)
-    tokens = signal_tokens(inp.signal, int(pipe.unet.config.cross_attention_dim), backend=BACKEND, device=device)
-    positive, negative = combine(encode_clip(pipe, inp.command, device), encode_clip(pipe, "", device), tokens,
-                                 conditioning_mode(options))
-    return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
 
 
 class LatentBlend:
@@ -114,7 +104,9 @@ def edit_video(inp: EditVideoInput, ctx: ToolContext) -> EditVideoOutput:
     pipeline_class = StableDiffusionInstructPix2PixPipeline if instruct else StableDiffusionInpaintPipeline
     pipe = load_pipeline(pipeline_class, spec, MODULE, "instruct" if instruct else "inpaint")
     device = device_of(spec)
-    condition = _condition(pipe, inp, spec.options, device, instruct)
+    # InstructPix2Pix has no `encode_prompt`: its prompt goes through the CLIP encoder directly.
+    condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device,
+                                 encode=encode_clip if instruct else None)
 
     info = ctx.store.video_info(inp.video)
     total = max(1, _frame_count(ctx, inp.video))
