@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schemas import ArtifactRef, BoxRegion, JobFailed, VitronSettings
+from schemas import ArtifactRef, BoxRegion, Invocation, JobFailed, Plan, PlanStep, VitronSettings
 
 # The cup and saucer in skimage.data.coffee() (600x400), in pixels.
 CUP_BOX = BoxRegion(box=(72, 52, 484, 392))
@@ -31,7 +31,6 @@ def run_demo(settings: VitronSettings, progress: Callable[[float, str], None]) -
 
     from agent.api import VitronAgent
     from agent.planners.grammar import format_plan
-    from schemas import Invocation, Plan, PlanStep
 
     with VitronAgent.from_settings(settings, planner="mini") as agent:
         session = agent.session(title="vitron demo")

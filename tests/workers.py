@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +48,24 @@ def stop_worker(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextmanager
+def celery_worker(settings, *, concurrency: int = 1, env: dict[str, str] | None = None) -> Iterator[tuple]:
+    """(app, worker process) for these settings: Redis at `settings.broker_url` required (else the test skips, or
+    fails with VITRON_REQUIRE_SERVICES=1), its database emptied, the worker stopped on leaving."""
+    import redis
+
+    from tests.services import require
+    from tools.celery_app import make_celery
+
+    host, port = settings.broker_url.removeprefix("redis://").split("/")[0].split(":")
+    require("Redis", host, int(port))
+    redis.Redis.from_url(settings.broker_url).flushdb()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    app = make_celery(settings)
+    proc = start_worker(app, settings.home, settings.broker_url, concurrency=concurrency, settings=env)
+    try:
+        yield app, proc
+    finally:
+        stop_worker(proc)

@@ -15,9 +15,9 @@ import redis
 from memory import ArtifactStore
 from schemas import ArtifactRef, BoxRegion, JobCancelled, JobFailed, SignalEmbedding, VitronSettings
 from tests.scenes import Scene, VideoScene, render_scene, render_video
-from tests.services import REDIS_URL, require
-from tests.workers import start_worker, stop_worker
-from tools.celery_app import RUN_JOB, make_celery
+from tests.services import REDIS_URL
+from tests.workers import celery_worker
+from tools.celery_app import RUN_JOB
 from tools.executors import CeleryExecutor, LocalExecutor, make_executor
 from tools.jobs import job_spec
 
@@ -41,15 +41,8 @@ def celery_settings(tmp_path_factory) -> VitronSettings:
 @pytest.fixture(scope="module")
 def worker(celery_settings):
     """One worker process for the module, sharing the test's artifact store folder (VITRON_HOME)."""
-    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
-    require("Redis", host, int(port))
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    app = make_celery(celery_settings)
-    proc = start_worker(app, celery_settings.home, REDIS_URL, concurrency=1)
-    try:
+    with celery_worker(celery_settings, concurrency=1) as (app, _):
         yield app
-    finally:
-        stop_worker(proc)
 
 
 @pytest.fixture(scope="module")

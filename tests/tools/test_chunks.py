@@ -13,16 +13,14 @@ from functools import cache
 import cv2
 import numpy as np
 import pytest
-import redis
 
 from memory import ArtifactStore
 from schemas import ArtifactRef, JobCancelled, JobResult, JobSpec, UnsafePath, VitronSettings
 from tests.measure import hue, shrink
 from tests.scenes import VideoScene, iou, mask_box, render_video
-from tests.services import REDIS_URL, require
-from tests.workers import start_worker, stop_worker
+from tests.services import REDIS_URL
+from tests.workers import celery_worker, start_worker, stop_worker
 from tools import ToolContext
-from tools.celery_app import make_celery
 from tools.chunks import (
     COMPUTED,
     chunk_frames_for,
@@ -248,16 +246,8 @@ def celery_settings(tmp_path_factory) -> VitronSettings:
 @pytest.fixture(scope="module")
 def worker(celery_settings):
     """One worker with two pool processes for the module, sharing the test's artifact folder (VITRON_HOME)."""
-    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
-    require("Redis", host, int(port))
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    celery_settings.home.mkdir(parents=True, exist_ok=True)
-    app = make_celery(celery_settings)
-    proc = start_worker(app, celery_settings.home, REDIS_URL, concurrency=2)
-    try:
+    with celery_worker(celery_settings, concurrency=2) as (app, proc):
         yield app, proc
-    finally:
-        stop_worker(proc)
 
 
 @pytest.fixture(scope="module")
@@ -337,18 +327,18 @@ def test_a_chunk_lost_with_its_process_is_redone_once(worker, shared_store):
         assert shared_store.get_named(chunk_key(spec, start, stop, op="edit")) is not None
 
 
-def test_a_job_whose_worker_is_killed_finishes_on_a_new_worker(celery_settings, shared_store):
+def test_a_job_whose_worker_is_killed_finishes_on_a_new_worker(tmp_path):
     """kill -9 of the whole worker (main process and pool) mid-job: after the visibility timeout a new worker gets
     the unacknowledged chunks again; finished chunks are not redone and each appears once, in order."""
-    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
-    require("Redis", host, int(port))
+    # A Redis database of its own, so that no other worker of this module takes the job's chunks.
+    settings = VitronSettings(home=tmp_path / "home", broker_url=REDIS_URL.rsplit("/", 1)[0] + "/13",
+                              result_backend=None, visibility_timeout_s=5)
     quick = {"VISIBILITY_TIMEOUT_S": "5"}  # redelivery 5 s after the worker vanished (the restore runs every 10 s)
-    app = make_celery(celery_settings.model_copy(update={"visibility_timeout_s": 5}))
-    first = start_worker(app, celery_settings.home, REDIS_URL, concurrency=1, settings=quick)
-    v = video(5, width=640, height=480)
-    spec = edit_spec(shared_store, v, "make it a cartoon", chunk_frames=30)
-    handle = CeleryExecutor(app).submit(spec)
-    try:
+    shared_store = ArtifactStore.from_settings(settings)
+    with celery_worker(settings, env=quick) as (app, first):
+        v = video(5, width=640, height=480)
+        spec = edit_spec(shared_store, v, "make it a cartoon", chunk_frames=30)
+        handle = CeleryExecutor(app).submit(spec)
         deadline = time.monotonic() + 60
         while shared_store.get_named(chunk_key(spec, 0, 30, op="edit")) is None:  # one chunk done, others to go
             assert time.monotonic() < deadline, "the first chunk never finished"
@@ -356,17 +346,15 @@ def test_a_job_whose_worker_is_killed_finishes_on_a_new_worker(celery_settings, 
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         entries = {a: shared_store.root / "index" / key[:2] / f"{key}.json"
-                 for a, b in chunk_ranges(120, 30) for key in [chunk_key(spec, a, b, op="edit")]}
+                   for a, b in chunk_ranges(120, 30) for key in [chunk_key(spec, a, b, op="edit")]}
         done_before = {a: path.stat().st_mtime_ns for a, path in entries.items() if path.exists()}
         assert len(done_before) < 4, "the job ended before the kill"
-        second = start_worker(app, celery_settings.home, REDIS_URL, concurrency=1, settings=quick)
+        second = start_worker(app, settings.home, settings.broker_url, concurrency=1, settings=quick)
         try:
             result = handle.result(timeout=120)
+            assert handle.status() == "succeeded"
         finally:
             stop_worker(second)
-    finally:
-        stop_worker(first)
-    assert handle.status() == "succeeded"
     edited = frames_of(shared_store, result.output["video"])
     assert len(edited) == 120
     src = list(v.frames)
