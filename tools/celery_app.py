@@ -182,13 +182,13 @@ def _register_chunk_tasks(app: Celery, settings: VitronSettings) -> None:
             raise JobError.from_exception(exc) from None
 
 
-_stores: dict[tuple[int, str], ArtifactStore] = {}
+_stores: dict[tuple[int, int], ArtifactStore] = {}
 
 
 def _store(settings: VitronSettings) -> ArtifactStore:
-    """The worker process's artifact store for these settings, made once (per process: a forked child makes its
-    own, so an S3 client is never shared across a fork)."""
-    key = (os.getpid(), settings.model_dump_json())
+    """The worker process's artifact store for its app's settings (held by the app's tasks for its lifetime), made
+    once per process: a forked child makes its own, so an S3 client is never shared across a fork."""
+    key = (os.getpid(), id(settings))
     store = _stores.get(key)
     if store is None:
         store = _stores[key] = ArtifactStore.from_settings(settings)
