@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from schemas import DatabaseOutOfDate, DatabaseUnavailable, InvalidInput, VitronSettings
 
@@ -214,8 +213,6 @@ class Database:
         self.url = normalise_url(url)
         self.engine = create_engine_for(self.url, **engine_kwargs)
         self._writer = self.engine.execution_options(**{_WRITE: True})
-        self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
 
     @classmethod
     def open(cls, url: str | URL | None = None, *, auto_upgrade: bool = True, **engine_kwargs: Any) -> Database:
@@ -253,18 +250,18 @@ class Database:
 
     # -- transactions --------------------------------------------------------------------------
 
-    def write(self, work: Callable[[Session], T]) -> T:
-        """Run `work(session)` in one write transaction, again from the start after a transient error."""
-        return self._run(self._write_sessions, work)
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """Run `work(connection)` in one write transaction, again from the start after a transient error."""
+        return self._run(self._writer, work)
 
-    def read(self, work: Callable[[Session], T]) -> T:
-        """Run `work(session)` in one read transaction (a consistent snapshot on both backends)."""
-        return self._run(self._read_sessions, work)
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run `work(connection)` in one read transaction (a consistent snapshot on both backends)."""
+        return self._run(self.engine, work)
 
-    def _run(self, factory: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    def _run(self, engine: Engine, work: Callable[[Connection], T]) -> T:
         def attempt() -> T:
-            with factory() as session, session.begin():
-                return work(session)
+            with engine.begin() as conn:
+                return work(conn)
 
         return retry_transient(attempt, where=f"the session database {self.display_url}")
 
