@@ -1,4 +1,4 @@
-"""The turn as a LangGraph state machine: plan → validate → dispatch ⇄ run_step → review → respond.
+"""The turn as a LangGraph state machine: plan → validate → run_next / run_step → review → respond.
 
 State holds refs and small values only (DESIGN.md rule 1): invocations as JSON whose tensors are
 safetensors refs, step results as artifact refs. The checkpointer comes from `memory/`, the session id is
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from langgraph.config import get_stream_writer
@@ -21,10 +21,10 @@ from langgraph.types import Send, interrupt
 from pydantic import ValidationError
 
 from memory import SessionMemory
-from schemas import ArtifactRef, Invocation, JobCancelled, VitronError, VitronSettings
+from schemas import ArtifactRef, Invocation, JobCancelled, JobSpec, VitronError, VitronSettings
 from tools import get_tool
 from tools.base import invalid_input_from
-from tools.executors import Executor
+from tools.executors import Executor, JobHandle
 from tools.jobs import job_spec
 
 from .planners.base import Planner, PlanRequest, StepOutcome
@@ -59,6 +59,31 @@ class TurnState(TypedDict, total=False):
     final: str | None  # the reply, once known (or a question, or why nothing ran)
 
 
+class _Relay:
+    """A job's progress callback that drops reports until the step's node attaches its own."""
+
+    def __init__(self) -> None:
+        self._target: Callable[[float, str], None] | None = None
+
+    def attach(self, target: Callable[[float, str], None]) -> None:
+        self._target = target
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self._target is not None:
+            self._target(fraction, message)
+
+
+@dataclass
+class _Ahead:
+    """A step's job, started by the node before the step's own (see `start_ahead`)."""
+
+    session_id: str
+    spec: JobSpec
+    handle: JobHandle
+    relay: _Relay
+    inputs: dict[str, str]  # input field → sha256 it was started on
+
+
 @dataclass
 class Services:
     """What the nodes use; built once per agent, never stored in the state."""
@@ -67,6 +92,7 @@ class Services:
     planner: Planner
     settings: VitronSettings
     executor: Executor  # where steps run: in this process, or on Celery workers
+    ahead: dict[int, _Ahead] = field(default_factory=dict)  # jobs started before their node, by step id
 
 
 def _emit(event: str, **data: Any) -> None:
@@ -92,6 +118,7 @@ def _tool_data(step: dict, refs: dict[str, ArtifactRef], store: Any) -> dict[str
 
 def build_graph(services: Services, checkpointer: Any = None) -> Any:
     memory, planner, settings, executor = services.memory, services.planner, services.settings, services.executor
+    ahead = services.ahead
     store = memory.store
     corrects = getattr(planner, "corrects", True)
 
@@ -160,12 +187,14 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
                 "invocation": {k: v for k, v in inv_json.items() if k != "inputs"}, "inputs": record["inputs"],
                 "step_id": row.id, "heavy": get_tool(row.module).heavy}
                for row, inv_json, record in zip(rows, state["proposal"], records, strict=True)]
-        return {"steps": done + new, "round_start": len(done), "proposal": [], "attempt": 1}
+        update = {"steps": done + new, "round_start": len(done), "proposal": [], "attempt": 1}
+        start_ahead({**state, **update})
+        return update
 
     def after_validate(state: TurnState) -> str:
         if state.get("final"):
             return "respond"
-        return "plan" if state.get("feedback") else "dispatch"
+        return "plan" if state.get("feedback") else route(state)
 
     # -- dispatch and run ----------------------------------------------------------------------
 
@@ -174,9 +203,9 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         pending = [s for s in _round_steps(state) if str(s["position"]) not in results]
         skipped = {}
         for step in pending:
-            failed = [d for d in _deps(step) if results.get(str(d), {}).get("status") in ("failed", "skipped")]
-            if failed:
-                skipped[str(step["position"])] = {"status": "skipped", "error": f"step {failed[0]} did not succeed"}
+            if _deps_failed(step, results):
+                failed = next(d for d in _deps(step) if results.get(str(d), {}).get("status") in ("failed", "skipped"))
+                skipped[str(step["position"])] = {"status": "skipped", "error": f"step {failed} did not succeed"}
         ready = [s for s in pending if str(s["position"]) not in skipped and _deps_met(s, results)]
         approved = list(state.get("approved", []))
         waiting = [s for s in ready if s["heavy"] and settings.approval and s["position"] not in approved]
@@ -207,6 +236,9 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         return update
 
     def route(state: TurnState) -> Any:
+        """Where the turn goes once the state is settled: the one ready step straight on (`run_next`, a
+        superstep less per step of a chain), several in parallel (one `Send` each, joined at `dispatch`), to
+        `dispatch` when a step must be skipped or approved first, or on when nothing is pending."""
         if state.get("proposal"):
             return "validate"  # the user edited the plan at the approval pause
         results = state.get("results", {})
@@ -214,14 +246,52 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         if not pending:
             return "review" if planner.replans else "respond"
         approved = state.get("approved", [])
-        sends = [Send("run_step", {"session_id": state["session_id"], "step": s,
-                                   "refs": _refs_for(s, results)})
-                 for s in pending if _deps_met(s, results)
-                 and not (s["heavy"] and settings.approval and s["position"] not in approved)]
-        return sends or "dispatch"
+        if any(_deps_failed(s, results) for s in pending):
+            return "dispatch"
+        ready = [s for s in pending if _deps_met(s, results)]
+        if any(s["heavy"] and settings.approval and s["position"] not in approved for s in ready):
+            return "dispatch"
+        if len(ready) == 1:
+            return "run_next"
+        return [Send("run_step", {"session_id": state["session_id"], "step": s, "refs": _refs_for(s, results)})
+                for s in ready] or "dispatch"
+
+    def run_next(state: TurnState) -> dict[str, Any]:
+        """The one step that is ready (a chain runs here, step after step)."""
+        results = state.get("results", {})
+        (step,) = [s for s in _round_steps(state) if str(s["position"]) not in results and _deps_met(s, results)]
+
+        def start_successor(outputs: dict[str, dict]) -> None:
+            done = {**results, str(step["position"]): {"status": "succeeded", "outputs": outputs}}
+            start_ahead({**state, "results": done})
+
+        return execute(state["session_id"], step, _refs_for(step, results), start_successor)
 
     def run_step(task: dict[str, Any]) -> dict[str, Any]:
-        step = task["step"]
+        """One of several steps that run in parallel (a `Send` each)."""
+        return execute(task["session_id"], task["step"], task["refs"])
+
+    def start_ahead(state: TurnState) -> None:
+        """When the state a node is about to write sends the turn on to one ready step (`run_next`), start that
+        step's job now: the node's own bookkeeping and the superstep between the two nodes then overlap the
+        job instead of delaying it. `run_next` picks the job up by its step id; only jobs that need no
+        approval start this way, and a crash in between just runs the step again after resume."""
+        if route(state) != "run_next":
+            return
+        results = state.get("results", {})
+        (step,) = [s for s in _round_steps(state) if str(s["position"]) not in results and _deps_met(s, results)]
+        refs = {f: ArtifactRef.model_validate(r) for f, r in _refs_for(step, results).items()}
+        try:
+            spec = job_spec(step["module"], _tool_data(step, refs, store), store, session_id=state["session_id"],
+                            step_id=str(step["step_id"]))
+        except VitronError:
+            return  # the step's own node meets the same error and reports it as the step's
+        relay = _Relay()
+        ahead[step["step_id"]] = _Ahead(state["session_id"], spec, executor.submit(spec, relay), relay,
+                                       {f: r.sha256 for f, r in refs.items()})
+
+    def execute(session_id: str, step: dict[str, Any], step_refs: dict[str, dict],
+                on_success: Callable[[dict[str, dict]], None] | None = None) -> dict[str, Any]:
         position, step_id = step["position"], step["step_id"]
         tool = get_tool(step["module"])
         writer = get_stream_writer()
@@ -229,9 +299,13 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         handle: Any = None
         marking: Future | None = None
         try:
-            refs = {f: ArtifactRef.model_validate(r) for f, r in task["refs"].items()}
-            spec = job_spec(tool.name, _tool_data(step, refs, store), store, session_id=task["session_id"],
-                            step_id=str(step_id))
+            refs = {f: ArtifactRef.model_validate(r) for f, r in step_refs.items()}
+            early = ahead.pop(step_id, None)
+            if early is not None and early.inputs != {f: r.sha256 for f, r in refs.items()}:
+                early.handle.cancel()  # started on other inputs than the state now names: run it afresh
+                early = None
+            spec = early.spec if early is not None else job_spec(
+                tool.name, _tool_data(step, refs, store), store, session_id=session_id, step_id=str(step_id))
             # The job id and the "running" mark are written while the job starts; they only have to land
             # before the step's end (and before anyone can ask to cancel the job by its id).
             marking = _background(lambda: memory.update_step(step_id, status="running", progress=0.0,
@@ -250,10 +324,16 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
                     if row.status == "cancelled" and handle is not None:  # `vitron jobs cancel`, any process
                         handle.cancel()
 
-            handle = executor.submit(spec, progress)
+            if early is not None:
+                handle = early.handle
+                early.relay.attach(progress)
+            else:
+                handle = executor.submit(spec, progress)
             result = handle.result()
             out = tool.output_model.model_validate(result.output)
             seconds = result.seconds  # the tool's own time; bookkeeping around it is the agent's
+            if on_success is not None:
+                on_success({ref.kind: ref.model_dump(mode="json") for ref in out.artifacts()})
             marking.result()
             refs_out = memory.finish_step(step_id, out.artifacts(), backend=out.backend)
             outputs = {ref.kind: ref.model_dump(mode="json") for ref in refs_out}
@@ -282,6 +362,10 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         return "respond"
 
     def respond(state: TurnState) -> dict[str, Any]:
+        for step_id, early in list(ahead.items()):  # started ahead for a step this turn never ran
+            if early.session_id == state["session_id"]:
+                ahead.pop(step_id, None)
+                early.handle.cancel()
         text = state.get("final") or _summary(state)
         invocations = [{**s["invocation"], "inputs": s["inputs"]} for s in state.get("steps", [])]
         memory.append_turn(state["session_id"], "assistant", reply=text, invocations=invocations)
@@ -292,14 +376,17 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
     graph.add_node("plan", plan)
     graph.add_node("validate", validate)
     graph.add_node("dispatch", dispatch)
+    graph.add_node("run_next", run_next)
     graph.add_node("run_step", run_step)
     graph.add_node("review", review)
     graph.add_node("respond", respond)
     graph.add_edge(START, "plan")
     graph.add_conditional_edges("plan", after_plan, ["plan", "validate", "respond"])
-    graph.add_conditional_edges("validate", after_validate, ["plan", "dispatch", "respond"])
-    graph.add_conditional_edges("dispatch", route, ["run_step", "dispatch", "review", "respond", "validate"])
-    graph.add_edge("run_step", "dispatch")
+    onward = ["run_next", "run_step", "dispatch", "review", "respond", "validate"]
+    graph.add_conditional_edges("validate", after_validate, ["plan", *onward])
+    graph.add_conditional_edges("dispatch", route, onward)
+    graph.add_conditional_edges("run_next", route, onward)
+    graph.add_edge("run_step", "dispatch")  # parallel steps join here before the turn goes on
     graph.add_conditional_edges("review", after_review, ["plan", "respond"])
     graph.add_edge("respond", END)
     return graph.compile(checkpointer=checkpointer)
@@ -333,6 +420,10 @@ def _deps(step: dict) -> list[int]:
     return [int(v[1:]) for v in step["inputs"].values() if isinstance(v, str) and v.startswith("@")]
 
 
+def _deps_failed(step: dict, results: dict[str, dict]) -> bool:
+    return any(results.get(str(d), {}).get("status") in ("failed", "skipped") for d in _deps(step))
+
+
 def _deps_met(step: dict, results: dict[str, dict]) -> bool:
     return all(results.get(str(d), {}).get("status") == "succeeded" for d in _deps(step))
 
@@ -340,11 +431,11 @@ def _deps_met(step: dict, results: dict[str, dict]) -> bool:
 def _refs_for(step: dict, results: dict[str, dict]) -> dict[str, dict]:
     """The step's inputs with every `@P` replaced by step P's output of the fitting kind."""
     refs = {}
-    for field, value in step["inputs"].items():
+    for name, value in step["inputs"].items():
         if isinstance(value, str):
-            refs[field] = results[value[1:]]["outputs"][field]
+            refs[name] = results[value[1:]]["outputs"][name]
         else:
-            refs[field] = value
+            refs[name] = value
     return refs
 
 
