@@ -3,15 +3,18 @@ ground truth; turns, steps and artifacts land in session memory; references, val
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
 
 from agent.api import VitronAgent
-from schemas import InvalidInput
+from schemas import InvalidInput, VitronSettings
 from tests.measure import hue, hue_gap, shrink
 from tests.scenes import iou, render_scene, render_video
 from tools.embedded.colours import COLOURS
+from tools.executors import LocalExecutor
 
 
 def box_text(box) -> str:
@@ -114,16 +117,70 @@ def test_two_images_that_fit_equally_make_the_agent_ask(agent):
     assert named.artifacts[0].parents == ("img1",)  # an explicit alias always wins
 
 
+class SpyExecutor(LocalExecutor):
+    """The local executor, noting when each step's job was submitted."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.submitted: dict[int, float] = {}
+
+    def submit(self, spec, on_progress=None):
+        self.submitted[int(spec.step_id)] = time.perf_counter()
+        return super().submit(spec, on_progress)
+
+
+def spied_agent(settings: VitronSettings) -> tuple[VitronAgent, SpyExecutor]:
+    base = VitronAgent.from_settings(settings)
+    spy = SpyExecutor(base.memory.store, settings)
+    base._resources.callback(spy.close)
+    return VitronAgent(base.memory, base.planner, settings, base.graph.checkpointer, base._resources, spy), spy
+
+
+def test_a_chain_starts_each_job_as_the_step_before_it_ends(agent_settings, monkeypatch):
+    """The next job of a chain does not wait for the bookkeeping of the step before it, and a UI still sees
+    each step's events in order: started, its progress, finished."""
+    video = render_video(1, frames=24)
+    agent, spy = spied_agent(agent_settings)
+    finished: dict[int, float] = {}
+    finish_step = agent.memory.finish_step
+
+    def noting_finish(step_id, *args, **kwargs):
+        try:
+            return finish_step(step_id, *args, **kwargs)
+        finally:
+            finished[step_id] = time.perf_counter()
+
+    monkeypatch.setattr(agent.memory, "finish_step", noting_finish)
+    with agent:
+        session = agent.session()
+        box = box_text(video.box(0))
+        events = list(session.stream(
+            f"<module>E</module><instruction>track it</instruction><region>{box}</region>"
+            "<module>F</module><instruction>make it blue</instruction><input>@1</input>"
+            f"<module>F</module><instruction>make it green</instruction><input>@2</input><region>{box}</region>",
+            video=agent.memory.store.put_video(video.frames, video.fps)))
+        steps = agent.memory.steps(session.id)
+    assert [s.status for s in steps] == ["succeeded"] * 3, [s.error for s in steps]
+    first, second, third = (s.id for s in steps)
+    assert spy.submitted[second] < finished[first] and spy.submitted[third] < finished[second]
+    for position in (1, 2, 3):
+        mine = [e["event"] for e in events if e.get("position") == position]
+        assert mine[0] == "step_started" and mine[-1] == "step_finished" and "progress" in mine
+        assert set(mine[1:-1]) == {"progress"}
+
+
 def test_approval_pauses_before_heavy_steps(agent_settings):
     settings = agent_settings.model_copy(update={"approval": True})
     video = render_video(2, frames=12)
-    with VitronAgent.from_settings(settings) as agent:
+    agent, spy = spied_agent(settings)
+    with agent:
         session = agent.session()
         ref = agent.memory.store.put_video(video.frames, video.fps)
         text = f"<module>E</module><instruction>track it</instruction><region>{box_text(video.box(0))}</region>"
         paused = session.send(text, video=ref)
         assert paused.waiting and paused.approval["steps"][0]["module"] == "video_segmentation"
-        assert [s.status for s in agent.memory.steps(session.id)] == ["pending"]  # nothing heavy launched
+        assert [s.status for s in agent.memory.steps(session.id)] == ["pending"]
+        assert spy.submitted == {}  # nothing heavy launched, not even ahead of its node
         with pytest.raises(InvalidInput, match="unfinished turn"):
             session.send("another turn")
         done = session.approve()
