@@ -26,11 +26,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Row, Table, and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Row, Table, and_, bindparam, delete, func, insert, literal, or_, select, update
 
 from schemas import (
     AliasNotFound,
-    ArtifactNotFound,
     ArtifactRef,
     InvalidInput,
     Invocation,
@@ -391,16 +390,14 @@ class SessionMemory:
             raise InvalidInput(f"unknown role {role!r}", field="role", fix=f"use one of {', '.join(ROLES)}")
         dumped = [self._dump_invocation(inv) for inv in invocations]
         signals = [ref for inv in dumped for ref in _signal_refs(inv)]
-        for ref in (*attachments, *signals):
-            self._check_blob(ref)
-        sizes = {ref.sha256: self._size(ref) for ref in (*attachments, *signals)}
+        sizes = self._blob_sizes((*attachments, *signals))
         tokens = approx_tokens(text, reply, json.dumps(dumped, separators=(",", ":")) if dumped else None)
 
         def work(c: Connection) -> TurnRecord:
             now = utcnow()
             _touch_session(c, session_id, now)
-            seq = (c.scalar(select(func.max(_turns.c.seq)).where(_turns.c.session_id == session_id)) or 0) + 1
-            row = c.execute(insert(_turns).returning(*_turns.c), {
+            seq = c.scalar(_NEXT_SEQ, {"session_id": session_id})
+            row = c.execute(_INSERT_TURN, {
                 "session_id": session_id, "seq": seq, "role": role, "text": text, "invocations": dumped,
                 "reply": reply, "tokens": tokens, "created_at": now}).one()
             refs = [_record(c, session_id, ref, sizes, turn_id=row.id, origin="upload")[1] for ref in attachments]
@@ -472,9 +469,7 @@ class SessionMemory:
         none). Aliases they name (`@img1`) must exist; their input refs and signals join the session's artifacts."""
         dumped = [self._dump_invocation(inv) for inv in invocations]
         blobs = [ref for inv in dumped for ref in (*_invocation_input_refs(inv), *_signal_refs(inv))]
-        for ref in blobs:
-            self._check_blob(ref)
-        sizes = {ref.sha256: self._size(ref) for ref in blobs}
+        sizes = self._blob_sizes(blobs)
 
         def work(c: Connection) -> list[StepRecord]:
             now = utcnow()
@@ -504,25 +499,17 @@ class SessionMemory:
                     ) -> list[ArtifactRef]:
         """A step succeeded: record its outputs (lineage from its inputs) and its status, in one transaction.
         Returns the outputs' refs with their aliases."""
-        for ref in outputs:
-            self._check_blob(ref)
-        sizes = {ref.sha256: self._size(ref) for ref in outputs}
+        sizes = self._blob_sizes(outputs)
 
         def work(c: Connection) -> list[ArtifactRef]:
-            step = c.execute(select(_steps.c.session_id, _steps.c.turn_id, _steps.c.invocation)
-                             .where(_steps.c.id == step_id)).first()
+            step = c.execute(_STEP_HEAD, {"step_id": step_id}).first()
             if step is None:
                 raise StepNotFound(f"no step {step_id}", field="step", fix="use an id returned by record_step")
             _lock_session(c, step.session_id)
             parents = _step_inputs(c, step_id, step.session_id, step.turn_id, step.invocation)
             refs = [_record(c, step.session_id, ref, sizes, step_id=step_id, turn_id=step.turn_id, origin="step",
                             parents=parents)[1] for ref in outputs]
-            now = _stamp(utcnow())
-            values: dict[str, Any] = {"status": "succeeded", "progress": 1.0, "finished_at": now,
-                                      "started_at": func.coalesce(_steps.c.started_at, now)}
-            if backend is not None:
-                values["backend"] = backend
-            c.execute(update(_steps).where(_steps.c.id == step_id).values(values))
+            c.execute(_FINISH_STEP, {"step_id": step_id, "now": utcnow(), "backend": backend})
             return refs
 
         return self.db.write(work)
@@ -597,8 +584,7 @@ class SessionMemory:
         step's inputs: the refs and aliases it names, and for `@N` every output of step N of its turn.
         Without one it is an upload. Content already in the session keeps its first alias and lineage.
         """
-        self._check_blob(ref)
-        sizes = {ref.sha256: self._size(ref)}
+        sizes = self._blob_sizes([ref])
 
         def work(c: Connection) -> ArtifactEntry:
             _lock_session(c, session_id)
@@ -690,16 +676,14 @@ class SessionMemory:
             raise InvalidInput(err["msg"], field=f"invocation.{loc}" if loc else "invocation",
                                fix="give a schemas.Invocation or a dict that validates as one") from None
 
-    def _check_blob(self, ref: ArtifactRef) -> None:
-        if not isinstance(ref, ArtifactRef):
-            raise InvalidInput(f"expected an ArtifactRef, got {type(ref).__name__}", field="ref")
-        self.store.path(ref)  # ArtifactNotFound, naming the store, before anything is written
-
-    def _size(self, ref: ArtifactRef) -> int | None:
-        try:
-            return self.store.path(ref).stat().st_size
-        except (ArtifactNotFound, OSError):
-            return None
+    def _blob_sizes(self, refs: Iterable[ArtifactRef]) -> dict[str, int]:
+        """Each ref's size in bytes, by sha256; `ArtifactNotFound`, naming the store, before anything is written."""
+        sizes = {}
+        for ref in refs:
+            if not isinstance(ref, ArtifactRef):
+                raise InvalidInput(f"expected an ArtifactRef, got {type(ref).__name__}", field="ref")
+            sizes[ref.sha256] = self.store.path(ref).stat().st_size
+        return sizes
 
 
 # -- SQL -------------------------------------------------------------------------------------------
@@ -713,6 +697,27 @@ _artifacts: Table = ArtifactRow.__table__  # type: ignore[assignment]
 _parents: Table = ArtifactParentRow.__table__  # type: ignore[assignment]
 _parent = _artifacts.alias("parent")
 
+# The statements every step and turn runs, built once: building a statement costs as much as running it.
+_LOCK_SESSION = select(_sessions).where(_sessions.c.id == bindparam("session_id")).with_for_update(key_share=True)
+_TOUCH_SESSION = (update(_sessions).where(_sessions.c.id == bindparam("session_id"))
+                  .values(updated_at=bindparam("now")).returning(_sessions.c.id))
+_NEXT_SEQ = select(func.coalesce(func.max(_turns.c.seq), 0) + 1).where(_turns.c.session_id == bindparam("session_id"))
+_INSERT_TURN = insert(_turns).returning(*_turns.c)
+_STEP_HEAD = (select(_steps.c.session_id, _steps.c.turn_id, _steps.c.invocation)
+              .where(_steps.c.id == bindparam("step_id")))
+_FINISH_STEP = update(_steps).where(_steps.c.id == bindparam("step_id")).values(
+    status="succeeded", progress=1.0, finished_at=bindparam("now", type_=_steps.c.finished_at.type),
+    started_at=func.coalesce(_steps.c.started_at, bindparam("now", type_=_steps.c.started_at.type)),
+    backend=func.coalesce(bindparam("backend", type_=_steps.c.backend.type), _steps.c.backend))
+_ARTIFACT_BY_SHA = select(_artifacts).where(_artifacts.c.session_id == bindparam("session_id"),
+                                            _artifacts.c.sha256 == bindparam("sha256"))
+_NEXT_ALIAS_NUMBER = select(func.coalesce(func.max(_artifacts.c.alias_number), 0) + 1).where(
+    _artifacts.c.session_id == bindparam("session_id"), _artifacts.c.kind == bindparam("kind"))
+_INSERT_ARTIFACT = insert(_artifacts).returning(_artifacts.c.id)
+_STEP_OUTPUTS = select(_artifacts.c.id).where(_artifacts.c.step_id.in_(
+    select(_steps.c.id).where(_steps.c.session_id == bindparam("session_id"), _steps.c.turn_id == bindparam("turn_id"),
+                              _steps.c.position == bindparam("position")))).order_by(_artifacts.c.id)
+
 
 def _stamp(now: datetime) -> Any:
     """A timestamp as a typed bind, for use inside SQL expressions (coalesce) on both backends."""
@@ -722,8 +727,7 @@ def _stamp(now: datetime) -> Any:
 def _lock_session(c: Connection, session_id: str) -> Row[Any]:
     """Load the session row for update: writers to one session take turns (a no-op clause on SQLite,
     where the write transaction already holds the database's single write lock)."""
-    row = c.execute(select(_sessions).where(_sessions.c.id == session_id).with_for_update(key_share=True)).first() \
-        if isinstance(session_id, str) else None
+    row = c.execute(_LOCK_SESSION, {"session_id": session_id}).first() if isinstance(session_id, str) else None
     if row is None:
         raise _no_session(session_id)
     return row
@@ -731,8 +735,8 @@ def _lock_session(c: Connection, session_id: str) -> Row[Any]:
 
 def _touch_session(c: Connection, session_id: str, now: datetime) -> None:
     """Lock the session row (as `_lock_session`) and mark it active, in one statement."""
-    found = c.execute(update(_sessions).where(_sessions.c.id == session_id).values(updated_at=now)
-                      .returning(_sessions.c.id)).first() if isinstance(session_id, str) else None
+    found = c.execute(_TOUCH_SESSION, {"session_id": session_id, "now": now}).first() \
+        if isinstance(session_id, str) else None
     if found is None:
         raise _no_session(session_id)
 
@@ -770,19 +774,17 @@ def _artifact_by_alias(c: Connection, session_id: str, alias: str) -> Row[Any]:
     return row
 
 
-def _record(c: Connection, session_id: str, ref: ArtifactRef, sizes: Mapping[str, int | None], *, origin: str,
+def _record(c: Connection, session_id: str, ref: ArtifactRef, sizes: Mapping[str, int], *, origin: str,
             step_id: int | None = None, turn_id: int | None = None, label: str | None = None,
             parents: Sequence[int] = ()) -> tuple[int, ArtifactRef]:
     """Insert an artifact row with the next alias of its kind (the caller holds the session lock); content
     already in the session keeps its row. Returns the row's id and the ref with its alias."""
-    existing = c.execute(select(_artifacts).where(_artifacts.c.session_id == session_id,
-                                                  _artifacts.c.sha256 == ref.sha256)).first()
+    existing = c.execute(_ARTIFACT_BY_SHA, {"session_id": session_id, "sha256": ref.sha256}).first()
     if existing is not None:
         return existing.id, _ref(existing)
-    number = (c.scalar(select(func.max(_artifacts.c.alias_number))
-                       .where(_artifacts.c.session_id == session_id, _artifacts.c.kind == ref.kind)) or 0) + 1
+    number = c.scalar(_NEXT_ALIAS_NUMBER, {"session_id": session_id, "kind": ref.kind})
     alias = f"{ALIAS_PREFIXES[ref.kind]}{number}"
-    artifact_id = c.execute(insert(_artifacts).returning(_artifacts.c.id), {
+    artifact_id = c.execute(_INSERT_ARTIFACT, {
         "session_id": session_id, "sha256": ref.sha256, "kind": ref.kind, "media_type": ref.media_type,
         "shape": list(ref.shape), "size": sizes.get(ref.sha256), "alias": alias, "alias_number": number,
         "origin": origin, "label": label, "step_id": step_id, "turn_id": turn_id, "created_at": utcnow()}).scalar_one()
@@ -798,8 +800,8 @@ def _parent_ids(c: Connection, session_id: str, parents: Sequence[ArtifactRef | 
     ids = []
     for parent in parents:
         if isinstance(parent, ArtifactRef):
-            found = c.scalar(select(_artifacts.c.id).where(_artifacts.c.session_id == session_id,
-                                                           _artifacts.c.sha256 == parent.sha256))
+            found = c.scalar(_ARTIFACT_BY_SHA.with_only_columns(_artifacts.c.id),
+                             {"session_id": session_id, "sha256": parent.sha256})
             if found is None:
                 raise InvalidInput(f"parent {parent.kind} {parent.short} is not an artifact of session "
                                    f"{session_id}", field="parents", fix="record the parent first")
@@ -822,12 +824,14 @@ def _step_inputs(c: Connection, step_id: int, session_id: str, turn_id: int | No
             ids.extend(_parent_ids(c, session_id, [ArtifactRef.model_validate(value)]))
         elif match := _STEP_REF.match(value):
             number = int(match.group(1))
-            producer = select(_steps.c.id).where(_steps.c.session_id == session_id,
-                                                 _steps.c.turn_id.is_(None) if turn_id is None
-                                                 else _steps.c.turn_id == turn_id,
-                                                 _steps.c.position == number)
-            outputs = list(c.scalars(select(_artifacts.c.id).where(_artifacts.c.step_id.in_(producer))
-                                     .order_by(_artifacts.c.id)))
+            if turn_id is not None:
+                outputs = list(c.scalars(_STEP_OUTPUTS, {"session_id": session_id, "turn_id": turn_id,
+                                                         "position": number}))
+            else:
+                producer = select(_steps.c.id).where(_steps.c.session_id == session_id, _steps.c.turn_id.is_(None),
+                                                     _steps.c.position == number)
+                outputs = list(c.scalars(select(_artifacts.c.id).where(_artifacts.c.step_id.in_(producer))
+                                         .order_by(_artifacts.c.id)))
             if not outputs:
                 raise InvalidInput(f"step {step_id} reads {value}, but step {number} of its turn has recorded "
                                    "no output", field="parents",
