@@ -7,6 +7,8 @@ artifact is remembered, and a turn interrupted by a crash or an approval pause g
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,10 +23,11 @@ from memory import ArtifactEntry, SessionMemory, StepRecord, open_checkpointer
 from schemas import ArtifactRef, InvalidInput, Invocation, Region, VitronSettings
 from tools.executors import Executor, make_executor
 
-from .graph import Services, build_graph
+from .graph import EVENTS, Services, build_graph
 from .planners.base import Planner
 
 PLANNERS = ("mini", "explicit", "chat", "vitron")
+_DONE = object()  # the end of a turn's events
 
 Upload = str | Path | np.ndarray | ArtifactRef
 
@@ -209,7 +212,30 @@ class AgentSession:
         return store.import_image(value) if kind == "image" else store.import_video(value)
 
     def _run(self, graph_input: Any) -> Iterator[dict[str, Any]]:
-        yield from self.agent.graph.stream(graph_input, self._config, stream_mode="custom")
+        """Run the graph on a thread of its own and yield its events as they come.
+
+        LangGraph runs a lone node in the calling thread unless a custom stream is read, which would cost a
+        thread hop per superstep and a new thread pool per turn; so events come through a queue instead.
+        Checkpoints are written before each next superstep (`durability="sync"`): a crash, or Ctrl-C (the
+        thread is a daemon), loses at most the superstep under way, and `resume()` goes on from there."""
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        outcome: list[BaseException] = []
+        config = {"configurable": {**self._config["configurable"], EVENTS: events.put}}
+
+        def run() -> None:
+            try:
+                for _ in self.agent.graph.stream(graph_input, config, stream_mode="updates", durability="sync"):
+                    pass
+            except BaseException as exc:  # handed to the reader
+                outcome.append(exc)
+            finally:
+                events.put(_DONE)
+
+        threading.Thread(target=run, name=f"vitron-turn-{self.id[:8]}", daemon=True).start()
+        while (event := events.get()) is not _DONE:
+            yield event
+        if outcome:
+            raise outcome[0]
         if self.unfinished:  # paused: say what waits for the user
             approval = self.reply().approval
             if approval and approval.get("type") == "approval":

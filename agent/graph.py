@@ -4,7 +4,7 @@ State holds refs and small values only (DESIGN.md rule 1): invocations as JSON w
 safetensors refs, step results as artifact refs. The checkpointer comes from `memory/`, the session id is
 the thread id, so a process killed mid-plan resumes the turn from its last checkpoint and the steps that
 finished are not run again. Independent steps of a plan run in parallel (one `Send` per ready step); a
-step waits for the steps whose outputs it reads. Events go to LangGraph's custom stream.
+step waits for the steps whose outputs it reads. Events go to the sink the run's config names (`EVENTS`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send, interrupt
 from pydantic import ValidationError
@@ -95,8 +95,16 @@ class Services:
     ahead: dict[int, _Ahead] = field(default_factory=dict)  # jobs started before their node, by step id
 
 
+EVENTS = "vitron_events"
+"""The config key of the run's event sink: a callable that takes each event (a dict) as it happens."""
+
+
+def _sink() -> Callable[[dict[str, Any]], None]:
+    return get_config()["configurable"].get(EVENTS) or (lambda event: None)
+
+
 def _emit(event: str, **data: Any) -> None:
-    get_stream_writer()({"event": event, **data})
+    _sink()({"event": event, **data})
 
 
 def _placeholder(kind: str) -> ArtifactRef:
@@ -294,7 +302,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
                 on_success: Callable[[dict[str, dict]], None] | None = None) -> dict[str, Any]:
         position, step_id = step["position"], step["step_id"]
         tool = get_tool(step["module"])
-        writer = get_stream_writer()
+        writer = _sink()
         started = time.perf_counter()
         handle: Any = None
         marking: Future | None = None
