@@ -20,6 +20,7 @@ from agent.planners.mini.encoder import default_folder, load_minilm
 from agent.planners.mini.model import MiniConfig, MiniPlannerModel
 from agent.planners.mini.train import (
     encode_examples,
+    erase_task_concept,
     reverse_gradient,
     signal_set,
     stage1_instruction_tuning,
@@ -189,6 +190,22 @@ def test_stage2_and_stage3_losses_drop(tiny):
     assert np.mean(history["alignment"][-3:]) < np.mean(aligned[:3])
     assert np.mean(history["specific_task"][-3:]) < np.mean(history["specific_task"][:3])
 
+
+
+def test_erasure_leaves_every_module_the_same_mean_invariant_feature(tiny):
+    model, encoded = tiny
+    signals = signal_set(model, load_minilm(), encoded)
+    with torch.no_grad():
+        before = model.signals.task_invariant(signals.hidden)
+    erased = erase_task_concept(model, signals)
+    assert 1 <= erased["erased"] <= min(6, erased["kept"])
+    with torch.no_grad():
+        after = model.signals.task_invariant(signals.hidden)
+
+    def spread(x: torch.Tensor) -> float:  # how far the farthest module's mean feature lies from the overall mean
+        return max(float((x[signals.labels == k].mean(0) - x.mean(0)).norm()) for k in signals.labels.unique())
+
+    assert spread(after) < 1e-3 * spread(before)
 
 def test_gradient_reversal_flips_the_gradient():
     x = torch.ones(3, requires_grad=True)
