@@ -217,25 +217,24 @@ class AgentSession:
         LangGraph runs a lone node in the calling thread unless a custom stream is read, which would cost a
         thread hop per superstep and a new thread pool per turn; so events come through a queue instead.
         Checkpoints are written before each next superstep (`durability="sync"`): a crash, or Ctrl-C (the
-        thread is a daemon), loses at most the superstep under way, and `resume()` goes on from there."""
+        thread is a daemon), loses at most the superstep under way, and `resume()` goes on from there. A reader
+        that stops early leaves the turn running to its end."""
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        outcome: list[BaseException] = []
         config = {"configurable": {**self._config["configurable"], EVENTS: events.put}}
 
         def run() -> None:
             try:
                 for _ in self.agent.graph.stream(graph_input, config, stream_mode="updates", durability="sync"):
                     pass
-            except BaseException as exc:  # handed to the reader
-                outcome.append(exc)
-            finally:
                 events.put(_DONE)
+            except BaseException as exc:  # the last item: the reader raises it
+                events.put(exc)
 
         threading.Thread(target=run, name=f"vitron-turn-{self.id[:8]}", daemon=True).start()
         while (event := events.get()) is not _DONE:
+            if isinstance(event, BaseException):
+                raise event
             yield event
-        if outcome:
-            raise outcome[0]
         if self.unfinished:  # paused: say what waits for the user
             approval = self.reply().approval
             if approval and approval.get("type") == "approval":

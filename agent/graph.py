@@ -211,8 +211,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         pending = [s for s in _round_steps(state) if str(s["position"]) not in results]
         skipped = {}
         for step in pending:
-            if _deps_failed(step, results):
-                failed = next(d for d in _deps(step) if results.get(str(d), {}).get("status") in ("failed", "skipped"))
+            if (failed := _failed_dep(step, results)) is not None:
                 skipped[str(step["position"])] = {"status": "skipped", "error": f"step {failed} did not succeed"}
         ready = [s for s in pending if str(s["position"]) not in skipped and _deps_met(s, results)]
         approved = list(state.get("approved", []))
@@ -254,9 +253,9 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         if not pending:
             return "review" if planner.replans else "respond"
         approved = state.get("approved", [])
-        if any(_deps_failed(s, results) for s in pending):
+        if any(_failed_dep(s, results) is not None for s in pending):
             return "dispatch"
-        ready = [s for s in pending if _deps_met(s, results)]
+        ready = _ready(state)
         if any(s["heavy"] and settings.approval and s["position"] not in approved for s in ready):
             return "dispatch"
         if len(ready) == 1:
@@ -267,7 +266,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
     def run_next(state: TurnState) -> dict[str, Any]:
         """The one step that is ready (a chain runs here, step after step)."""
         results = state.get("results", {})
-        (step,) = [s for s in _round_steps(state) if str(s["position"]) not in results and _deps_met(s, results)]
+        (step,) = _ready(state)
 
         def start_successor(outputs: dict[str, dict]) -> None:
             done = {**results, str(step["position"]): {"status": "succeeded", "outputs": outputs}}
@@ -286,17 +285,17 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         approval start this way, and a crash in between just runs the step again after resume."""
         if route(state) != "run_next":
             return
-        results = state.get("results", {})
-        (step,) = [s for s in _round_steps(state) if str(s["position"]) not in results and _deps_met(s, results)]
-        refs = {f: ArtifactRef.model_validate(r) for f, r in _refs_for(step, results).items()}
+        (step,) = _ready(state)
+        relay = _Relay()
         try:
+            refs = {f: ArtifactRef.model_validate(r) for f, r in _refs_for(step, state.get("results", {})).items()}
             spec = job_spec(step["module"], _tool_data(step, refs, store), store, session_id=state["session_id"],
                             step_id=str(step["step_id"]))
-        except VitronError:
-            return  # the step's own node meets the same error and reports it as the step's
-        relay = _Relay()
-        ahead[step["step_id"]] = _Ahead(state["session_id"], spec, executor.submit(spec, relay), relay,
-                                       {f: r.sha256 for f, r in refs.items()})
+            handle = executor.submit(spec, relay)
+        except Exception:  # only a head start: the step's own node meets the same error and reports it as its own
+            return
+        inputs = {f: r.sha256 for f, r in refs.items()}
+        ahead[step["step_id"]] = _Ahead(state["session_id"], spec, handle, relay, inputs)
 
     def execute(session_id: str, step: dict[str, Any], step_refs: dict[str, dict],
                 on_success: Callable[[dict[str, dict]], None] | None = None) -> dict[str, Any]:
@@ -428,8 +427,15 @@ def _deps(step: dict) -> list[int]:
     return [int(v[1:]) for v in step["inputs"].values() if isinstance(v, str) and v.startswith("@")]
 
 
-def _deps_failed(step: dict, results: dict[str, dict]) -> bool:
-    return any(results.get(str(d), {}).get("status") in ("failed", "skipped") for d in _deps(step))
+def _failed_dep(step: dict, results: dict[str, dict]) -> int | None:
+    """The first step this one reads that failed or was skipped, if any."""
+    return next((d for d in _deps(step) if results.get(str(d), {}).get("status") in ("failed", "skipped")), None)
+
+
+def _ready(state: TurnState) -> list[dict]:
+    """The round's steps that have not run and whose inputs are all there."""
+    results = state.get("results", {})
+    return [s for s in _round_steps(state) if str(s["position"]) not in results and _deps_met(s, results)]
 
 
 def _deps_met(step: dict, results: dict[str, dict]) -> bool:

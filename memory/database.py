@@ -252,15 +252,15 @@ class Database:
 
     def write(self, work: Callable[[Connection], T]) -> T:
         """Run `work(connection)` in one write transaction, again from the start after a transient error."""
-        return self._run(self._writer, work)
+        return self._run(work, write=True)
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """Run `work(connection)` in one read transaction (a consistent snapshot on both backends)."""
-        return self._run(self.engine, work)
+        return self._run(work, write=False)
 
-    def _run(self, engine: Engine, work: Callable[[Connection], T]) -> T:
+    def _run(self, work: Callable[[Connection], T], *, write: bool) -> T:
         def attempt() -> T:
-            with engine.begin() as conn:
+            with self.connect(write=write) as conn:
                 return work(conn)
 
         return retry_transient(attempt, where=f"the session database {self.display_url}")

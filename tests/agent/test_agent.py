@@ -14,7 +14,6 @@ from schemas import InvalidInput, VitronSettings
 from tests.measure import hue, hue_gap, shrink
 from tests.scenes import iou, render_scene, render_video
 from tools.embedded.colours import COLOURS
-from tools.executors import LocalExecutor
 
 
 def box_text(box) -> str:
@@ -117,30 +116,25 @@ def test_two_images_that_fit_equally_make_the_agent_ask(agent):
     assert named.artifacts[0].parents == ("img1",)  # an explicit alias always wins
 
 
-class SpyExecutor(LocalExecutor):
-    """The local executor, noting when each step's job was submitted."""
+def spied_agent(settings: VitronSettings) -> tuple[VitronAgent, dict[int, float]]:
+    """An agent whose executor notes when each step's job was submitted (step id → time)."""
+    agent = VitronAgent.from_settings(settings)
+    submitted: dict[int, float] = {}
+    submit = agent.executor.submit
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.submitted: dict[int, float] = {}
+    def noting_submit(spec, on_progress=None):
+        submitted[int(spec.step_id)] = time.perf_counter()
+        return submit(spec, on_progress)
 
-    def submit(self, spec, on_progress=None):
-        self.submitted[int(spec.step_id)] = time.perf_counter()
-        return super().submit(spec, on_progress)
-
-
-def spied_agent(settings: VitronSettings) -> tuple[VitronAgent, SpyExecutor]:
-    base = VitronAgent.from_settings(settings)
-    spy = SpyExecutor(base.memory.store, settings)
-    base._resources.callback(spy.close)
-    return VitronAgent(base.memory, base.planner, settings, base.graph.checkpointer, base._resources, spy), spy
+    agent.executor.submit = noting_submit  # the graph looks the method up at each call
+    return agent, submitted
 
 
 def test_a_chain_starts_each_job_as_the_step_before_it_ends(agent_settings, monkeypatch):
     """The next job of a chain does not wait for the bookkeeping of the step before it, and a UI still sees
     each step's events in order: started, its progress, finished."""
     video = render_video(1, frames=24)
-    agent, spy = spied_agent(agent_settings)
+    agent, submitted = spied_agent(agent_settings)
     finished: dict[int, float] = {}
     finish_step = agent.memory.finish_step
 
@@ -162,7 +156,7 @@ def test_a_chain_starts_each_job_as_the_step_before_it_ends(agent_settings, monk
         steps = agent.memory.steps(session.id)
     assert [s.status for s in steps] == ["succeeded"] * 3, [s.error for s in steps]
     first, second, third = (s.id for s in steps)
-    assert spy.submitted[second] < finished[first] and spy.submitted[third] < finished[second]
+    assert submitted[second] < finished[first] and submitted[third] < finished[second]
     for position in (1, 2, 3):
         mine = [e["event"] for e in events if e.get("position") == position]
         assert mine[0] == "step_started" and mine[-1] == "step_finished" and "progress" in mine
@@ -172,7 +166,7 @@ def test_a_chain_starts_each_job_as_the_step_before_it_ends(agent_settings, monk
 def test_approval_pauses_before_heavy_steps(agent_settings):
     settings = agent_settings.model_copy(update={"approval": True})
     video = render_video(2, frames=12)
-    agent, spy = spied_agent(settings)
+    agent, submitted = spied_agent(settings)
     with agent:
         session = agent.session()
         ref = agent.memory.store.put_video(video.frames, video.fps)
@@ -180,7 +174,7 @@ def test_approval_pauses_before_heavy_steps(agent_settings):
         paused = session.send(text, video=ref)
         assert paused.waiting and paused.approval["steps"][0]["module"] == "video_segmentation"
         assert [s.status for s in agent.memory.steps(session.id)] == ["pending"]
-        assert spy.submitted == {}  # nothing heavy launched, not even ahead of its node
+        assert submitted == {}  # nothing heavy launched, not even ahead of its node
         with pytest.raises(InvalidInput, match="unfinished turn"):
             session.send("another turn")
         done = session.approve()
