@@ -27,7 +27,7 @@ from .graph import EVENTS, Services, build_graph
 from .planners.base import Planner
 
 PLANNERS = ("mini", "explicit", "chat", "vitron")
-_DONE = object()  # the end of a turn's events
+_DONE, _PAUSED = object(), object()  # the end of a turn's events: answered, or paused for the user
 
 Upload = str | Path | np.ndarray | ArtifactRef
 
@@ -223,19 +223,21 @@ class AgentSession:
         config = {"configurable": {**self._config["configurable"], EVENTS: events.put}}
 
         def run() -> None:
+            paused = False
             try:
-                for _ in self.agent.graph.stream(graph_input, config, stream_mode="updates", durability="sync"):
-                    pass
-                events.put(_DONE)
+                for update in self.agent.graph.stream(graph_input, config, stream_mode="updates",
+                                                      durability="sync"):
+                    paused = paused or "__interrupt__" in update
+                events.put(_PAUSED if paused else _DONE)
             except BaseException as exc:  # the last item: the reader raises it
                 events.put(exc)
 
         threading.Thread(target=run, name=f"vitron-turn-{self.id[:8]}", daemon=True).start()
-        while (event := events.get()) is not _DONE:
+        while (event := events.get()) not in (_DONE, _PAUSED):
             if isinstance(event, BaseException):
                 raise event
             yield event
-        if self.unfinished:  # paused: say what waits for the user
+        if event is _PAUSED:  # say what waits for the user
             approval = self.reply().approval
             if approval and approval.get("type") == "approval":
                 yield {"event": "approval", **approval}

@@ -1,4 +1,6 @@
-"""The turn as a LangGraph state machine: plan → validate → run_next / run_step → review → respond.
+"""The turn as a LangGraph state machine: plan (validated in the same node) → run_next / run_step → review →
+respond. A plan edited at an approval pause goes through `validate`; the node that runs a chain's last step
+answers at once, a superstep sooner.
 
 State holds refs and small values only (DESIGN.md rule 1): invocations as JSON whose tensors are
 safetensors refs, step results as artifact refs. The checkpointer comes from `memory/`, the session id is
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Annotated, Any, TypedDict
 
 from langgraph.config import get_config
@@ -77,7 +80,6 @@ class _Relay:
 class _Ahead:
     """A step's job, started by the node before the step's own (see `start_ahead`)."""
 
-    session_id: str
     spec: JobSpec
     handle: JobHandle
     relay: _Relay
@@ -92,7 +94,8 @@ class Services:
     planner: Planner
     settings: VitronSettings
     executor: Executor  # where steps run: in this process, or on Celery workers
-    ahead: dict[int, _Ahead] = field(default_factory=dict)  # jobs started before their node, by step id
+    # Jobs started before their step's node, by (session id, step position); a session runs one turn at a time.
+    ahead: dict[tuple[str, int], _Ahead] = field(default_factory=dict)
 
 
 EVENTS = "vitron_events"
@@ -134,9 +137,9 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
 
     def plan(state: TurnState) -> dict[str, Any]:
         sid = state["session_id"]
+        table = _artifact_table(sid)
         request = PlanRequest(
-            text=state["text"], history=lambda: memory.history(sid),
-            artifacts=lambda: tuple(memory.artifact_table(sid)),
+            text=state["text"], history=lambda: memory.history(sid), artifacts=table,
             inputs={a: ArtifactRef.model_validate(r) for a, r in state.get("inputs", {}).items()},
             region=_region(state.get("region")), store=store, round=state.get("round", 1),
             results=_outcomes(state), feedback=state.get("feedback"), attempt=state.get("attempt", 1),
@@ -151,7 +154,8 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         if steps:
             _emit("plan", round=state.get("round", 1), reply=proposal.reply,
                   steps=[{"module": s["module"], "command": s.get("command", "")} for s in steps])
-        return {"proposal": steps, "replies": replies, "feedback": None}
+        # Validated in this node: a superstep less before the first job starts.
+        return {"replies": replies, "feedback": None, **settle({**state, "proposal": steps}, table)}
 
     def _refused(state: TurnState, message: str) -> dict[str, Any]:
         """A refused plan goes back to the planner a bounded number of times, then becomes the reply."""
@@ -160,21 +164,32 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
             return {"proposal": [], "feedback": message, "attempt": attempt + 1}
         return {"proposal": [], "feedback": None, "final": f"I could not make a plan that runs: {message}"}
 
-    def after_plan(state: TurnState) -> str:
+    def after_plan(state: TurnState) -> Any:
         if state.get("final"):
             return "respond"
-        if state.get("feedback"):
-            return "plan"
-        return "validate" if state.get("proposal") else "respond"
+        return "plan" if state.get("feedback") else route(state)
 
     # -- validate ------------------------------------------------------------------------------
 
+    def _artifact_table(session_id: str) -> Callable[[], tuple]:
+        """The session's artifact table, read once when first asked for (a plan and its validation share it)."""
+        return cache(lambda: tuple(memory.artifact_table(session_id)))
+
     def validate(state: TurnState) -> dict[str, Any]:
+        """A plan the user edited at an approval pause."""
+        return settle(state, _artifact_table(state["session_id"]))
+
+    def settle(state: TurnState, table: Callable[[], tuple]) -> dict[str, Any]:
+        """Check the proposal against the tools' schemas and the session's artifacts, start its first job, and
+        record its steps. A refused plan goes back to the planner (`feedback`); a tie between artifacts
+        becomes a question to the user (`final`)."""
         sid = state["session_id"]
         done = list(state.get("steps", []))
+        if not state["proposal"]:
+            return {"round_start": len(done), "proposal": [], "attempt": 1}
         try:
             invocations = [Invocation.model_validate(j, context={"store": store}) for j in state["proposal"]]
-            resolved = resolve_plan_inputs(invocations, tuple(memory.artifact_table(sid)), offset=len(done))
+            resolved = resolve_plan_inputs(invocations, table(), offset=len(done))
             for number, (inv, inputs) in enumerate(zip(invocations, resolved, strict=True), start=1):
                 tool = get_tool(inv.module)
                 refs = {f: v if isinstance(v, ArtifactRef) else _placeholder(f) for f, v in inputs.values.items()}
@@ -189,14 +204,21 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
             return _refused(state, exc.message)
         records = [{**inv_json, "inputs": inputs.to_json()} for inv_json, inputs in zip(state["proposal"], resolved,
                                                                                          strict=True)]
-        rows = memory.record_steps(sid, records, turn_id=state["turn_id"], first_position=len(done) + 1)
         # The step keeps its resolved inputs only: the planner's spelling of them is in session memory.
-        new = [{"position": row.position, "module": row.module,
+        new = [{"position": len(done) + number, "module": inv.module,
                 "invocation": {k: v for k, v in inv_json.items() if k != "inputs"}, "inputs": record["inputs"],
-                "step_id": row.id, "heavy": get_tool(row.module).heavy}
-               for row, inv_json, record in zip(rows, state["proposal"], records, strict=True)]
+                "heavy": get_tool(inv.module).heavy}
+               for number, (inv, inv_json, record) in enumerate(zip(invocations, state["proposal"], records,
+                                                                    strict=True), start=1)]
         update = {"steps": done + new, "round_start": len(done), "proposal": [], "attempt": 1}
-        start_ahead({**state, **update})
+        start_ahead({**state, **update})  # the first job runs while its step is recorded
+        try:
+            rows = memory.record_steps(sid, records, turn_id=state["turn_id"], first_position=len(done) + 1)
+        except BaseException:
+            cancel_ahead(sid)
+            raise
+        for step, row in zip(new, rows, strict=True):
+            step["step_id"] = row.id
         return update
 
     def after_validate(state: TurnState) -> str:
@@ -246,6 +268,8 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         """Where the turn goes once the state is settled: the one ready step straight on (`run_next`, a
         superstep less per step of a chain), several in parallel (one `Send` each, joined at `dispatch`), to
         `dispatch` when a step must be skipped or approved first, or on when nothing is pending."""
+        if state.get("final") is not None:
+            return END  # answered by the node that ran the last step
         if state.get("proposal"):
             return "validate"  # the user edited the plan at the approval pause
         results = state.get("results", {})
@@ -272,7 +296,11 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
             done = {**results, str(step["position"]): {"status": "succeeded", "outputs": outputs}}
             start_ahead({**state, "results": done})
 
-        return execute(state["session_id"], step, _refs_for(step, results), start_successor)
+        update = execute(state["session_id"], step, _refs_for(step, results), start_successor)
+        settled = {**state, "results": {**results, **update["results"]}}
+        if route(settled) == "respond":  # the turn's last step: answer here, a superstep sooner
+            update["final"] = answer(settled)
+        return update
 
     def run_step(task: dict[str, Any]) -> dict[str, Any]:
         """One of several steps that run in parallel (a `Send` each)."""
@@ -289,13 +317,17 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         relay = _Relay()
         try:
             refs = {f: ArtifactRef.model_validate(r) for f, r in _refs_for(step, state.get("results", {})).items()}
-            spec = job_spec(step["module"], _tool_data(step, refs, store), store, session_id=state["session_id"],
-                            step_id=str(step["step_id"]))
+            spec = job_spec(step["module"], _tool_data(step, refs, store), store, session_id=state["session_id"])
             handle = executor.submit(spec, relay)
         except Exception:  # only a head start: the step's own node meets the same error and reports it as its own
             return
         inputs = {f: r.sha256 for f, r in refs.items()}
-        ahead[step["step_id"]] = _Ahead(state["session_id"], spec, handle, relay, inputs)
+        ahead[(state["session_id"], step["position"])] = _Ahead(spec, handle, relay, inputs)
+
+    def cancel_ahead(session_id: str) -> None:
+        """Cancel the jobs started ahead for steps of this session that will not run."""
+        for key in [k for k in ahead if k[0] == session_id]:
+            ahead.pop(key).handle.cancel()
 
     def execute(session_id: str, step: dict[str, Any], step_refs: dict[str, dict],
                 on_success: Callable[[dict[str, dict]], None] | None = None) -> dict[str, Any]:
@@ -307,12 +339,12 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         marking: Future | None = None
         try:
             refs = {f: ArtifactRef.model_validate(r) for f, r in step_refs.items()}
-            early = ahead.pop(step_id, None)
+            early = ahead.pop((session_id, position), None)
             if early is not None and early.inputs != {f: r.sha256 for f, r in refs.items()}:
                 early.handle.cancel()  # started on other inputs than the state now names: run it afresh
                 early = None
             spec = early.spec if early is not None else job_spec(
-                tool.name, _tool_data(step, refs, store), store, session_id=session_id, step_id=str(step_id))
+                tool.name, _tool_data(step, refs, store), store, session_id=session_id)
             # The job id and the "running" mark are written while the job starts; they only have to land
             # before the step's end (and before anyone can ask to cancel the job by its id).
             marking = _background(lambda: memory.update_step(step_id, status="running", progress=0.0,
@@ -369,15 +401,16 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         return "respond"
 
     def respond(state: TurnState) -> dict[str, Any]:
-        for step_id, early in list(ahead.items()):  # started ahead for a step this turn never ran
-            if early.session_id == state["session_id"]:
-                ahead.pop(step_id, None)
-                early.handle.cancel()
+        return {"final": answer(state)}
+
+    def answer(state: TurnState) -> str:
+        """The reply (a question or a refusal already in `final`, else a summary), recorded and sent."""
+        cancel_ahead(state["session_id"])  # started ahead for a step this turn never ran
         text = state.get("final") or _summary(state)
         invocations = [{**s["invocation"], "inputs": s["inputs"]} for s in state.get("steps", [])]
         memory.append_turn(state["session_id"], "assistant", reply=text, invocations=invocations)
         _emit("message", text=text)
-        return {"final": text}
+        return text
 
     graph = StateGraph(TurnState)
     graph.add_node("plan", plan)
@@ -388,8 +421,8 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
     graph.add_node("review", review)
     graph.add_node("respond", respond)
     graph.add_edge(START, "plan")
-    graph.add_conditional_edges("plan", after_plan, ["plan", "validate", "respond"])
-    onward = ["run_next", "run_step", "dispatch", "review", "respond", "validate"]
+    onward = ["run_next", "run_step", "dispatch", "review", "respond", "validate", END]
+    graph.add_conditional_edges("plan", after_plan, ["plan", *onward])
     graph.add_conditional_edges("validate", after_validate, ["plan", *onward])
     graph.add_conditional_edges("dispatch", route, onward)
     graph.add_conditional_edges("run_next", route, onward)

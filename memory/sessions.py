@@ -612,8 +612,10 @@ class SessionMemory:
         """Every artifact of the session, in the order recorded, with alias, kind and what made each."""
 
         def work(c: Connection) -> list[ArtifactEntry]:
-            _session_row(c, session_id)
-            return _entries(c, _artifacts.c.session_id == session_id)
+            entries = _entries(c, _artifacts.c.session_id == session_id)
+            if not entries:
+                _session_row(c, session_id)  # none yet, or no such session
+            return entries
 
         return self.db.read(work)
 
@@ -843,23 +845,23 @@ def _step_inputs(c: Connection, step_id: int, session_id: str, turn_id: int | No
 
 
 def _entries(c: Connection, where: Any, *, with_ids: bool = False) -> list[Any]:
-    """Artifact-table rows matching `where`, in recording order: one query for rows, one for parents."""
-    query = (select(_artifacts, _steps.c.module.label("step_module"), _turns.c.seq.label("turn_seq"))
+    """Artifact-table rows matching `where`, in recording order, with their parents' aliases: one query, a row
+    per (artifact, parent)."""
+    query = (select(_artifacts, _steps.c.module.label("step_module"), _turns.c.seq.label("turn_seq"),
+                    _parent.c.alias.label("parent_alias"))
              .select_from(_artifacts.outerjoin(_steps, _steps.c.id == _artifacts.c.step_id)
-                          .outerjoin(_turns, _turns.c.id == _artifacts.c.turn_id))
-             .where(where).order_by(_artifacts.c.id))
-    rows = c.execute(query).all()
+                          .outerjoin(_turns, _turns.c.id == _artifacts.c.turn_id)
+                          .outerjoin(_parents, _parents.c.child_id == _artifacts.c.id)
+                          .outerjoin(_parent, _parent.c.id == _parents.c.parent_id))
+             .where(where).order_by(_artifacts.c.id, _parents.c.position))
+    rows: dict[int, Row[Any]] = {}
     parents: dict[int, list[str]] = {}
-    ids = [r.id for r in rows]
-    for chunk in _chunks(ids):
-        for child_id, alias in c.execute(
-                select(_parents.c.child_id, _parent.c.alias)
-                .join(_parent, _parent.c.id == _parents.c.parent_id)
-                .where(_parents.c.child_id.in_(chunk))
-                .order_by(_parents.c.child_id, _parents.c.position)):
-            parents.setdefault(child_id, []).append(alias)
+    for row in c.execute(query):
+        rows.setdefault(row.id, row)
+        if row.parent_alias is not None:
+            parents.setdefault(row.id, []).append(row.parent_alias)
     out = []
-    for row in rows:
+    for row in rows.values():
         entry = ArtifactEntry(ref=_ref(row), made_by=row.step_module or row.origin,
                               parents=tuple(parents.get(row.id, ())), step_id=row.step_id, turn_seq=row.turn_seq,
                               size=row.size, label=row.label, created_at=row.created_at)

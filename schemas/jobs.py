@@ -26,8 +26,8 @@ class JobSpec(BaseModel):
     backend: str | None = Field(default=None, description="Backend name; default the tool's first.")
     input: dict[str, Any] = Field(description="The tool input as JSON: artifacts and tensors as refs.")
     queue: JobQueue = "cpu"
-    session_id: str | None = None
-    step_id: str | None = None
+    session_id: str | None = Field(default=None, description="The session that asked for it, if any; the step "
+                                   "that runs it holds its job id.")
     chunk_frames: int | None = Field(
         default=None, ge=0, description="Frames per chunk for a long video job on workers; None: VITRON_CHUNK_FRAMES, "
         "0: never split.")

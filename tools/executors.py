@@ -27,6 +27,8 @@ from .base import ProgressCallback, ToolContext
 from .celery_app import RUN_JOB, JobError, cancel_flags, cancel_key, make_celery
 from .jobs import run_job
 
+_HANDOVER_S = 0.002  # at most this long a submit waits for a pool thread to take its job
+
 POLL_EVERY_S = 0.1
 
 
@@ -96,7 +98,11 @@ class LocalExecutor:
         # The job runs in the submitter's context (contextvars), so a progress callback that relies on it
         # (LangGraph's stream writer does) works on the pool's thread as it would on the caller's.
         context = contextvars.copy_context()
-        return LocalJobHandle(spec.job_id, self._pool.submit(context.run, work), cancelled, started)
+        handle = LocalJobHandle(spec.job_id, self._pool.submit(context.run, work), cancelled, started)
+        # Let an idle pool thread take the job before the caller goes on: otherwise the caller's own Python
+        # work (bookkeeping) holds the GIL for up to the switch interval and the job starts that much later.
+        started.wait(_HANDOVER_S)
+        return handle
 
     def close(self) -> None:
         """Stop taking jobs, drop the queued ones, wait for the running ones."""

@@ -16,13 +16,13 @@ from .registry import get_tool
 
 
 def job_spec(tool_name: str, data: BaseModel | dict[str, Any], store: ArtifactStore, *, backend: str | None = None,
-             session_id: str | None = None, step_id: str | None = None) -> JobSpec:
+             session_id: str | None = None) -> JobSpec:
     """The job for one tool call. Validates `data` here, so bad input fails before anything is queued;
     tensors (the signal embedding) are written to `store` and travel as refs."""
     tool = get_tool(tool_name)
     inp = data if isinstance(data, tool.input_model) else _validate(tool, data, store)
     return JobSpec(module=tool.name, backend=backend, input=inp.model_dump(mode="json", context={"store": store}),
-                   queue=tool.queue, session_id=session_id, step_id=step_id)
+                   queue=tool.queue, session_id=session_id)
 
 
 Splitter = Callable[[JobSpec, int], JobResult]

@@ -116,14 +116,14 @@ def test_two_images_that_fit_equally_make_the_agent_ask(agent):
     assert named.artifacts[0].parents == ("img1",)  # an explicit alias always wins
 
 
-def spied_agent(settings: VitronSettings) -> tuple[VitronAgent, dict[int, float]]:
-    """An agent whose executor notes when each step's job was submitted (step id → time)."""
+def spied_agent(settings: VitronSettings) -> tuple[VitronAgent, dict[str, float]]:
+    """An agent whose executor notes when each job was submitted (job id → time)."""
     agent = VitronAgent.from_settings(settings)
-    submitted: dict[int, float] = {}
+    submitted: dict[str, float] = {}
     submit = agent.executor.submit
 
     def noting_submit(spec, on_progress=None):
-        submitted[int(spec.step_id)] = time.perf_counter()
+        submitted[spec.job_id] = time.perf_counter()
         return submit(spec, on_progress)
 
     agent.executor.submit = noting_submit  # the graph looks the method up at each call
@@ -155,8 +155,8 @@ def test_a_chain_starts_each_job_as_the_step_before_it_ends(agent_settings, monk
             video=agent.memory.store.put_video(video.frames, video.fps)))
         steps = agent.memory.steps(session.id)
     assert [s.status for s in steps] == ["succeeded"] * 3, [s.error for s in steps]
-    first, second, third = (s.id for s in steps)
-    assert submitted[second] < finished[first] and submitted[third] < finished[second]
+    first, second, third = steps
+    assert submitted[second.job_id] < finished[first.id] and submitted[third.job_id] < finished[second.id]
     for position in (1, 2, 3):
         mine = [e["event"] for e in events if e.get("position") == position]
         assert mine[0] == "step_started" and mine[-1] == "step_finished" and "progress" in mine
