@@ -177,18 +177,28 @@ class ArtifactStore:
         if not final.exists():
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)  # atomic; a concurrent writer of the same bytes just replaces it
+        self._share(final, sha, media_type)
+        return ArtifactRef(sha256=sha, kind=kind, media_type=media_type, shape=shape)
+
+    def _share(self, final: Path, sha: str, media_type: str) -> None:
         if self.remote is not None:
             # Asked even when the cache had it: another machine may have deleted the remote copy since.
             # Content-addressed, so an object already there is the same bytes; a plain PUT is atomic.
             key = self._key(sha, media_type)
             if not self.remote.exists(key):
                 self.remote.upload(final, key)
-        return ArtifactRef(sha256=sha, kind=kind, media_type=media_type, shape=shape)
 
     def put_bytes(self, data: bytes, kind: ArtifactKind, media_type: str, shape: tuple[int, ...] = ()) -> ArtifactRef:
-        with self._temp_file(MEDIA_TYPES.get(media_type, "")) as tmp:
-            tmp.write_bytes(data)
-            return self._commit(tmp, kind, media_type, shape)
+        """Store bytes under their digest. Content the store already holds is not written again (no temporary
+        file, no flush to disk): a job that remakes an artifact costs a hash and a stat."""
+        sha = hashlib.sha256(data).hexdigest()
+        final = self._object_path(sha, media_type)
+        if not final.is_file():
+            with self._temp_file(final.suffix) as tmp:
+                tmp.write_bytes(data)
+                return self._commit(tmp, kind, media_type, shape)
+        self._share(final, sha, media_type)
+        return ArtifactRef(sha256=sha, kind=kind, media_type=media_type, shape=shape)
 
     def get_bytes(self, ref: ArtifactRef) -> bytes:
         return self.path(ref).read_bytes()

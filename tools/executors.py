@@ -8,17 +8,16 @@ a video job every few frames).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from threading import Event
 from typing import Any, Protocol
 
-import redis
-from celery import Celery
+from celery import Celery, states
 from celery.backends.base import DisabledBackend
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult
 
 from memory import ArtifactStore
 from schemas import BackendUnavailable, JobCancelled, JobFailed, JobResult, JobSpec, JobStatus, VitronSettings
@@ -163,7 +162,9 @@ class CeleryExecutor:
         self._flags = cancel_flags(app)
 
     def submit(self, spec: JobSpec, on_progress: ProgressCallback | None = None) -> CeleryJobHandle:
-        self._task.apply_async(args=[spec.model_dump(mode="json")], queue=spec.queue, task_id=spec.job_id)
+        # argsrepr: what monitors show for the task; Celery would otherwise render the whole spec each time.
+        self._task.apply_async(args=[spec.model_dump(mode="json")], queue=spec.queue, task_id=spec.job_id,
+                               argsrepr=f"({spec.module} job)", kwargsrepr="{}")
         return CeleryJobHandle(self, spec.job_id, on_progress)
 
     def handle(self, job_id: str, on_progress: ProgressCallback | None = None) -> CeleryJobHandle:
@@ -190,55 +191,46 @@ class CeleryJobHandle:
         return self._executor.app.backend.get_task_meta(self.job_id)
 
     def result(self, timeout: float | None = None) -> JobResult:
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-        with self._updates() as next_update:
-            meta = self._meta()  # read after subscribing: no state change falls between the two
-            while True:
-                state, value = meta["status"], meta["result"]
-                if state == "SUCCESS":
-                    return JobResult.model_validate(value)
-                if state == "FAILURE":
-                    if isinstance(value, JobError):
-                        raise value.to_vitron_error()
-                    raise JobFailed.from_error(value)  # the worker died or a time limit hit: no error of ours
-                if state == "REVOKED":
-                    raise JobCancelled.for_job(self.job_id)
-                if state == "PROGRESS" and isinstance(value, dict):
-                    self._report(float(value.get("fraction", 0.0)), str(value.get("message", "")))
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s")
-                wait = _poll_interval(now - started) if next_update is None else POLL_EVERY_S * 10
-                if deadline is not None:
-                    wait = min(wait, deadline - now)
-                if next_update is None:
-                    time.sleep(wait)
-                    meta = self._meta()
-                else:
-                    meta = next_update(wait) or self._meta()  # a missed message is caught by the re-read
+        backend = self._executor.app.backend  # one per thread: Celery's result consumers are not thread-safe
+        meta = self._wait_async(backend, timeout) if backend.is_async else self._poll(timeout)
+        state, value = meta["status"], meta["result"]
+        if state == "SUCCESS":
+            return JobResult.model_validate(value)
+        if state == "REVOKED":
+            raise JobCancelled.for_job(self.job_id)
+        if isinstance(value, JobError):
+            raise value.to_vitron_error()
+        raise JobFailed.from_error(value)  # the worker died or a time limit hit: no error of ours
 
-    @contextlib.contextmanager
-    def _updates(self) -> Iterator[Callable[[float], dict[str, Any] | None] | None]:
-        """With a Redis result backend, a function waiting (up to a timeout) for the job's next state, which the
-        backend publishes on the job's key as it stores it: no polling, and the result comes back at once.
-        None for other backends, which are polled."""
-        backend = self._executor.app.backend
-        client = getattr(backend, "client", None)
-        if not isinstance(client, redis.Redis):
-            yield None
-            return
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+    def _wait_async(self, backend: Any, timeout: float | None) -> dict[str, Any]:
+        """A backend that publishes each state as it stores it (Redis): Celery's result consumer waits on the
+        thread's one subscription (no polling, no connection per job) and hands each PROGRESS state over."""
+
+        def on_message(meta: dict[str, Any]) -> None:
+            if meta.get("status") == "PROGRESS" and isinstance(meta.get("result"), dict):
+                self._report(float(meta["result"].get("fraction", 0.0)), str(meta["result"].get("message", "")))
+
+        result = AsyncResult(self.job_id, app=self._executor.app, backend=backend)
         try:
-            pubsub.subscribe(backend.get_key_for_task(self.job_id))
+            result.get(timeout=timeout, propagate=False, on_message=on_message, disable_sync_subtasks=False)
+        except CeleryTimeoutError:
+            raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s") from None
+        return {"status": result.state, "result": result.result}
 
-            def next_update(timeout: float) -> dict[str, Any] | None:
-                message = pubsub.get_message(timeout=max(0.0, timeout))
-                return backend.decode_result(message["data"]) if message else None
-
-            yield next_update
-        finally:
-            pubsub.close()
+    def _poll(self, timeout: float | None) -> dict[str, Any]:
+        """Other backends (a database) are read until the job ends: often at first, then less."""
+        started = time.monotonic()
+        while True:
+            meta = self._meta()
+            state, value = meta["status"], meta["result"]
+            if state in states.READY_STATES:
+                return meta
+            if state == "PROGRESS" and isinstance(value, dict):
+                self._report(float(value.get("fraction", 0.0)), str(value.get("message", "")))
+            waited = time.monotonic() - started
+            if timeout is not None and waited >= timeout:
+                raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s")
+            time.sleep(_poll_interval(waited) if timeout is None else min(_poll_interval(waited), timeout - waited))
 
     def _report(self, fraction: float, message: str) -> None:
         if self._on_progress is not None and (fraction, message) != self._last_progress:

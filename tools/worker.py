@@ -14,14 +14,26 @@ from __future__ import annotations
 
 import os
 
+import cv2
+from celery.signals import worker_process_init
+
 from schemas import BackendUnavailable, InvalidInput, VitronSettings
 
 from .celery_app import QUEUES, app
+
+_threads: int | None = None  # threads per pool process, set by run_worker before the pool forks
+
+
+@worker_process_init.connect
+def _share_the_cores(**_: object) -> None:
+    if _threads is not None:
+        cv2.setNumThreads(_threads)
 
 
 def run_worker(queues: list[str], concurrency: int = 1, loglevel: str = "INFO") -> None:
     """Run a prefork worker on `queues` ("gpu", "cpu") until it is stopped (Ctrl-C or SIGTERM: warm shutdown).
 
+    Each pool process gets cores // concurrency threads for OpenCV, and for torch unless OMP_NUM_THREADS is set.
     A prefork pool is safe with CUDA because each pool process initialises CUDA itself, after the fork,
     when its first job loads a model. So nothing in the parent may touch CUDA: a CUDA context created
     before the fork breaks every child. The pool processes live on between jobs, so the model cache
@@ -36,6 +48,11 @@ def run_worker(queues: list[str], concurrency: int = 1, loglevel: str = "INFO") 
     if not VitronSettings().broker_url:
         raise BackendUnavailable("no job broker is configured", field="VITRON_BROKER_URL",
                                  fix="set VITRON_BROKER_URL, e.g. redis://127.0.0.1:6379/0")
+    # Each pool process gets its share of the cores: OpenCV (and torch's OpenMP) would otherwise start a thread
+    # per core in every process, and on a busy machine those threads spin against each other's work.
+    global _threads
+    _threads = max(1, (os.cpu_count() or 1) // concurrency)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))  # read when a pool process first imports torch
     app.worker_main([
         "worker",
         f"--queues={','.join(queues)}",

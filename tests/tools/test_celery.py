@@ -176,3 +176,19 @@ def test_the_agent_runs_its_steps_on_the_worker(worker, celery_settings, tmp_pat
         here = agent.session().send(text, image=s.image)
     assert [st.status for st in remote.steps] == ["succeeded", "succeeded"] and all(jobs)
     assert [a.ref.sha256 for a in remote.artifacts] == [a.ref.sha256 for a in here.artifacts]
+
+
+def test_each_pool_process_gets_its_share_of_the_cores(monkeypatch):
+    """Two pool processes on two cores run OpenCV on one thread each, not two apiece spinning against the other."""
+    import cv2
+    from celery.signals import worker_process_init
+
+    import tools.worker
+
+    before = cv2.getNumThreads()
+    monkeypatch.setattr(tools.worker, "_threads", 1)  # run_worker sets cores // concurrency before the fork
+    try:
+        worker_process_init.send(sender=None)  # what Celery sends in each new pool process
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
