@@ -51,6 +51,20 @@ def test_video_is_written_and_read_frame_by_frame(store):
         assert np.abs(want.astype(int) - got.astype(int)).mean() < 3  # H.264 4:2:0 at crf 16
 
 
+def test_the_same_frames_always_give_the_same_video(tmp_path):
+    """Content addressing holds for encoded videos: a recomputed chunk is found, not stored again. x264's
+    macroblock-tree rate control read memory it never wrote, so the bytes (and pixels, up to 30 levels) depended
+    on what the process's heap held before; glibc's MALLOC_PERTURB_ fills fresh memory with a given byte, so three
+    processes with three different fillings must still write one file."""
+    code = ("import sys; from memory import ArtifactStore; from tests.scenes import render_video;"
+            "print(ArtifactStore(sys.argv[1]).put_video(render_video(2, frames=30).frames, fps=8).sha256)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / str(fill))], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": os.getcwd(), "MALLOC_PERTURB_": str(fill)})
+             for fill in (1, 100, 200)]
+    shas = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs) and len(shas) == 1
+
+
 def test_per_frame_masks_are_lossless_even_at_odd_sizes(store):
     rng = np.random.default_rng(0)
     masks = [rng.random((37, 51)) > 0.5 for _ in range(7)]
@@ -112,6 +126,17 @@ def test_links_out_of_the_root_are_refused(store, tmp_path):
     forged = ArtifactRef.model_construct(sha256="../../../etc/passwd", kind="image", media_type="image/png")
     with pytest.raises(UnsafePath):
         store.path(forged)
+    # An object file that is itself a link out of the root, and one under a linked shard folder.
+    ref = store.put_image(np.zeros((4, 4, 3), np.uint8))
+    target = outside / "planted.png"
+    target.write_bytes(store.get_bytes(ref))
+    stored = store.path(ref)
+    stored.unlink()
+    stored.symlink_to(target)
+    with pytest.raises(UnsafePath, match="through a link"):
+        store.path(ref)
+    with pytest.raises(UnsafePath, match="through a link"):
+        store.path(ArtifactRef(sha256="ab" + "0" * 62, kind="image", media_type="image/png"))
 
 
 def test_concurrent_writers_of_the_same_content_leave_one_intact_file(store):
