@@ -42,12 +42,13 @@ def _key(text: str) -> str:
 _LOOKUP: dict[str, ModuleInfo] = {}
 for _info in MODULES:
     for _spelling in (_info.name, _info.code, _info.title):
-        _LOOKUP[_key(_spelling)] = _info
+        _LOOKUP[_key(_spelling)] = _LOOKUP[_spelling] = _info
 
 
 def resolve_module(spelling: str) -> ModuleInfo:
     """Find a module by letter, canonical name or title, in any case and spacing."""
-    info = _LOOKUP.get(_key(spelling)) if isinstance(spelling, str) else None
+    # Exact spellings first: every job resolves its module several times, and nearly always by canonical name.
+    info = _LOOKUP.get(spelling) or _LOOKUP.get(_key(spelling)) if isinstance(spelling, str) else None
     if info is None:
         known = ", ".join(f"{m.code}={m.name}" for m in MODULES)
         raise UnknownModule(

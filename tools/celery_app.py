@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 import redis
-from celery import Celery, Task
+from celery import Celery, Task, states
+from celery.backends.redis import RedisBackend
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 from kombu import Exchange, Queue
@@ -28,6 +29,7 @@ from .jobs import run_job
 RUN_JOB = "vitron.run_job"
 PING = "vitron.ping"
 QUEUES = ("gpu", "cpu")
+RESULT_REPR_CHARS = 120  # of a task's result in the worker's log line; a full repr costs more than a no-op task
 PROGRESS_EVERY_S = 0.25  # a few result-backend writes a second, however often a tool reports
 CANCEL_CHECK_EVERY_S = 0.05  # a Redis round trip per check: often enough to stop within a frame or two
 
@@ -123,13 +125,16 @@ def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **
 def _register_run_job(app: Celery, settings: VitronSettings) -> None:
     # shared=False: register on this app only (several apps may live in one process, e.g. in tests).
     # throws: an expected failure is logged without a traceback.
-    @app.task(name=RUN_JOB, bind=True, shared=False, throws=(JobError,))
+    # track_started=False: the job marks itself started (`_WorkerProgress.start`), in the round trip that checks
+    # for a cancel anyway.
+    @app.task(name=RUN_JOB, bind=True, shared=False, throws=(JobError,), resultrepr_maxsize=RESULT_REPR_CHARS,
+              track_started=False)
     def run_job_task(self: Task, spec_json: dict[str, Any]) -> dict[str, Any]:
         """Run one job on this worker; the result is the `JobResult` JSON."""
         try:
             spec = JobSpec.model_validate(spec_json)
             progress = _WorkerProgress(self, spec.job_id)
-            progress.check_cancelled()  # cancelled while it waited in the queue
+            progress.start()
             ctx = ToolContext(_store(settings), settings, progress)
 
             def split(spec: JobSpec, chunk: int) -> Any:
@@ -146,7 +151,8 @@ def _register_run_job(app: Celery, settings: VitronSettings) -> None:
 
 
 def _register_chunk_tasks(app: Celery, settings: VitronSettings) -> None:
-    @app.task(name=VIDEO_CHUNK, bind=True, shared=False)
+    # A chunk's own state is read by no one (its job's progress and result are the merge's): no STARTED write.
+    @app.task(name=VIDEO_CHUNK, bind=True, shared=False, resultrepr_maxsize=RESULT_REPR_CHARS, track_started=False)
     def video_chunk_task(self: Task, spec_json: dict[str, Any], start: int, stop: int,
                          start_mask: dict[str, Any] | None = None, frames: int | None = None) -> dict[str, Any]:
         """One chunk of a split job: {"ref": …}, or {"error": …} so the merge fails the job with the error's text."""
@@ -162,7 +168,7 @@ def _register_chunk_tasks(app: Celery, settings: VitronSettings) -> None:
                 log.exception("chunk %s-%s of job %s failed unexpectedly", start, stop, spec_json.get("job_id"))
             return {"error": JobError.from_exception(exc).args[0]}
 
-    @app.task(name=VIDEO_MERGE, bind=True, shared=False, throws=(JobError,))
+    @app.task(name=VIDEO_MERGE, bind=True, shared=False, throws=(JobError,), resultrepr_maxsize=RESULT_REPR_CHARS)
     def video_merge_task(self: Task, results: list[dict[str, Any]], spec_json: dict[str, Any],
                          plan_json: dict[str, Any]) -> dict[str, Any]:
         """Merge a split job's chunks (runs under the job's id); the job's result, or its first chunk error."""
@@ -195,6 +201,18 @@ def _store(settings: VitronSettings) -> ArtifactStore:
     return store
 
 
+# KEYS: the job's cancel flag, its result meta. ARGV: the STARTED meta, its expiry in seconds (0: none).
+# 1 when the job was cancelled; else it is marked started, unless a run before this one (a redelivery) succeeded.
+_START = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+local current = redis.call('GET', KEYS[2])
+if current and cjson.decode(current)['status'] == 'SUCCESS' then return 0 end
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+else redis.call('SET', KEYS[2], ARGV[1]) end
+return 0
+"""
+
+
 class _WorkerProgress:
     """The worker's progress callback: stop if the job was cancelled, else publish the progress (throttled)."""
 
@@ -203,6 +221,28 @@ class _WorkerProgress:
         self.flags = cancel_flags(task.app)
         # The job's STARTED state already says it runs: the first PROGRESS write waits, so a short job writes none.
         self.last_sent = self.last_checked = time.monotonic()
+
+    def start(self) -> None:
+        """Stop if the job was cancelled while it waited in the queue, else mark it started (STARTED).
+
+        On a Redis result backend both are one atomic script, one round trip. Celery's own STARTED write is
+        three commands (a read, a write, a publish that wakes every client waiting on the job, who only need
+        the end and the progress); on a short job those cost about as much as the job itself."""
+        backend = self.task.backend
+        if not isinstance(backend, RedisBackend) or self.flags is not backend.client:
+            self.check_cancelled()
+            self.task.update_state(state=states.STARTED, meta=self._started())
+            return
+        meta = {"status": states.STARTED, "result": self._started(), "traceback": None, "children": [],
+                "date_done": None, "task_id": self.job_id}
+        start = self.flags.register_script(_START)  # sent as EVALSHA; the script itself only if Redis lacks it
+        self.last_checked = time.monotonic()
+        if start(keys=[cancel_key(self.job_id), backend.get_key_for_task(self.job_id)],
+                 args=[backend.encode(meta), int(backend.expires or 0)]):
+            raise JobCancelled.for_job(self.job_id)
+
+    def _started(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "hostname": self.task.request.hostname}
 
     def check_cancelled(self) -> None:
         self.last_checked = time.monotonic()

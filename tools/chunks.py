@@ -127,8 +127,10 @@ def _frame_count(store: ArtifactStore, ref: ArtifactRef) -> int:
 
 def chunk_frames_for(spec: JobSpec, inp: BaseModel, ctx: ToolContext) -> int | None:
     """The chunk size when this job should be split, else None (it runs whole)."""
-    chunk = spec.chunk_frames if spec.chunk_frames is not None else ctx.settings.chunk_frames
     tool = get_tool(spec.module)
+    if tool.name not in CHUNKED_MODULES:
+        return None
+    chunk = spec.chunk_frames if spec.chunk_frames is not None else ctx.settings.chunk_frames
     if not chunk or (tool.name, tool.backend_name(spec.backend, ctx.models)) not in CHUNKED_BACKENDS:
         return None  # a diffusion edit runs whole: each frame's edit depends on the one before (latent blending)
     if isinstance(inp, EditVideoInput):
