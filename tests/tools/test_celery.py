@@ -91,6 +91,21 @@ def test_progress_events_arrive_while_a_video_job_runs(store, celery):
     assert any("video_editing: grayscale, frame" in m for _, m in events)
 
 
+def test_a_job_is_marked_started_before_its_first_progress(store, worker, celery):
+    """The job writes STARTED itself, in the script that checks for a cancel (the task does not track it)."""
+    v = long_video()
+    handle = celery.submit(job_spec("F", {"video": store.put_video(v.frames, v.fps), "command": "blur it"}, store))
+    seen: list[str] = []
+    while not seen or seen[-1] not in ("SUCCESS", "FAILURE"):
+        state = worker.backend.get_task_meta(handle.job_id)["status"]
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        time.sleep(0.005)
+    assert seen[-1] == "SUCCESS" and "STARTED" in seen
+    assert seen.index("STARTED") < (seen.index("PROGRESS") if "PROGRESS" in seen else len(seen))
+    assert handle.result(timeout=30).job_id == handle.job_id
+
+
 @pytest.mark.parametrize("case", ["unknown edit", "missing artifact"])
 def test_an_error_comes_back_with_the_in_process_text(store, celery, local, case):
     image = store.put_image(scene().image)
