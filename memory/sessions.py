@@ -480,7 +480,7 @@ class SessionMemory:
                 for name in inv.get("inputs", {}).values():
                     if isinstance(name, str) and not _STEP_REF.match(name):
                         _artifact_by_alias(c, session_id, name)
-            rows = c.execute(insert(_steps).returning(*_steps.c, sort_by_parameter_order=True), [
+            rows = c.execute(_INSERT_STEPS, [
                 {"session_id": session_id, "turn_id": turn_id,
                  "position": None if first_position is None else first_position + index,
                  "module": inv["module"], "command": inv.get("command", ""), "invocation": inv,
@@ -505,7 +505,8 @@ class SessionMemory:
             step = c.execute(_STEP_HEAD, {"step_id": step_id}).first()
             if step is None:
                 raise StepNotFound(f"no step {step_id}", field="step", fix="use an id returned by record_step")
-            _lock_session(c, step.session_id)
+            if c.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already holds the one write lock
+                _lock_session(c, step.session_id)
             parents = _step_inputs(c, step_id, step.session_id, step.turn_id, step.invocation)
             refs = [_record(c, step.session_id, ref, sizes, step_id=step_id, turn_id=step.turn_id, origin="step",
                             parents=parents)[1] for ref in outputs]
@@ -612,7 +613,7 @@ class SessionMemory:
         """Every artifact of the session, in the order recorded, with alias, kind and what made each."""
 
         def work(c: Connection) -> list[ArtifactEntry]:
-            entries = _entries(c, _artifacts.c.session_id == session_id)
+            entries = _entries(c, _SESSION_ENTRIES, params={"session_id": session_id})
             if not entries:
                 _session_row(c, session_id)  # none yet, or no such session
             return entries
@@ -713,8 +714,15 @@ _FINISH_STEP = update(_steps).where(_steps.c.id == bindparam("step_id")).values(
     backend=func.coalesce(bindparam("backend", type_=_steps.c.backend.type), _steps.c.backend))
 _ARTIFACT_BY_SHA = select(_artifacts).where(_artifacts.c.session_id == bindparam("session_id"),
                                             _artifacts.c.sha256 == bindparam("sha256"))
+_ARTIFACT_ID_BY_SHA = _ARTIFACT_BY_SHA.with_only_columns(_artifacts.c.id)
+_ARTIFACT_BY_ALIAS = select(_artifacts).where(_artifacts.c.session_id == bindparam("session_id"),
+                                              _artifacts.c.alias == bindparam("alias"))
+_TURN_OWNER = select(_turns.c.session_id).where(_turns.c.id == bindparam("turn_id"))
+_INSERT_STEPS = insert(_steps).returning(*_steps.c, sort_by_parameter_order=True)
+_INSERT_PARENTS = insert(_parents)
 _NEXT_ALIAS_NUMBER = select(func.coalesce(func.max(_artifacts.c.alias_number), 0) + 1).where(
     _artifacts.c.session_id == bindparam("session_id"), _artifacts.c.kind == bindparam("kind"))
+_EXISTING_AND_NEXT_ALIAS = select(_ARTIFACT_ID_BY_SHA.scalar_subquery(), _NEXT_ALIAS_NUMBER.scalar_subquery())
 _INSERT_ARTIFACT = insert(_artifacts).returning(_artifacts.c.id)
 _STEP_OUTPUTS = select(_artifacts.c.id).where(_artifacts.c.step_id.in_(
     select(_steps.c.id).where(_steps.c.session_id == bindparam("session_id"), _steps.c.turn_id == bindparam("turn_id"),
@@ -752,7 +760,7 @@ def _session_row(c: Connection, session_id: str) -> Row[Any]:
 
 
 def _turn_in_session(c: Connection, session_id: str, turn_id: int) -> None:
-    owner = c.scalar(select(_turns.c.session_id).where(_turns.c.id == turn_id))
+    owner = c.scalar(_TURN_OWNER, {"turn_id": turn_id})
     if owner is None or owner != session_id:
         raise InvalidInput(f"no turn {turn_id} in session {session_id}", field="turn_id",
                            fix="use the id append_turn returned for this session")
@@ -769,8 +777,7 @@ def _artifact_by_alias(c: Connection, session_id: str, alias: str) -> Row[Any]:
     match = _ALIAS.match(alias) if isinstance(alias, str) else None
     row = None
     if match:
-        row = c.execute(select(_artifacts).where(_artifacts.c.session_id == session_id,
-                                                 _artifacts.c.alias == match.group(1))).first()
+        row = c.execute(_ARTIFACT_BY_ALIAS, {"session_id": session_id, "alias": match.group(1)}).first()
     if row is None:
         raise _alias_missing(c, session_id, f"@{alias.lstrip('@')}" if isinstance(alias, str) else repr(alias))
     return row
@@ -781,10 +788,12 @@ def _record(c: Connection, session_id: str, ref: ArtifactRef, sizes: Mapping[str
             parents: Sequence[int] = ()) -> tuple[int, ArtifactRef]:
     """Insert an artifact row with the next alias of its kind (the caller holds the session lock); content
     already in the session keeps its row. Returns the row's id and the ref with its alias."""
-    existing = c.execute(_ARTIFACT_BY_SHA, {"session_id": session_id, "sha256": ref.sha256}).first()
-    if existing is not None:
+    # One round trip for both questions: is the content here already, and which alias number comes next.
+    existing_id, number = c.execute(_EXISTING_AND_NEXT_ALIAS, {
+        "session_id": session_id, "sha256": ref.sha256, "kind": ref.kind}).one()
+    if existing_id is not None:
+        existing = c.execute(_ARTIFACT_BY_SHA, {"session_id": session_id, "sha256": ref.sha256}).one()
         return existing.id, _ref(existing)
-    number = c.scalar(_NEXT_ALIAS_NUMBER, {"session_id": session_id, "kind": ref.kind})
     alias = f"{ALIAS_PREFIXES[ref.kind]}{number}"
     artifact_id = c.execute(_INSERT_ARTIFACT, {
         "session_id": session_id, "sha256": ref.sha256, "kind": ref.kind, "media_type": ref.media_type,
@@ -793,7 +802,7 @@ def _record(c: Connection, session_id: str, ref: ArtifactRef, sizes: Mapping[str
     links = [{"child_id": artifact_id, "parent_id": parent, "position": position}
              for position, parent in enumerate(dict.fromkeys(parents)) if parent != artifact_id]
     if links:
-        c.execute(insert(_parents), links)
+        c.execute(_INSERT_PARENTS, links)
     return artifact_id, ArtifactRef(sha256=ref.sha256, kind=ref.kind, media_type=ref.media_type,
                                     shape=tuple(ref.shape), alias=alias)
 
@@ -802,8 +811,7 @@ def _parent_ids(c: Connection, session_id: str, parents: Sequence[ArtifactRef | 
     ids = []
     for parent in parents:
         if isinstance(parent, ArtifactRef):
-            found = c.scalar(_ARTIFACT_BY_SHA.with_only_columns(_artifacts.c.id),
-                             {"session_id": session_id, "sha256": parent.sha256})
+            found = c.scalar(_ARTIFACT_ID_BY_SHA, {"session_id": session_id, "sha256": parent.sha256})
             if found is None:
                 raise InvalidInput(f"parent {parent.kind} {parent.short} is not an artifact of session "
                                    f"{session_id}", field="parents", fix="record the parent first")
@@ -844,19 +852,27 @@ def _step_inputs(c: Connection, step_id: int, session_id: str, turn_id: int | No
     return ids
 
 
-def _entries(c: Connection, where: Any, *, with_ids: bool = False) -> list[Any]:
-    """Artifact-table rows matching `where`, in recording order, with their parents' aliases: one query, a row
-    per (artifact, parent)."""
-    query = (select(_artifacts, _steps.c.module.label("step_module"), _turns.c.seq.label("turn_seq"),
-                    _parent.c.alias.label("parent_alias"))
-             .select_from(_artifacts.outerjoin(_steps, _steps.c.id == _artifacts.c.step_id)
-                          .outerjoin(_turns, _turns.c.id == _artifacts.c.turn_id)
-                          .outerjoin(_parents, _parents.c.child_id == _artifacts.c.id)
-                          .outerjoin(_parent, _parent.c.id == _parents.c.parent_id))
-             .where(where).order_by(_artifacts.c.id, _parents.c.position))
+def _entries_query(where: Any) -> Any:
+    return (select(_artifacts, _steps.c.module.label("step_module"), _turns.c.seq.label("turn_seq"),
+                   _parent.c.alias.label("parent_alias"))
+            .select_from(_artifacts.outerjoin(_steps, _steps.c.id == _artifacts.c.step_id)
+                         .outerjoin(_turns, _turns.c.id == _artifacts.c.turn_id)
+                         .outerjoin(_parents, _parents.c.child_id == _artifacts.c.id)
+                         .outerjoin(_parent, _parent.c.id == _parents.c.parent_id))
+            .where(where).order_by(_artifacts.c.id, _parents.c.position))
+
+
+# The artifact table of a session, read before every plan: built once, like the statements above.
+_SESSION_ENTRIES = _entries_query(_artifacts.c.session_id == bindparam("session_id"))
+
+
+def _entries(c: Connection, where: Any, *, with_ids: bool = False, params: dict[str, Any] | None = None) -> list[Any]:
+    """Artifact-table rows matching `where` (a clause, or a built query and its `params`), in recording order,
+    with their parents' aliases: one query, a row per (artifact, parent)."""
+    query = where if params is not None else _entries_query(where)
     rows: dict[int, Row[Any]] = {}
     parents: dict[int, list[str]] = {}
-    for row in c.execute(query):
+    for row in c.execute(query, params or {}):
         rows.setdefault(row.id, row)
         if row.parent_alias is not None:
             parents.setdefault(row.id, []).append(row.parent_alias)
