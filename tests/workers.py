@@ -1,5 +1,5 @@
-"""Real Celery worker processes for tests and benches: `vitron`'s own `run_worker`, in a session of its own,
-sharing the caller's artifact folder through VITRON_HOME."""
+"""Real Celery worker processes for tests and benches: `vitron worker`, in a session of its own, sharing the
+caller's artifact folder through VITRON_HOME."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+VITRON = str(Path(sys.executable).with_name("vitron"))
 
 
 def start_worker(app, home: Path, broker_url: str, *, concurrency: int = 1, log_path: Path | None = None,
@@ -24,12 +25,12 @@ def start_worker(app, home: Path, broker_url: str, *, concurrency: int = 1, log_
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
     env.update(VITRON_BROKER_URL=broker_url, VITRON_HOME=str(home))
     env.update({f"VITRON_{name}": value for name, value in (settings or {}).items()})
-    code = f"from tools.worker import run_worker; run_worker(['gpu', 'cpu'], concurrency={concurrency})"
     log_path = log_path or home.parent / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        # The command a user runs, so every Celery test and bench goes through it.
+        proc = subprocess.Popen([VITRON, "worker", "--queues", "gpu,cpu", "--concurrency", str(concurrency)], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     me = f"vitron-{proc.pid}@{socket.gethostname()}"  # the node name run_worker gives it
     deadline = time.monotonic() + timeout
     while not app.control.ping(destination=[me], timeout=0.5):

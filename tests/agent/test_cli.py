@@ -20,7 +20,8 @@ VITRON = str(Path(sys.executable).with_name("vitron"))
 @pytest.fixture
 def run(tmp_path):
     env = {**os.environ, "VITRON_HOME": str(tmp_path / "home")}
-    env.pop("VITRON_DEBUG", None)
+    for name in ("VITRON_DEBUG", "VITRON_BROKER_URL"):  # the embedded default: jobs run in the command's process
+        env.pop(name, None)
 
     def call(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([VITRON, *args], capture_output=True, text=True, env=env, timeout=300)
@@ -106,6 +107,17 @@ def test_bad_input_is_one_line_on_stderr(run, tmp_path, args, needle):
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["worker", "--queues", "gpu,bogus"], "unknown queue bogus"),
+    (["worker"], "VITRON_BROKER_URL"),  # the fixture's environment names no broker
+])
+def test_a_worker_that_cannot_start_says_why_in_one_line(run, args, needle):
+    proc = run(*args)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
 
