@@ -193,6 +193,31 @@ def test_the_agent_runs_its_steps_on_the_worker(worker, celery_settings, tmp_pat
     assert [a.ref.sha256 for a in remote.artifacts] == [a.ref.sha256 for a in here.artifacts]
 
 
+def test_a_database_result_backend_works_too(tmp_path):
+    """VITRON_RESULT_BACKEND=db+…: results, progress and the running mark go through SQLAlchemy, read by polling."""
+    url = f"db+sqlite:///{tmp_path / 'results.db'}"
+    # A Redis database of its own, so that the module's worker takes none of these jobs (nor this worker its jobs).
+    settings = VitronSettings(home=tmp_path / "home", broker_url=REDIS_URL.rsplit("/", 1)[0] + "/12",
+                              result_backend=url, artifacts_dir=None)
+    with celery_worker(settings, env={"RESULT_BACKEND": url}) as (app, _):
+        store = ArtifactStore.from_settings(settings)
+        v = long_video()
+        video = store.put_video(v.frames, v.fps)
+        celery = CeleryExecutor(app)
+        watched = celery.submit(job_spec("F", {"video": video, "command": "make it a pencil sketch"}, store))
+        seen = [watched.status()]
+        while seen[-1] in ("queued", "running"):
+            time.sleep(0.02)
+            seen.append(watched.status())
+        events: list[float] = []
+        waited = celery.submit(job_spec("F", {"video": video, "command": "make it sepia"}, store),
+                               lambda fraction, message: events.append(fraction))
+        result = waited.result(timeout=60)
+    assert seen[-1] == "succeeded" and "running" in seen
+    assert store.video_info(ArtifactRef.model_validate(result.output["video"])).frames == len(v.frames)
+    assert events and events == sorted(events)  # progress came by polling the database
+
+
 def test_each_pool_process_gets_its_share_of_the_cores(monkeypatch):
     """Two pool processes on two cores run OpenCV on one thread each, not two apiece spinning against the other."""
     import cv2
