@@ -104,12 +104,12 @@ class ArtifactStore:
         if media_type not in MEDIA_TYPES:
             raise InvalidInput(f"unknown media type {media_type!r}", field="media_type",
                                fix=f"use one of {sorted(MEDIA_TYPES)}")
-        shard = f"{self._objects}/{sha256[:2]}"
-        full = f"{shard}/{sha256}{MEDIA_TYPES[media_type]}"
+        relative = self._key(sha256, media_type)
+        full = f"{self.root}/{relative}"
         # The digest and ending are checked, so only a link on the way could lead out of the root: an lstat or
         # three instead of resolving every component (the store's hottest path: each job reads and writes here).
-        if os.path.islink(full) or os.path.islink(shard) or os.path.islink(self._objects):
-            return self.resolve(Path("objects") / sha256[:2] / (sha256 + MEDIA_TYPES[media_type]))
+        if os.path.islink(full) or os.path.islink(os.path.dirname(full)) or os.path.islink(self._objects):
+            return self.resolve(relative)
         return Path(full)
 
     @staticmethod

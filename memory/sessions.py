@@ -450,7 +450,7 @@ class SessionMemory:
             base = select(_artifacts.c.id).outerjoin(_turns, _turns.c.id == _artifacts.c.turn_id).where(older)
             count = c.scalar(select(func.count()).select_from(base.subquery())) or 0
             ids = list(c.scalars(base.order_by(_artifacts.c.id.desc()).limit(summary_limit)))
-            entries = _entries(c, _artifacts.c.id.in_(ids)) if ids else []
+            entries = _entries(c, _entries_query(_artifacts.c.id.in_(ids))) if ids else []
             return History(session_id, tuple(turns), used, earlier_turns, tuple(entries), count)
 
         return self.db.read(work)
@@ -604,7 +604,7 @@ class SessionMemory:
             artifact_id, _ = _record(c, session_id, ref, sizes, step_id=step_id,
                                      turn_id=turn_id if turn_id is not None else step.turn_id if step else None,
                                      origin="step" if step else "upload", label=label, parents=parent_ids)
-            (entry,) = _entries(c, _artifacts.c.id == artifact_id)
+            (entry,) = _entries(c, _entries_query(_artifacts.c.id == artifact_id))
             return entry
 
         return self.db.write(work)
@@ -613,7 +613,7 @@ class SessionMemory:
         """Every artifact of the session, in the order recorded, with alias, kind and what made each."""
 
         def work(c: Connection) -> list[ArtifactEntry]:
-            entries = _entries(c, _SESSION_ENTRIES, params={"session_id": session_id})
+            entries = _entries(c, _SESSION_ENTRIES, {"session_id": session_id})
             if not entries:
                 _session_row(c, session_id)  # none yet, or no such session
             return entries
@@ -647,7 +647,7 @@ class SessionMemory:
             ancestors = ancestors.union(select(_parents.c.parent_id)
                                         .join(ancestors, _parents.c.child_id == ancestors.c.id))
             ids = select(ancestors.c.id)
-            entries = {e_id: e for e_id, e in _entries(c, _artifacts.c.id.in_(ids), with_ids=True)}
+            entries = {e_id: e for e_id, e in _entries(c, _entries_query(_artifacts.c.id.in_(ids)), with_ids=True)}
             edges = c.execute(select(_parents.c.child_id, _parents.c.parent_id)
                               .where(_parents.c.child_id.in_(ids))
                               .order_by(_parents.c.child_id, _parents.c.position)).all()
@@ -853,6 +853,7 @@ def _step_inputs(c: Connection, step_id: int, session_id: str, turn_id: int | No
 
 
 def _entries_query(where: Any) -> Any:
+    """Artifact rows matching `where`, each joined with its step, its turn and its parents' aliases."""
     return (select(_artifacts, _steps.c.module.label("step_module"), _turns.c.seq.label("turn_seq"),
                    _parent.c.alias.label("parent_alias"))
             .select_from(_artifacts.outerjoin(_steps, _steps.c.id == _artifacts.c.step_id)
@@ -866,10 +867,10 @@ def _entries_query(where: Any) -> Any:
 _SESSION_ENTRIES = _entries_query(_artifacts.c.session_id == bindparam("session_id"))
 
 
-def _entries(c: Connection, where: Any, *, with_ids: bool = False, params: dict[str, Any] | None = None) -> list[Any]:
-    """Artifact-table rows matching `where` (a clause, or a built query and its `params`), in recording order,
-    with their parents' aliases: one query, a row per (artifact, parent)."""
-    query = where if params is not None else _entries_query(where)
+def _entries(c: Connection, query: Any, params: Mapping[str, Any] | None = None, *,
+             with_ids: bool = False) -> list[Any]:
+    """The artifact-table rows an `_entries_query` finds, in recording order, with their parents' aliases: one
+    query, a row per (artifact, parent)."""
     rows: dict[int, Row[Any]] = {}
     parents: dict[int, list[str]] = {}
     for row in c.execute(query, params or {}):

@@ -96,7 +96,9 @@ def test_a_job_is_marked_started_before_its_first_progress(store, worker, celery
     v = long_video()
     handle = celery.submit(job_spec("F", {"video": store.put_video(v.frames, v.fps), "command": "blur it"}, store))
     seen: list[str] = []
+    deadline = time.monotonic() + 60
     while not seen or seen[-1] not in ("SUCCESS", "FAILURE"):
+        assert time.monotonic() < deadline, f"the job never ended: {seen}"
         state = worker.backend.get_task_meta(handle.job_id)["status"]
         if not seen or seen[-1] != state:
             seen.append(state)
@@ -206,7 +208,9 @@ def test_a_database_result_backend_works_too(tmp_path):
         celery = CeleryExecutor(app)
         watched = celery.submit(job_spec("F", {"video": video, "command": "make it a pencil sketch"}, store))
         seen = [watched.status()]
+        deadline = time.monotonic() + 60
         while seen[-1] in ("queued", "running"):
+            assert time.monotonic() < deadline, f"the job never ended: {seen}"
             time.sleep(0.02)
             seen.append(watched.status())
         events: list[float] = []
