@@ -1,4 +1,4 @@
-"""`vitron worker` and `vitron jobs list|cancel`: the job queue from the command line."""
+"""`vitron worker` and `vitron jobs list|cancel|workers`: the job queue from the command line."""
 
 from __future__ import annotations
 
@@ -78,3 +78,40 @@ def cancel_cmd(job_id: Annotated[str, typer.Argument(help="The job id (see `vitr
 
         CeleryExecutor(make_celery(settings)).handle(job_id).cancel()
     out.print(f"cancelled job {job_id} ({step.module}, session {step.session_id[:8]})")
+
+
+@jobs_app.command("workers")
+@clear_errors
+def workers_cmd(
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for workers to answer.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The workers that answer: their queues, pool processes, jobs done and model cache (loads, hits, evictions)."""
+    from schemas import BackendUnavailable, VitronSettings
+    from tools.celery_app import make_celery
+
+    settings = VitronSettings()
+    if not settings.broker_url:
+        raise BackendUnavailable("no job broker is configured, so there are no workers to ask",
+                                 field="VITRON_BROKER_URL", fix="set VITRON_BROKER_URL to the workers' broker")
+    inspect = make_celery(settings).control.inspect(timeout=timeout)
+    stats, queues = inspect.stats() or {}, inspect.active_queues() or {}
+    rows = [{"worker": name, "queues": sorted(q["name"] for q in queues.get(name, [])),
+             "processes": info.get("pool", {}).get("processes", []),
+             "jobs_done": sum(info.get("total", {}).values()),
+             "models": info.get("models")} for name, info in sorted(stats.items())]
+    if as_json:
+        print(json.dumps({"workers": rows}))
+        return
+    if not rows:
+        out.print(f"no worker answered within {timeout:g} s (start one with `vitron worker`)")
+        return
+    # The model columns count loads, hits and evictions of the worker's model cache, over its pool processes.
+    table = Table("worker", "queues", "processes", "jobs", "model loads", "hits", "evictions",
+                  "cached")
+    for row in rows:
+        models = row["models"] or {}
+        table.add_row(row["worker"], ",".join(row["queues"]), str(len(row["processes"])), str(row["jobs_done"]),
+                      *(str(models.get(name, "?")) for name in ("loads", "hits", "evictions")),
+                      f"{models['bytes'] / 1e6:.1f} MB" if models else "?")
+    out.print(table)

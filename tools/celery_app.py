@@ -25,6 +25,7 @@ from schemas import ArtifactRef, JobCancelled, JobFailed, JobSpec, VitronError, 
 from .base import ToolContext
 from .chunks import VIDEO_CHUNK, VIDEO_MERGE, ChunkPlan, chunked_signature, finish, plan_chunks, run_chunk
 from .jobs import run_job
+from .worker_stats import ModelStats
 
 RUN_JOB = "vitron.run_job"
 PING = "vitron.ping"
@@ -97,6 +98,7 @@ def make_celery(settings: VitronSettings) -> Celery:
         task_default_queue="cpu",
         task_routes=(_route,),
     )
+    app.steps["worker"].add(ModelStats)  # the pool processes' model-cache counters, in `celery inspect stats`
     _register_run_job(app, settings)
     _register_chunk_tasks(app, settings)
     # A bare task: a worker health check, and the baseline that bench/queue.py compares jobs with.

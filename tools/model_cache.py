@@ -86,9 +86,11 @@ class ModelCache:
     memory of that GPU: `device_budget()` when given, else `torch.cuda.mem_get_info`.
     """
 
-    def __init__(self, budget_bytes: int | None, *, device_budget: Callable[[], int | None] | None = None) -> None:
+    def __init__(self, budget_bytes: int | None, *, device_budget: Callable[[], int | None] | None = None,
+                 on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.budget = budget_bytes
         self._device_budget = device_budget
+        self._on_change = on_change  # called with `stats()` after each load, hit and eviction
         self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()  # key → (model, size); LRU first
         self._bytes = 0
         self._lock = threading.Lock()  # guards the entries, the key locks and the counters
@@ -103,15 +105,21 @@ class ModelCache:
         size: its bytes, or a function of the loaded model giving them; default `estimate_size`.
         """
         with self._lock:
-            if (entry := self._hit(key)) is not None:
-                return entry[0]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
+            entry = self._hit(key)
+            if entry is None:
+                key_lock = self._key_locks.setdefault(key, threading.Lock())
+        if entry is not None:
+            self._changed()
+            return entry[0]
         with key_lock:
             with self._lock:
-                if (entry := self._hit(key)) is not None:  # another thread loaded it while we waited
-                    return entry[0]
+                entry = self._hit(key)  # another thread may have loaded it while we waited
                 # Size known up front: make room before loading, so old and new never sit in memory together.
-                evicted = self._evict_for(size, self.budget) if isinstance(size, int) else 0
+                fits_first = entry is None and isinstance(size, int)
+                evicted = self._evict_for(size, self.budget) if fits_first else 0
+            if entry is not None:
+                self._changed()
+                return entry[0]
             if evicted:
                 self._release_memory()
 
@@ -127,7 +135,9 @@ class ModelCache:
                 self._loads += 1
             if evicted:
                 self._release_memory()
-            log.info("loaded model %r: %.1f MB in %.2f s", key, nbytes / _MB, seconds)
+            log.info("loaded model %r: %.1f MB in %.2f s (loads %d, evictions %d, %.1f MB cached)", key,
+                     nbytes / _MB, seconds, self._loads, self._evictions, self._bytes / _MB)
+            self._changed()
             if budget is not None and nbytes > budget:
                 log.warning(
                     "model %r (%.1f MB) is larger than the whole budget (%.1f MB); it is kept alone",
@@ -153,6 +163,11 @@ class ModelCache:
             evicted = self._evict_for(0, -1)  # a budget nothing fits in: all go
         if evicted:
             self._release_memory()
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.stats())
 
     def _hit(self, key: Hashable) -> tuple[Any, int] | None:
         """The entry under `key`, now the most recently used; None if absent. Holds the lock."""
@@ -179,7 +194,8 @@ class ModelCache:
             self._bytes -= size
             self._evictions += 1
             evicted += 1
-            log.info("evicted model %r: %.1f MB (budget %.1f MB)", key, size / _MB, budget / _MB)
+            log.info("evicted model %r: %.1f MB (budget %.1f MB; evictions %d)", key, size / _MB, budget / _MB,
+                     self._evictions)
         return evicted
 
     @staticmethod
@@ -199,7 +215,9 @@ def model_cache() -> ModelCache:
     global _process_cache
     with _process_lock:
         if _process_cache is None:
-            _process_cache = ModelCache(parse_budget(VitronSettings().model_budget))
+            from .worker_stats import reporter  # a worker's pool process reports its counters to the worker
+
+            _process_cache = ModelCache(parse_budget(VitronSettings().model_budget), on_change=reporter())
         return _process_cache
 
 
