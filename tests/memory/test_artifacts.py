@@ -52,15 +52,23 @@ def test_video_is_written_and_read_frame_by_frame(store):
 
 
 def test_the_same_frames_always_give_the_same_video(tmp_path):
-    """Content addressing holds for encoded videos: a recomputed chunk is found, not stored again. x264's
-    macroblock-tree rate control read memory it never wrote, so the bytes (and pixels, up to 30 levels) depended
-    on what the process's heap held before; glibc's MALLOC_PERTURB_ fills fresh memory with a given byte, so three
-    processes with three different fillings must still write one file."""
+    """Content addressing holds for encoded videos, on any machine: a chunk recomputed elsewhere is found, not
+    stored again. x264's macroblock-tree rate control read memory it never wrote, so the bytes (and pixels, up to
+    30 levels) depended on what the process's heap held before; glibc's MALLOC_PERTURB_ fills fresh memory with a
+    given byte. And x264's output depends on its thread count, by default set from the cores it may use. So
+    processes with different fillings, on one core or on all of them, must still write one file."""
     code = ("import sys; from memory import ArtifactStore; from tests.scenes import render_video;"
             "print(ArtifactStore(sys.argv[1]).put_video(render_video(2, frames=30).frames, fps=8).sha256)")
+    cores = sorted(os.sched_getaffinity(0))
+    runs = [(1, cores[:1]), (100, cores), (200, cores[-1:])]
+
+    def on(allowed: list[int]):
+        return lambda: os.sched_setaffinity(0, allowed)  # in the child, before Python (and x264) start
+
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / str(fill))], stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": os.getcwd(), "MALLOC_PERTURB_": str(fill)})
-             for fill in (1, 100, 200)]
+                              text=True, preexec_fn=on(allowed),
+                              env={**os.environ, "PYTHONPATH": os.getcwd(), "MALLOC_PERTURB_": str(fill)})
+             for fill, allowed in runs]
     shas = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs) and len(shas) == 1
 
