@@ -33,6 +33,7 @@ from typing import Any
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
@@ -352,6 +353,9 @@ class ArtifactStore:
         frames) instead of decoding from the beginning."""
         _expect_kind(ref, "video", "masks")
         fmt = "gray" if ref.kind == "masks" else "rgb24"
+        # One converter for the whole video, on this thread: a frame's own `to_ndarray` makes a new one, which
+        # starts a thread per core for every frame (twice the decode's cost; the pixels are the same).
+        convert = VideoReformatter()
         with _open_video(self.path(ref), ref.short) as container:
             stream = container.streams.video[0]
             index = _seek(container, stream, start) if start > 0 else 0
@@ -362,7 +366,7 @@ class ArtifactStore:
                     if stop is not None and index >= stop:
                         return
                     if index >= start:
-                        array = frame.to_ndarray(format=fmt)
+                        array = convert.reformat(frame, format=fmt, threads=1).to_ndarray()
                         yield array > 127 if ref.kind == "masks" else array
                     index += 1
             except av.error.FFmpegError as exc:
