@@ -31,10 +31,14 @@ class JobSpec(BaseModel):
     chunk_frames: int | None = Field(
         default=None, ge=0, description="Frames per chunk for a long video job on workers; None: VITRON_CHUNK_FRAMES, "
         "0: never split.")
+    dry_run: bool = Field(
+        default=False, description="Only check, where the job runs, that the input is valid, every input artifact "
+        "is in the store and the backend is installed; the tool does not run and the output is empty.")
 
 
 class JobResult(BaseModel):
-    """A finished job: the tool's output as JSON, how long the tool ran, which backend ran it."""
+    """A finished job: the tool's output as JSON, how long the tool ran, which backend ran it (or, for a dry
+    run, would run it: the output is then empty)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -112,13 +112,18 @@ class VisionTool(Generic[In, Out]):
         except ValidationError as exc:
             raise invalid_input_from(exc, self.name) from None
 
+    def check(self, inp: In, ctx: ToolContext, *, backend: str | None = None) -> tuple[str, Backend]:
+        """Everything `run` checks before any work: the input artifacts are in the store (`ArtifactNotFound`), the
+        backend exists and its code imports. Its name and function."""
+        for ref in input_refs(inp):
+            ctx.store.path(ref)
+        return self.backend(backend, ctx.models)
+
     def run(self, data: In | dict[str, Any], ctx: ToolContext | None = None, *, backend: str | None = None) -> Out:
         """Validate, check that the input artifacts exist, run the backend, return its typed output."""
         inp = self.parse_input(data)
         ctx = ctx or ToolContext.from_settings()
-        for ref in input_refs(inp):
-            ctx.store.path(ref)  # ArtifactNotFound before any work starts
-        backend_name, fn = self.backend(backend, ctx.models)
+        backend_name, fn = self.check(inp, ctx, backend=backend)
         ctx.progress(0.0, f"{self.name}: starting ({backend_name})")
         started = time.perf_counter()
         out = fn(inp, ctx)

@@ -16,13 +16,13 @@ from .registry import get_tool
 
 
 def job_spec(tool_name: str, data: BaseModel | dict[str, Any], store: ArtifactStore, *, backend: str | None = None,
-             session_id: str | None = None) -> JobSpec:
+             session_id: str | None = None, dry_run: bool = False) -> JobSpec:
     """The job for one tool call. Validates `data` here, so bad input fails before anything is queued;
     tensors (the signal embedding) are written to `store` and travel as refs."""
     tool = get_tool(tool_name)
     inp = data if isinstance(data, tool.input_model) else _validate(tool, data, store)
     return JobSpec(module=tool.name, backend=backend, input=inp.model_dump(mode="json", context={"store": store}),
-                   queue=tool.queue, session_id=session_id)
+                   queue=tool.queue, session_id=session_id, dry_run=dry_run)
 
 
 Splitter = Callable[[JobSpec, int], JobResult]
@@ -32,10 +32,16 @@ Splitter = Callable[[JobSpec, int], JobResult]
 def run_job(spec: JobSpec, ctx: ToolContext, split: Splitter | None = None) -> JobResult:
     """Run the spec's tool on its input; the output JSON holds refs into `ctx.store`.
 
+    A dry run (`spec.dry_run`) only checks the input, its artifacts and the backend, where the job runs.
+
     With `split`, a video job longer than one chunk (`spec.chunk_frames`, else VITRON_CHUNK_FRAMES) goes to it
     instead, so several workers share the video (`tools.chunks`)."""
     tool = get_tool(spec.module)
     inp = _validate(tool, spec.input, ctx.store)
+    if spec.dry_run:
+        started = time.perf_counter()
+        backend, _ = tool.check(inp, ctx, backend=spec.backend)
+        return JobResult(job_id=spec.job_id, output={}, seconds=time.perf_counter() - started, backend=backend)
     if split is not None:
         from .chunks import chunk_frames_for, pin_backend  # only workers split, and only video jobs
 

@@ -116,3 +116,32 @@ def test_without_a_broker_jobs_run_in_process(store, tmp_path):
     executor = make_executor(VitronSettings(home=tmp_path, broker_url=None), store)
     assert isinstance(executor, LocalExecutor)
     executor.close()
+
+
+def test_a_dry_run_checks_the_job_without_running_its_tool(store, executor):
+    s = scene()
+    data = {"image": store.put_image(s.image), "mask": store.put_mask(s.mask), "command": "make it blue"}
+    objects = sorted(store.root.rglob("objects/*/*"))
+    result = executor.submit(job_spec("C", data, store, dry_run=True)).result(timeout=30)
+    assert (result.output, result.backend) == ({}, "opencv")
+    assert sorted(store.root.rglob("objects/*/*")) == objects  # no edit was made or stored
+
+    v = long_video()  # a long video is not split into chunks either: nothing is decoded
+    video = store.put_video(v.frames, v.fps)
+    assert executor.submit(job_spec("F", {"video": video, "command": "blur it"}, store, dry_run=True)).result(
+        timeout=30).output == {}
+
+
+def test_a_dry_run_fails_as_the_job_would(store, executor, tmp_path):
+    from memory import ArtifactStore
+
+    elsewhere = ArtifactStore(tmp_path / "elsewhere")  # an artifact the executor's store does not hold
+    spec = job_spec("C", {"image": elsewhere.put_image(scene().image), "command": "make it blue"}, elsewhere,
+                    dry_run=True)
+    with pytest.raises(JobFailed, match="no image artifact") as err:
+        executor.submit(spec).result(timeout=30)
+    assert err.value.error_type == "ArtifactNotFound"
+
+    with pytest.raises(JobFailed, match="image_generation has no backend") as err:  # no weights configured
+        executor.submit(job_spec("A", {"command": "a red kite"}, store, dry_run=True)).result(timeout=30)
+    assert err.value.error_type == "BackendUnavailable" and "VITRON_MODELS_FILE" in err.value.fix
