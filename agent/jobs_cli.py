@@ -1,4 +1,4 @@
-"""`vitron worker` and `vitron jobs list|cancel|workers`: the job queue from the command line."""
+"""`vitron worker` and `vitron jobs list|cancel|workers|check`: the job queue from the command line."""
 
 from __future__ import annotations
 
@@ -115,3 +115,58 @@ def workers_cmd(
                       *(str(models.get(name, "?")) for name in ("loads", "hits", "evictions")),
                       f"{models['bytes'] / 1e6:.1f} MB" if models else "?")
     out.print(table)
+
+
+CHECKS = {"cpu": "image_editing", "gpu": "image_generation"}  # one tool of each queue
+
+
+@jobs_app.command("check")
+@clear_errors
+def check_cmd(
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for each queue's dry run.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """A dry run on each queue: a worker takes it, finds this machine's artifact in its store and imports the
+    backend it would use, without running the tool (in-process when no broker is set). Exit 1 if one fails."""
+    import numpy as np
+
+    from memory import ArtifactStore
+    from schemas import VitronError, VitronSettings
+    from tools.executors import make_executor
+    from tools.jobs import job_spec
+
+    settings = VitronSettings()
+    store = ArtifactStore.from_settings(settings)
+    # New content, written here and removed after: the worker finds it only if it sees this very store.
+    image = store.put_image(np.random.default_rng().integers(0, 256, (8, 8, 3), np.uint8))
+    inputs = {"image_editing": {"image": image, "command": "make it black and white"},
+              "image_generation": {"command": "a check"}}
+    executor = make_executor(settings, store)
+    rows = []
+    try:
+        handles = {queue: executor.submit(job_spec(module, inputs[module], store, dry_run=True))
+                   for queue, module in CHECKS.items()}
+        for queue, handle in handles.items():
+            row = {"queue": queue, "module": CHECKS[queue], "ok": False, "backend": None, "problem": None}
+            try:
+                row.update(ok=True, backend=handle.result(timeout=timeout).backend)
+            except TimeoutError:
+                handle.cancel()  # so it never runs later, on a worker that starts after this check
+                row["problem"] = (f"no worker took the job within {timeout:g} s "
+                                  f"(start one with `vitron worker --queues {queue}`)")
+            except VitronError as exc:
+                row["problem"] = exc.message
+            rows.append(row)
+    finally:
+        executor.close()
+        store.delete(image)
+    if as_json:
+        print(json.dumps({"checks": rows}))
+    else:
+        table = Table("queue", "module", "result", "backend")
+        for row in rows:
+            table.add_row(row["queue"], row["module"], "ok" if row["ok"] else f"[red]{row['problem']}[/red]",
+                          row["backend"] or "")
+        out.print(table)
+    if not all(row["ok"] for row in rows):
+        raise typer.Exit(1)

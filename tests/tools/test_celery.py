@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
 import time
 from functools import cache
 
@@ -16,7 +18,7 @@ from memory import ArtifactStore
 from schemas import ArtifactRef, BoxRegion, JobCancelled, JobFailed, SignalEmbedding, VitronSettings
 from tests.scenes import Scene, VideoScene, render_scene, render_video
 from tests.services import REDIS_URL
-from tests.workers import celery_worker
+from tests.workers import VITRON, celery_worker
 from tools.celery_app import RUN_JOB
 from tools.executors import CeleryExecutor, LocalExecutor, make_executor
 from tools.jobs import job_spec
@@ -193,6 +195,39 @@ def test_the_agent_runs_its_steps_on_the_worker(worker, celery_settings, tmp_pat
         here = agent.session().send(text, image=s.image)
     assert [st.status for st in remote.steps] == ["succeeded", "succeeded"] and all(jobs)
     assert [a.ref.sha256 for a in remote.artifacts] == [a.ref.sha256 for a in here.artifacts]
+
+
+def _check(home, broker_url: str = REDIS_URL, *args: str) -> tuple[int, list[dict]]:
+    """`vitron jobs check --json` as a user on a machine with this VITRON_HOME runs it: (exit code, checks)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
+    env.update(VITRON_BROKER_URL=broker_url, VITRON_HOME=str(home))
+    cli = subprocess.run([VITRON, "jobs", "check", "--json", *args], env=env, capture_output=True, text=True,
+                         timeout=120)
+    return cli.returncode, json.loads(cli.stdout)["checks"]
+
+
+def test_jobs_check_finds_what_a_worker_can_and_cannot_do(worker, celery_settings, tmp_path):
+    code, checks = _check(celery_settings.home)  # the worker's own store
+    cpu, gpu = checks
+    assert code == 1 and (cpu["queue"], cpu["ok"], cpu["backend"]) == ("cpu", True, "opencv")
+    assert gpu["queue"] == "gpu" and not gpu["ok"] and "image_generation has no backend" in gpu["problem"]
+
+    _, (cpu, _) = _check(tmp_path / "another-machine")  # a client whose artifacts the worker cannot see
+    assert not cpu["ok"] and "no image artifact" in cpu["problem"] and str(celery_settings.home) in cpu["problem"]
+
+
+def test_jobs_check_says_when_no_worker_takes_a_queue(tmp_path):
+    from tests.services import require
+
+    require("Redis", "127.0.0.1", 6379)
+    idle = REDIS_URL.rsplit("/", 1)[0] + "/10"  # a database no worker listens on
+    redis.Redis.from_url(idle).flushdb()
+    code, checks = _check(tmp_path / "home", idle, "--timeout", "0.5")
+    assert code == 1 and [c["problem"] for c in checks] == [
+        "no worker took the job within 0.5 s (start one with `vitron worker --queues cpu`)",
+        "no worker took the job within 0.5 s (start one with `vitron worker --queues gpu`)",
+    ]
+    redis.Redis.from_url(idle).flushdb()
 
 
 def test_a_database_result_backend_works_too(tmp_path):
