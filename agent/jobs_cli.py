@@ -107,8 +107,7 @@ def workers_cmd(
         out.print(f"no worker answered within {timeout:g} s (start one with `vitron worker`)")
         return
     # The model columns count loads, hits and evictions of the worker's model cache, over its pool processes.
-    table = Table("worker", "queues", "processes", "jobs", "model loads", "hits", "evictions",
-                  "cached")
+    table = Table("worker", "queues", "processes", "jobs", "model loads", "hits", "evictions", "cached")
     for row in rows:
         models = row["models"] or {}
         table.add_row(row["worker"], ",".join(row["queues"]), str(len(row["processes"])), str(row["jobs_done"]),
