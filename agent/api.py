@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from langgraph.types import Command
 from pydantic import TypeAdapter
 
 from memory import ArtifactEntry, SessionMemory, StepRecord, open_checkpointer
-from schemas import ArtifactRef, InvalidInput, Invocation, Region, VitronSettings
+from schemas import ArtifactRef, InvalidInput, Invocation, Region, StepNotFound, VitronSettings
 from tools.executors import Executor, make_executor
 
 from .graph import EVENTS, Services, build_graph
@@ -66,6 +67,39 @@ class Reply:
     @property
     def waiting(self) -> bool:
         return self.approval is not None
+
+
+_MARK_WAIT_S = 2.0  # how long `cancel` waits for a just-started step's job id to land in session memory
+
+
+def cancel_job(memory: SessionMemory, job_id: str, executor: Executor | None = None, *,
+               session_id: str | None = None, wait_s: float = 0.0) -> StepRecord:
+    """Cancel a step's job, from any process: a queued job never starts, a running one stops at its next
+    progress report, and the steps that need its output are skipped.
+
+    The step is marked cancelled in session memory, which the agent running it reads as it reports progress;
+    `executor` (the agent's own, or a Celery executor reaching the workers) is told too, so the job stops at
+    once. With `session_id`, a job of another session is refused. `wait_s`: how long to wait for a step that
+    has just started to record its job id (a `step_started` event can come first)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            step = memory.step_for_job(job_id)
+            break
+        except StepNotFound:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+    if session_id is not None and step.session_id != session_id:
+        raise InvalidInput(f"job {job_id} belongs to session {step.session_id[:8]}, not {session_id[:8]}",
+                           field="job_id", fix="cancel it from its own session, or with `vitron jobs cancel`")
+    if step.status not in ("pending", "queued", "running"):
+        raise InvalidInput(f"job {job_id} has already ended ({step.status})", field="job_id",
+                           fix="see `vitron jobs list`")
+    step = memory.update_step(step.id, status="cancelled", message="cancelled by the user")
+    if executor is not None:
+        executor.cancel(job_id)
+    return step
 
 
 class VitronAgent:
@@ -159,6 +193,11 @@ class AgentSession:
         for _ in self._run(Command(resume=decision)):
             pass
         return self.reply()
+
+    def cancel(self, job_id: str) -> StepRecord:
+        """Cancel one of this session's jobs (a `step_started` event's `job_id`, or a step's): a queued job never
+        starts, a running one stops at its next progress report, the steps that need its output are skipped."""
+        return cancel_job(self.agent.memory, job_id, self.agent.executor, session_id=self.id, wait_s=_MARK_WAIT_S)
 
     def reply(self) -> Reply:
         """The latest turn's reply as it stands now."""

@@ -61,22 +61,19 @@ def list_cmd(
 @clear_errors
 def cancel_cmd(job_id: Annotated[str, typer.Argument(help="The job id (see `vitron jobs list`).")]) -> None:
     """Cancel a job: a queued one never starts, a running one stops at its next progress report."""
+    from agent.api import cancel_job
     from memory import SessionMemory
-    from schemas import InvalidInput, VitronSettings
+    from schemas import VitronSettings
 
     settings = VitronSettings()
-    with SessionMemory.from_settings(settings) as memory:
-        step = memory.step_for_job(job_id)
-        if step.status not in ("pending", "queued", "running"):
-            raise InvalidInput(f"job {job_id} has already ended ({step.status})", field="job_id",
-                               fix="see `vitron jobs list`")
-        # The agent running the step sees this at the step's next progress report, whichever executor it uses.
-        memory.update_step(step.id, status="cancelled", message="cancelled by the user")
-    if settings.broker_url:
+    executor = None
+    if settings.broker_url:  # reach the workers too; an in-process job stops when its agent sees the mark
         from tools.celery_app import make_celery
         from tools.executors import CeleryExecutor
 
-        CeleryExecutor(make_celery(settings)).handle(job_id).cancel()
+        executor = CeleryExecutor(make_celery(settings))
+    with SessionMemory.from_settings(settings) as memory:
+        step = cancel_job(memory, job_id, executor)
     out.print(f"cancelled job {job_id} ({step.module}, session {step.session_id[:8]})")
 
 

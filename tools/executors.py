@@ -52,6 +52,10 @@ class Executor(Protocol):
 
     def submit(self, spec: JobSpec, on_progress: ProgressCallback | None = None) -> JobHandle: ...
 
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job by id, as its handle would; False if this executor cannot reach such a job."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -72,6 +76,7 @@ class LocalExecutor:
         self.store = store
         self.settings = settings or VitronSettings()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vitron-job")
+        self._live: dict[str, LocalJobHandle] = {}  # queued and running jobs, for `cancel(job_id)`
 
     def submit(self, spec: JobSpec, on_progress: ProgressCallback | None = None) -> LocalJobHandle:
         cancelled = Event()
@@ -97,11 +102,19 @@ class LocalExecutor:
         # The job runs in the submitter's context (contextvars), so a progress callback that relies on it
         # (LangGraph's stream writer does) works on the pool's thread as it would on the caller's.
         context = contextvars.copy_context()
-        handle = LocalJobHandle(spec.job_id, self._pool.submit(context.run, work), cancelled, started)
+        future = self._pool.submit(context.run, work)
+        handle = self._live[spec.job_id] = LocalJobHandle(spec.job_id, future, cancelled, started)
+        future.add_done_callback(lambda _: self._live.pop(spec.job_id, None))
         # Let an idle pool thread take the job before the caller goes on: otherwise the caller's own Python
         # work (bookkeeping) holds the GIL for up to the switch interval and the job starts that much later.
         started.wait(_HANDOVER_S)
         return handle
+
+    def cancel(self, job_id: str) -> bool:
+        handle = self._live.get(job_id)
+        if handle is not None:
+            handle.cancel()
+        return handle is not None
 
     def close(self) -> None:
         """Stop taking jobs, drop the queued ones, wait for the running ones."""
@@ -170,6 +183,10 @@ class CeleryExecutor:
     def handle(self, job_id: str, on_progress: ProgressCallback | None = None) -> CeleryJobHandle:
         """A handle on a job submitted earlier (by any process), to wait for or cancel it."""
         return CeleryJobHandle(self, job_id, on_progress)
+
+    def cancel(self, job_id: str) -> bool:
+        self.handle(job_id).cancel()  # reaches any worker's job: a flag in Redis, and a revoke
+        return True
 
     def close(self) -> None:
         return None  # the app's connections are pooled and close with the process

@@ -76,6 +76,30 @@ def test_independent_steps_run_at_the_same_time(agent):
     assert first.started_at < second.finished_at and second.started_at < first.finished_at  # overlapping
 
 
+def test_cancelling_a_running_step_stops_it_and_skips_what_needs_it(agent):
+    video = render_video(2, frames=400)
+    session = agent.session()
+    text = (f"<module>E</module><instruction>track it</instruction><region>{box_text(video.box(0))}</region>"
+            "<module>F</module><instruction>blur it</instruction><input>@1</input>")
+    fractions, cancelled = [], None
+    for event in session.stream(text, video=agent.memory.store.put_video(video.frames, video.fps)):
+        if event["event"] == "step_started" and cancelled is None:
+            cancelled = session.cancel(event["job_id"])  # straight from the event: before its first progress
+        elif event["event"] == "progress" and event["position"] == 1:
+            fractions.append(event["fraction"])
+    reply = session.reply()
+    assert cancelled.status == "cancelled" and cancelled.module == "video_segmentation"
+    assert [(s.module, s.status) for s in reply.steps] == [("video_segmentation", "cancelled"),
+                                                          ("video_editing", "cancelled")]
+    assert max(fractions, default=0.0) < 0.5 and reply.artifacts == ()  # it stopped early, and made nothing
+    assert "cancelled" in reply.text
+
+    with pytest.raises(InvalidInput, match="already ended"):
+        session.cancel(cancelled.job_id)
+    with pytest.raises(InvalidInput, match="belongs to session"):
+        agent.session().cancel(cancelled.job_id)
+
+
 def test_a_failing_step_skips_its_dependants_and_the_session_goes_on(agent):
     scene = render_scene(1)
     session = agent.session()
