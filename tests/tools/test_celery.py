@@ -197,6 +197,23 @@ def test_the_agent_runs_its_steps_on_the_worker(worker, celery_settings, tmp_pat
     assert [a.ref.sha256 for a in remote.artifacts] == [a.ref.sha256 for a in here.artifacts]
 
 
+def test_a_session_cancels_its_step_on_the_worker(worker, celery_settings):
+    """`session.cancel(job_id)` from a `step_started` event reaches the worker running the job."""
+    from agent.api import VitronAgent
+
+    v = long_video()
+    text = "<module>F</module><instruction>make it a cartoon</instruction>"
+    with VitronAgent.from_settings(celery_settings) as agent:
+        session = agent.session()
+        video = agent.memory.store.put_video(v.frames, v.fps)
+        for event in session.stream(text, video=video):
+            if event["event"] == "step_started":
+                session.cancel(event["job_id"])
+        (step,) = session.reply().steps
+        assert step.status == "cancelled" and session.reply().artifacts == ()
+        assert CeleryExecutor(worker).handle(step.job_id).status() == "cancelled"
+
+
 def _check(home, broker_url: str = REDIS_URL, *args: str) -> tuple[int, list[dict]]:
     """`vitron jobs check --json` as a user on a machine with this VITRON_HOME runs it: (exit code, checks)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITRON_")}
