@@ -496,7 +496,7 @@ class VideoWriter:
             # A keyframe every KEYFRAME_EVERY frames: a chunk of a long video seeks to its start instead of decoding
             # everything before it. No macroblock-tree rate control: it reads memory x264 never wrote, so the same
             # frames came out as other bytes (and pixels up to 30 levels apart) from one run to the next.
-            # One thread: x264's output depends on its thread count (by default 1.5 per core), so the same frames
+            # One thread: x264's output depends on its thread count (by default one per core), so the same frames
             # would be other bytes, another ref, on a machine with more cores. Videos run in parallel as chunks
             # on several pool processes instead, and for small frames one thread is faster anyway.
             stream.options = {"crf": "16", "preset": "veryfast", "g": str(KEYFRAME_EVERY), "threads": "1",

@@ -101,7 +101,7 @@ def make_celery(settings: VitronSettings) -> Celery:
     app.steps["worker"].add(ModelStats)  # the pool processes' model-cache counters, in `celery inspect stats`
     _register_run_job(app, settings)
     _register_chunk_tasks(app, settings)
-    # A bare task: a worker health check, and the baseline that bench/queue.py compares jobs with.
+    # A bare task: a worker health check, and the baseline that bench/job_queue.py compares jobs with.
     app.task(name=PING, shared=False)(_pong)
     return app
 

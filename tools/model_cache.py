@@ -133,10 +133,11 @@ class ModelCache:
                 self._entries[key] = (model, nbytes)
                 self._bytes += nbytes
                 self._loads += 1
+                counts = (self._loads, self._evictions, self._bytes / _MB)  # as of this load, whatever runs next
             if evicted:
                 self._release_memory()
             log.info("loaded model %r: %.1f MB in %.2f s (loads %d, evictions %d, %.1f MB cached)", key,
-                     nbytes / _MB, seconds, self._loads, self._evictions, self._bytes / _MB)
+                     nbytes / _MB, seconds, *counts)
             self._changed()
             if budget is not None and nbytes > budget:
                 log.warning(
