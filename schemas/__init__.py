@@ -16,6 +16,7 @@ from .errors import (
     UnsafePath,
     UnsupportedOperation,
     VitronError,
+    WorkflowFailed,
 )
 from .invocations import INPUT_REF_PATTERN, InputRef, Invocation, SignalEmbedding
 from .jobs import JobCancelled, JobFailed, JobQueue, JobResult, JobSpec, JobStatus
@@ -23,26 +24,50 @@ from .models_file import MODELS_SETTING, ModelsFile, ModelSpec
 from .modules import MODULES, ModuleInfo, ModuleName, resolve_module
 from .outputs import ToolOutput
 from .plans import Plan, PlanStep
+from .references import AliasName, InputName, Reference, StepOutput, is_reference, parse_reference, step_number
 from .regions import BoxRegion, PointsRegion, Region, ScribbleRegion, parse_box, parse_points
 from .settings import VitronSettings
+from .steps import (
+    ARTIFACT_KINDS,
+    FINISHED_STATUSES,
+    KINDS,
+    STEP_STATUSES,
+    UNSUCCESSFUL_STATUSES,
+    CompiledPlan,
+    CompiledStep,
+    Kind,
+    StepStatus,
+)
 from .tensors import DTypeFamily, TensorSpec, TensorStore, tensor_shape_dtype
+from .workflows import WORKFLOW_VERSION, InputSpec, StepSpec, WorkflowDefinition
 
 __all__ = [
+    "ARTIFACT_KINDS",
+    "FINISHED_STATUSES",
     "INPUT_REF_PATTERN",
+    "KINDS",
     "MEDIA_TYPES",
     "MODELS_SETTING",
     "MODULES",
+    "STEP_STATUSES",
+    "UNSUCCESSFUL_STATUSES",
+    "WORKFLOW_VERSION",
+    "AliasName",
     "AliasNotFound",
     "ArtifactKind",
     "ArtifactNotFound",
     "ArtifactRef",
     "BackendUnavailable",
     "BoxRegion",
+    "CompiledPlan",
+    "CompiledStep",
     "CorruptArtifact",
     "DTypeFamily",
     "DatabaseOutOfDate",
     "DatabaseUnavailable",
+    "InputName",
     "InputRef",
+    "InputSpec",
     "InvalidInput",
     "Invocation",
     "JobCancelled",
@@ -51,6 +76,7 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "JobStatus",
+    "Kind",
     "ModelSpec",
     "ModelsFile",
     "ModuleInfo",
@@ -59,11 +85,15 @@ __all__ = [
     "PlanStep",
     "PlanSyntaxError",
     "PointsRegion",
+    "Reference",
     "Region",
     "ScribbleRegion",
     "SessionNotFound",
     "SignalEmbedding",
     "StepNotFound",
+    "StepOutput",
+    "StepSpec",
+    "StepStatus",
     "TensorSpec",
     "TensorStore",
     "ToolOutput",
@@ -72,8 +102,13 @@ __all__ = [
     "UnsupportedOperation",
     "VitronError",
     "VitronSettings",
+    "WorkflowDefinition",
+    "WorkflowFailed",
+    "is_reference",
     "parse_box",
     "parse_points",
+    "parse_reference",
     "resolve_module",
+    "step_number",
     "tensor_shape_dtype",
 ]

@@ -51,6 +51,10 @@ class UnsupportedOperation(InvalidInput):
     """The command asks for something the chosen backend cannot do."""
 
 
+class WorkflowFailed(VitronError):
+    """A step of a workflow run did not succeed; `field` names the step (`steps.paint`)."""
+
+
 class ArtifactNotFound(VitronError):
     """A ref names content the store does not hold."""
 

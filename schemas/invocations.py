@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .artifacts import ArtifactRef
 from .modules import ModuleName, resolve_module
+from .references import NAME
 from .regions import Region
 from .tensors import TensorSpec
 
-INPUT_REF_PATTERN = r"^@(\d+|[A-Za-z_][A-Za-z0-9_]*)$"
-"""`@1` names step 1's output; `@mask2` a remembered artifact's alias."""
+INPUT_REF_PATTERN = rf"^@([0-9]+|{NAME})$"
+"""`@1` names step 1's output; `@mask2` a remembered artifact's alias (`schemas.references` parses both)."""
 
 
 class SignalEmbedding(BaseModel):

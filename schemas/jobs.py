@@ -24,6 +24,8 @@ class JobSpec(BaseModel):
     job_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     module: str = Field(description="Canonical tool name, e.g. video_editing.")
     backend: str | None = Field(default=None, description="Backend name; default the tool's first.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend options for this job only, over the "
+                                    "models file's entry for the module.")
     input: dict[str, Any] = Field(description="The tool input as JSON: artifacts and tensors as refs.")
     queue: JobQueue = "cpu"
     session_id: str | None = Field(default=None, description="The session that asked for it, if any; the step "

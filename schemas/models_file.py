@@ -144,3 +144,14 @@ class ModelsFile(BaseModel):
         if weights is not None:
             data["weights"] = {**data.get("weights", {}), MAIN: Path(weights)}
         return ModelsFile(path=self.path, modules={**self.modules, name: ModelSpec.model_validate(data)})
+
+    def with_options(self, module: str, options: dict[str, Any]) -> ModelsFile:
+        """A copy where one module's backend options are updated by `options` (one step's own options)."""
+        name = resolve_module(module).name
+        current = self.modules.get(name)
+        if current is None:
+            raise InvalidInput(f"{name} has no real backend configured, and only real backends take options",
+                               field="options", fix=f"configure {name} in the models file ({MODELS_SETTING}), "
+                                                    "or leave the step's options out")
+        merged = current.model_copy(update={"options": {**current.options, **options}})
+        return ModelsFile(path=self.path, modules={**self.modules, name: merged})

@@ -15,6 +15,9 @@ class VitronSettings(BaseSettings):
 
     home: Path = Field(default_factory=lambda: Path.home() / ".vitron", description="The data folder.")
     artifacts_dir: Path | None = Field(default=None, description="Artifact store root; default HOME/artifacts.")
+    workflows_dir: Path | None = Field(
+        default=None, description="Saved workflows (YAML or JSON files, called by their names); default HOME/workflows."
+    )
     models_file: Path | None = Field(
         default=None, description="YAML file that configures real model backends; default HOME/models.yaml."
     )
@@ -76,6 +79,10 @@ class VitronSettings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return (self.artifacts_dir or self.home / "artifacts").expanduser()
+
+    @property
+    def workflows_path(self) -> Path:
+        return (self.workflows_dir or self.home / "workflows").expanduser()
 
     @property
     def models_path(self) -> Path:
