@@ -1,6 +1,7 @@
 """Everything the system remembers: the artifact store, session memory in SQL, the LangGraph checkpointer."""
 
 from .artifacts import ArtifactStore, VideoInfo, VideoWriter
+from .batches import BatchInfo, BatchItem, BatchRecords
 from .checkpoints import delete_thread_checkpoints, open_checkpointer
 from .database import Database
 from .sessions import (
@@ -13,16 +14,22 @@ from .sessions import (
     StepRecord,
     TurnRecord,
 )
+from .step_cache import CachedStep, StepCache
 
 __all__ = [
     "ArtifactEntry",
     "ArtifactStore",
+    "BatchInfo",
+    "BatchItem",
+    "BatchRecords",
+    "CachedStep",
     "Database",
     "DeletedSession",
     "History",
     "Lineage",
     "SessionInfo",
     "SessionMemory",
+    "StepCache",
     "StepRecord",
     "TurnRecord",
     "VideoInfo",

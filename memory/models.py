@@ -27,10 +27,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from schemas import STEP_STATUSES
+
 ROLES = ("user", "assistant", "system", "tool")
-STEP_STATUSES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 ORIGINS = ("upload", "step", "planner")
+BATCH_ITEM_STATUSES = ("pending", "running", "succeeded", "failed")
 
 # Named constraints so that later migrations can alter them by name on both backends.
 NAMING_CONVENTION = {
@@ -113,9 +114,7 @@ class StepRow(Base):
 
     __tablename__ = "steps"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
-        ),
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in STEP_STATUSES)})", name="status"),
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
     )
 
@@ -173,3 +172,50 @@ class ArtifactParentRow(Base):
     child_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
     parent_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StepCacheRow(Base):
+    """A step's outputs under its signature: the tool and contract version, the backend and its weights, the
+    content of every input and the parameters (`workflows.signature`). Reused across runs and sessions."""
+
+    __tablename__ = "step_cache"
+
+    signature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    module: Mapped[str] = mapped_column(String(40))
+    backend: Mapped[str] = mapped_column(String(100))
+    output: Mapped[dict[str, Any]] = mapped_column()  # the tool's output JSON: refs and small values
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)  # what the step took when it ran
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BatchRow(Base):
+    """A workflow run over many inputs; its id is made from the workflow and the items, so running the same batch
+    again finds it and does only the items not done."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(500), default="")
+    workflow: Mapped[dict[str, Any]] = mapped_column()
+    items: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BatchItemRow(Base):
+    """One item of a batch: its inputs as given, its status, its outputs by name or its error."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in BATCH_ITEM_STATUSES)})", name="status"),
+    )
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inputs: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    error: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()

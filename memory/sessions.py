@@ -29,22 +29,24 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Row, Table, and_, bindparam, delete, func, insert, literal, or_, select, update
 
 from schemas import (
+    FINISHED_STATUSES,
+    STEP_STATUSES,
     AliasNotFound,
     ArtifactRef,
     InvalidInput,
     Invocation,
     SessionNotFound,
     StepNotFound,
+    StepStatus,
     VitronError,
     VitronSettings,
+    step_number,
 )
 
 from .artifacts import ArtifactStore
 from .database import Database
 from .models import (
-    FINISHED_STATUSES,
     ROLES,
-    STEP_STATUSES,
     ArtifactParentRow,
     ArtifactRow,
     SessionRow,
@@ -56,8 +58,6 @@ from .models import (
 Role = Literal["user", "assistant", "system", "tool"]
 """Who said a turn: the user, the planner (`assistant`), a system prompt, or a tool's message."""
 
-StepStatus = Literal["pending", "queued", "running", "succeeded", "failed", "cancelled"]
-"""A step's life: `pending` (planned) → `queued` (a job was submitted) → `running` → a finished state."""
 
 ALIAS_PREFIXES: dict[str, str] = {
     "image": "img", "mask": "mask", "video": "video", "masks": "masks",
@@ -66,7 +66,6 @@ ALIAS_PREFIXES: dict[str, str] = {
 """The alias prefix of each artifact kind: `img1`, `mask2`, `emb1`…"""
 
 _ALIAS = re.compile(r"^@?([A-Za-z_][A-Za-z0-9_]*)$")
-_STEP_REF = re.compile(r"^@(\d+)$")
 _BATCH = 500  # bound the IN (...) lists: SQLite allows a limited number of parameters per statement
 
 
@@ -478,7 +477,7 @@ class SessionMemory:
                 _turn_in_session(c, session_id, turn_id)
             for inv in dumped:
                 for name in inv.get("inputs", {}).values():
-                    if isinstance(name, str) and not _STEP_REF.match(name):
+                    if isinstance(name, str) and step_number(name) is None:
                         _artifact_by_alias(c, session_id, name)
             rows = c.execute(_INSERT_STEPS, [
                 {"session_id": session_id, "turn_id": turn_id,
@@ -832,8 +831,7 @@ def _step_inputs(c: Connection, step_id: int, session_id: str, turn_id: int | No
     for value in named:
         if isinstance(value, dict):
             ids.extend(_parent_ids(c, session_id, [ArtifactRef.model_validate(value)]))
-        elif match := _STEP_REF.match(value):
-            number = int(match.group(1))
+        elif (number := step_number(value)) is not None:
             if turn_id is not None:
                 outputs = list(c.scalars(_STEP_OUTPUTS, {"session_id": session_id, "turn_id": turn_id,
                                                          "position": number}))
