@@ -74,6 +74,11 @@ class VisionTool(Generic[In, Out]):
     queue: ClassVar[Literal["cpu", "gpu"]] = "cpu"  # where its jobs run; "gpu" for the generation modules (A, D, G)
     heavy: ClassVar[bool] = False
     unavailable_fix: ClassVar[str] = ""
+    # The contract's version: a change to the input or output models that breaks a caller makes a new one, so a
+    # workflow written for `image_editing@v1` keeps its meaning or is refused with a clear message.
+    version: ClassVar[int] = 1
+    # Backends whose output depends on random noise: the same input gives the same output only with a seed.
+    random_backends: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def code(self) -> str:
@@ -102,6 +107,10 @@ class VisionTool(Generic[In, Out]):
                                      fix=f"choose one of {sorted(self.backends)}")
         module_name, _, attr = self.backends[name].partition(":")
         return name, getattr(importlib.import_module(module_name), attr)
+
+    def reproducible(self, backend: str, data: dict[str, Any]) -> bool:
+        """Whether this input on this backend always gives the same output (so it may be cached)."""
+        return backend not in self.random_backends or data.get("seed") is not None
 
     def parse_input(self, data: In | dict[str, Any]) -> In:
         """Validate `data` against the input model, turning pydantic's error into `InvalidInput`."""

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import redis
-from celery import Celery, Task, states
+from celery import Celery, Task, chord, states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
@@ -23,8 +23,17 @@ from memory import ArtifactStore
 from schemas import ArtifactRef, JobCancelled, JobFailed, JobSpec, VitronError, VitronSettings
 
 from .base import ToolContext
-from .chunks import VIDEO_CHUNK, VIDEO_MERGE, ChunkPlan, chunked_signature, finish, plan_chunks, run_chunk
-from .jobs import run_job
+from .chunks import (
+    VIDEO_CHUNK,
+    VIDEO_MERGE,
+    ChunkPlan,
+    chunk_frames_for,
+    finish,
+    pin_backend,
+    plan_chunks,
+    run_chunk,
+)
+from .jobs import job_context, run_job
 from .worker_stats import ModelStats
 
 RUN_JOB = "vitron.run_job"
@@ -139,8 +148,12 @@ def _register_run_job(app: Celery, settings: VitronSettings) -> None:
             progress.start()
             ctx = ToolContext(_store(settings), settings, progress)
 
-            def split(spec: JobSpec, chunk: int) -> Any:
+            def split(spec: JobSpec, inp: Any, ctx: ToolContext) -> Any:
                 # A long video job: this task becomes a chord of chunk tasks whose merge keeps the job's id.
+                chunk = chunk_frames_for(spec, inp, ctx)
+                if not chunk:
+                    return None
+                spec = pin_backend(spec, ctx)
                 return self.replace(chunked_signature(self.app, spec, plan_chunks(spec, ctx, chunk)))
 
             return run_job(spec, ctx, split).model_dump(mode="json")
@@ -162,7 +175,7 @@ def _register_chunk_tasks(app: Celery, settings: VitronSettings) -> None:
             spec = JobSpec.model_validate(spec_json)
             progress = _ChunkProgress(self, spec.job_id, stop - start, frames or stop)
             progress.check_cancelled()
-            ctx = ToolContext(_store(settings), settings, progress)
+            ctx = job_context(spec, ToolContext(_store(settings), settings, progress))
             mask = ArtifactRef.model_validate(start_mask) if start_mask else None
             return {"ref": run_chunk(spec, start, stop, mask, ctx).model_dump(mode="json")}
         except Exception as exc:
@@ -181,13 +194,26 @@ def _register_chunk_tasks(app: Celery, settings: VitronSettings) -> None:
             spec = JobSpec.model_validate(spec_json)
             progress = _WorkerProgress(self, spec.job_id)
             progress.check_cancelled()
-            ctx = ToolContext(_store(settings), settings, progress)
+            ctx = job_context(spec, ToolContext(_store(settings), settings, progress))
             refs = [ArtifactRef.model_validate(r["ref"]) for r in results]
             return finish(spec, ChunkPlan.model_validate(plan_json), refs, ctx).model_dump(mode="json")
         except Exception as exc:
             if not isinstance(exc, VitronError):
                 log.exception("merging job %s failed unexpectedly", spec_json.get("job_id"))
             raise JobError.from_exception(exc) from None
+
+
+def chunked_signature(app: Celery, spec: JobSpec, plan: ChunkPlan) -> Any:
+    """The Celery chord for a planned job: one `vitron.video_chunk` per range, then `vitron.video_merge`.
+
+    JSON only: the spec, the ranges and refs. The merge gets the job's id (the parent task replaces itself
+    with the chord), so the job's handle sees its result."""
+    spec_json = spec.model_dump(mode="json")
+    header = [app.signature(VIDEO_CHUNK, args=[spec_json, start, stop, mask.model_dump(mode="json") if mask else None,
+                                              plan.frames], queue=spec.queue, immutable=True)
+              for (start, stop), mask in zip(plan.ranges, plan.start_masks, strict=True)]
+    body = app.signature(VIDEO_MERGE, args=[spec_json, plan.model_dump(mode="json")], queue=spec.queue)
+    return chord(header, body, app=app)
 
 
 _stores: dict[tuple[int, int], ArtifactStore] = {}
@@ -291,5 +317,15 @@ class _ChunkProgress(_WorkerProgress):
                 self.task.update_state(task_id=self.job_id, state="PROGRESS", meta=meta)
 
 
-app = make_celery(VitronSettings())
-"""The app `celery -A tools.celery_app worker` runs, configured from the `VITRON_*` environment."""
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`app`: the app `celery -A tools.celery_app worker` and `vitron worker` run, configured from the `VITRON_*`
+    environment; built on first use, not at import."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = make_celery(VitronSettings())
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -365,14 +365,9 @@ def finish(spec: JobSpec, plan: ChunkPlan, chunk_refs: list[ArtifactRef], ctx: T
                      seconds=time.time() - plan.started, backend=out.backend)
 
 
-def run_chunked(spec: JobSpec, ctx: ToolContext, chunk: int = 30, *, app: Any = None,
-                workers: int = 2) -> JobResult:
-    """Run a video job in chunks: on `workers` threads here, or, given a Celery `app`, on its workers
-    (a chord of `vitron.video_chunk` tasks and a `vitron.video_merge`, waited for here)."""
-    if app is not None:
-        from .executors import CeleryExecutor
-
-        return CeleryExecutor(app).submit(spec.model_copy(update={"chunk_frames": chunk})).result()
+def run_chunked(spec: JobSpec, ctx: ToolContext, chunk: int = 30, *, workers: int = 2) -> JobResult:
+    """Run a video job in chunks on `workers` threads here (on Celery workers, a job's chunks are a chord: a job
+    with `chunk_frames` set, `tools.celery_app`)."""
     spec = pin_backend(spec, ctx)
     plan = plan_chunks(spec, ctx, chunk)
     lock, done = threading.Lock(), [0]
@@ -400,17 +395,3 @@ def run_chunked(spec: JobSpec, ctx: ToolContext, chunk: int = 30, *, app: Any = 
             raise
     return finish(spec, plan, refs, ctx)
 
-
-def chunked_signature(app: Any, spec: JobSpec, plan: ChunkPlan) -> Any:
-    """The Celery chord for a planned job: one `vitron.video_chunk` per range, then `vitron.video_merge`.
-
-    JSON only: the spec, the ranges and refs. The merge gets the job's id (the parent task replaces itself
-    with the chord), so the job's handle sees its result."""
-    from celery import chord
-
-    spec_json = spec.model_dump(mode="json")
-    header = [app.signature(VIDEO_CHUNK, args=[spec_json, start, stop, mask.model_dump(mode="json") if mask else None,
-                                              plan.frames], queue=spec.queue, immutable=True)
-              for (start, stop), mask in zip(plan.ranges, plan.start_masks, strict=True)]
-    body = app.signature(VIDEO_MERGE, args=[spec_json, plan.model_dump(mode="json")], queue=spec.queue)
-    return chord(header, body, app=app)

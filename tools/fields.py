@@ -1,27 +1,37 @@
-"""Typed input fields shared by the tool contracts."""
+"""Typed fields shared by the tool contracts, each carrying its kind (what a workflow may wire into it)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from schemas import ArtifactRef, InvalidInput
+from schemas import ArtifactRef, InvalidInput, Kind
 
 
-def _kind(*kinds: str):
+@dataclass(frozen=True)
+class OfKind:
+    """A field's kind, read by `workflows.kinds`. Fields of plain types (text, numbers, regions, signals) need none:
+    their kind follows from their type."""
+
+    kind: Kind
+
+
+def _artifact(kind: Kind, description: str) -> object:
     def check(ref: ArtifactRef) -> ArtifactRef:
-        if ref.kind not in kinds:
-            raise ValueError(f"expected an artifact of kind {' or '.join(kinds)}, got {ref.kind!r}")
+        if ref.kind != kind:
+            raise ValueError(f"expected an artifact of kind {kind}, got {ref.kind!r}")
         return ref
 
-    return AfterValidator(check)
+    return Annotated[ArtifactRef, OfKind(kind), AfterValidator(check), Field(description=description)]
 
 
-ImageRef = Annotated[ArtifactRef, _kind("image"), Field(description="An image artifact (RGB PNG).")]
-MaskRef = Annotated[ArtifactRef, _kind("mask"), Field(description="A mask artifact.")]
-VideoRef = Annotated[ArtifactRef, _kind("video"), Field(description="A video artifact.")]
-MasksRef = Annotated[ArtifactRef, _kind("masks"), Field(description="Per-frame masks of a video.")]
+ImageRef = _artifact("image", "An image artifact (RGB PNG).")
+MaskRef = _artifact("mask", "A mask artifact.")
+VideoRef = _artifact("video", "A video artifact.")
+MasksRef = _artifact("masks", "Per-frame masks of a video.")
+BoxesRef = _artifact("boxes", "Boxes as a JSON artifact (per frame for a video).")
 Command = Annotated[str, Field(min_length=1, max_length=2000, description="What to do, in plain words.")]
 
 

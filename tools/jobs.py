@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,40 +19,44 @@ from .registry import get_tool
 def job_spec(tool_name: str, data: BaseModel | dict[str, Any], store: ArtifactStore, *, backend: str | None = None,
              session_id: str | None = None, dry_run: bool = False) -> JobSpec:
     """The job for one tool call. Validates `data` here, so bad input fails before anything is queued;
-    tensors (the signal embedding) are written to `store` and travel as refs."""
+    tensors (the signal embedding) are written to `store` and travel as refs. (A compiled plan's steps were
+    checked when it was compiled: `workflows` builds their specs from the JSON without checking again.)"""
     tool = get_tool(tool_name)
     inp = data if isinstance(data, tool.input_model) else _validate(tool, data, store)
     return JobSpec(module=tool.name, backend=backend, input=inp.model_dump(mode="json", context={"store": store}),
                    queue=tool.queue, session_id=session_id, dry_run=dry_run)
 
 
-Splitter = Callable[[JobSpec, int], JobResult]
-"""Runs a long video job in chunks of the given number of frames (the Celery task passes one)."""
+Splitter = Callable[[JobSpec, BaseModel, ToolContext], JobResult | None]
+"""Given a job and its validated input, runs it in parts elsewhere and gives its result, or None to run it whole
+(the Celery task passes one that splits long videos into chunks)."""
 
 
 def run_job(spec: JobSpec, ctx: ToolContext, split: Splitter | None = None) -> JobResult:
     """Run the spec's tool on its input; the output JSON holds refs into `ctx.store`.
 
     A dry run (`spec.dry_run`) only checks the input, its artifacts and the backend, where the job runs.
-
-    With `split`, a video job longer than one chunk (`spec.chunk_frames`, else VITRON_CHUNK_FRAMES) goes to it
-    instead, so several workers share the video (`tools.chunks`)."""
+    `split` may take the job over (a long video shared by several workers, `tools.chunks`)."""
     tool = get_tool(spec.module)
     inp = _validate(tool, spec.input, ctx.store)
+    ctx = job_context(spec, ctx)
     if spec.dry_run:
         started = time.perf_counter()
         backend, _ = tool.check(inp, ctx, backend=spec.backend)
         return JobResult(job_id=spec.job_id, output={}, seconds=time.perf_counter() - started, backend=backend)
-    if split is not None:
-        from .chunks import chunk_frames_for, pin_backend  # only workers split, and only video jobs
-
-        chunk = chunk_frames_for(spec, inp, ctx)
-        if chunk:
-            return split(pin_backend(spec, ctx), chunk)
+    if split is not None and (result := split(spec, inp, ctx)) is not None:
+        return result
     started = time.perf_counter()
     out = tool.run(inp, ctx, backend=spec.backend)
     return JobResult(job_id=spec.job_id, output=out.model_dump(mode="json", context={"store": ctx.store}),
                      seconds=time.perf_counter() - started, backend=out.backend)
+
+
+def job_context(spec: JobSpec, ctx: ToolContext) -> ToolContext:
+    """The context a job runs in: the job's own backend options over the models file's."""
+    if not spec.options:
+        return ctx
+    return dataclasses.replace(ctx, models_file=ctx.models.with_options(spec.module, spec.options))
 
 
 def job_input(spec: JobSpec, store: ArtifactStore) -> BaseModel:

@@ -7,10 +7,10 @@ from typing import Annotated
 from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas import ArtifactRef, BoxRegion, Region, SignalEmbedding, ToolOutput
+from schemas import BoxRegion, Region, SignalEmbedding, ToolOutput
 
 from .base import VisionTool
-from .fields import Command, ImageRef, MaskRef, MasksRef, VideoRef, check_same_size, frame_size
+from .fields import BoxesRef, Command, ImageRef, MaskRef, MasksRef, OfKind, VideoRef, check_same_size, frame_size
 
 Signal = Annotated[SignalEmbedding | None, InjectedToolArg(), Field(
     description="The planner's signal embedding; injected by the agent, never written by the model.")]
@@ -50,7 +50,7 @@ class SegmentImageInput(_Input):
 
 
 class SegmentImageOutput(ToolOutput):
-    mask: ArtifactRef
+    mask: MaskRef
     box: BoxRegion = Field(description="The mask's bounding box.")
     area: int = Field(description="Pixels inside the mask.")
 
@@ -78,7 +78,7 @@ class EditImageInput(_Input):
 
 
 class EditImageOutput(ToolOutput):
-    image: ArtifactRef
+    image: ImageRef
     operation: str = Field(description="The edit that was applied, e.g. 'recolour:blue'.")
 
 
@@ -93,6 +93,7 @@ class ImageEditing(VisionTool[EditImageInput, EditImageOutput]):
     output_model = EditImageOutput
     backends = {"opencv": "tools.embedded.editing:edit_image",
                 "stable_diffusion": "tools.real.image_editing:edit_image"}
+    random_backends = frozenset({"stable_diffusion"})
 
 
 # -- E: video segmentation -----------------------------------------------------------------------
@@ -105,8 +106,8 @@ class SegmentVideoInput(_Input):
 
 
 class SegmentVideoOutput(ToolOutput):
-    masks: ArtifactRef = Field(description="One mask per frame.")
-    boxes: ArtifactRef = Field(description="Per-frame bounding boxes (JSON; null where the mask is empty).")
+    masks: MasksRef = Field(description="One mask per frame.")
+    boxes: BoxesRef = Field(description="Per-frame bounding boxes (JSON; null where the mask is empty).")
 
 
 class VideoSegmentation(VisionTool[SegmentVideoInput, SegmentVideoOutput]):
@@ -134,7 +135,7 @@ class EditVideoInput(_Input):
 
 
 class EditVideoOutput(ToolOutput):
-    video: ArtifactRef
+    video: VideoRef
     operation: str
 
 
@@ -148,6 +149,7 @@ class VideoEditing(VisionTool[EditVideoInput, EditVideoOutput]):
     output_model = EditVideoOutput
     backends = {"opencv": "tools.embedded.video_editing:edit_video",
                 "stable_diffusion": "tools.real.video_editing:edit_video"}
+    random_backends = frozenset({"stable_diffusion"})
     heavy = True
 
 
@@ -165,7 +167,7 @@ class ImageToVideoInput(_Input):
 
 
 class VideoOutput(ToolOutput):
-    video: ArtifactRef
+    video: VideoRef
 
 
 class ImageToVideo(VisionTool[ImageToVideoInput, VideoOutput]):
@@ -178,6 +180,7 @@ class ImageToVideo(VisionTool[ImageToVideoInput, VideoOutput]):
     output_model = VideoOutput
     backends = {"opencv": "tools.embedded.image_to_video:image_to_video",
                 "i2vgen_xl": "tools.real.image_to_video:image_to_video"}
+    random_backends = frozenset({"i2vgen_xl"})
     heavy = True
     queue = "gpu"  # generation: its real backend is a diffusion model (the camera moves are light CPU work)
 
@@ -193,13 +196,14 @@ class GenerateImageInput(_Input):
     command: Command
     width: int = Field(default=512, ge=64, le=2048, multiple_of=8)
     height: int = Field(default=512, ge=64, le=2048, multiple_of=8)
-    boxes: list[PhraseBox] = Field(default_factory=list, description="Phrases to place in boxes (GLIGEN).")
+    boxes: Annotated[list[PhraseBox], OfKind("boxes")] = Field(default_factory=list,
+                                                            description="Phrases to place in boxes (GLIGEN).")
     seed: Seed = None
     signal: Signal = None
 
 
 class ImageOutput(ToolOutput):
-    image: ArtifactRef
+    image: ImageRef
 
 
 class ImageGeneration(VisionTool[GenerateImageInput, ImageOutput]):
@@ -208,6 +212,7 @@ class ImageGeneration(VisionTool[GenerateImageInput, ImageOutput]):
     input_model = GenerateImageInput
     output_model = ImageOutput
     backends = {"stable_diffusion": "tools.real.image_generation:generate_image"}
+    random_backends = frozenset({"stable_diffusion"})
     heavy = True
     queue = "gpu"
     unavailable_fix = _DIFFUSION_FIX
@@ -229,6 +234,7 @@ class VideoGeneration(VisionTool[GenerateVideoInput, VideoOutput]):
     input_model = GenerateVideoInput
     output_model = VideoOutput
     backends = {"text_to_video": "tools.real.video_generation:generate_video"}
+    random_backends = frozenset({"text_to_video"})
     heavy = True
     queue = "gpu"
     unavailable_fix = _DIFFUSION_FIX

@@ -19,7 +19,8 @@ from celery.signals import worker_process_init
 
 from schemas import BackendUnavailable, InvalidInput, VitronSettings
 
-from .celery_app import QUEUES, app
+from . import celery_app
+from .celery_app import QUEUES
 
 _threads: int | None = None  # threads per pool process, set by run_worker before the pool forks
 
@@ -53,7 +54,7 @@ def run_worker(queues: list[str], concurrency: int = 1, loglevel: str = "INFO") 
     global _threads
     _threads = max(1, (os.cpu_count() or 1) // concurrency)
     os.environ.setdefault("OMP_NUM_THREADS", str(_threads))  # read when a pool process first imports torch
-    app.worker_main([
+    celery_app.app.worker_main([
         "worker",
         f"--queues={','.join(queues)}",
         f"--concurrency={concurrency}",

@@ -139,13 +139,14 @@ def test_which_jobs_split(store, ctx):
     e = segment_spec(store, v).model_copy(update={"chunk_frames": 40})
     assert chunk_frames_for(e, job_input(e, store), ctx) == 40
 
-    calls: list[int] = []
+    calls: list[int | None] = []
 
-    def split(spec: JobSpec, chunk: int) -> JobResult:
-        calls.append(chunk)
-        return JobResult(job_id=spec.job_id, output={}, seconds=0, backend="opencv")
+    def split(spec: JobSpec, inp, ctx) -> JobResult | None:  # as the Celery task's: split a long video, else None
+        calls.append(chunk_frames_for(spec, inp, ctx))
+        return JobResult(job_id=spec.job_id, output={}, seconds=0, backend="opencv") if calls[-1] else None
 
     assert run_job(f, ctx, split).output == {} and calls == [30]
+    assert run_job(f.model_copy(update={"chunk_frames": 0}), ctx, split).output["video"] and calls == [30, None]
     assert run_job(f, ctx).output["video"]  # without a splitter, a job always runs whole
 
 

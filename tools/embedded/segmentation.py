@@ -26,6 +26,7 @@ MAX_SIDE = 640
 INIT_ITERATIONS = 5
 REFINE_ITERATIONS = 2
 MIN_SAMPLES = 16  # GrabCut's 5-component colour models need a few pixels on each side
+RNG_SEED = 0  # of OpenCV's RNG before each GrabCut
 LIKELY = 0.6  # seeds' colour at least this much likelier than the image's: the object's first guess
 WINDOW_PAD = 0.15  # seeds' first guess of the object, grown by this fraction, bounds the probable foreground
 CROP_MARGIN, CROP_MARGIN_MIN = 0.3, 16  # background kept around the undecided pixels, relative and least
@@ -134,6 +135,9 @@ def _grabcut(image: np.ndarray, labels: np.ndarray, iterations: int, *, rect: bo
     # GrabCut treats the three channels alike (GMMs and Euclidean edge weights), so RGB needs no swap.
     crop_rgb = np.ascontiguousarray(crop_rgb)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    # GrabCut's k-means draws from OpenCV's per-thread RNG: seeded here, the same pixels give the same mask on any
+    # thread, however many cuts that thread made before (a workflow rerun, a cached step's signature rely on it).
+    cv2.setRNGSeed(RNG_SEED)
     if rect:
         ry, rx = np.nonzero(crop != cv2.GC_BGD)
         box = (int(rx.min()), int(ry.min()), int(np.ptp(rx)) + 1, int(np.ptp(ry)) + 1)

@@ -1,154 +1,26 @@
-"""Executors run job specs: in this process (`LocalExecutor`, the default) or on Celery workers.
-
-Both call `tools.jobs.run_job`, so a job gives the same result and the same error text wherever it runs.
-A failed job raises `JobFailed` (the worker-side error's problem, field and fix); a cancelled one
-`JobCancelled`. Cancelling a running job takes effect at its next progress report (tools report often:
-a video job every few frames).
-"""
+"""Jobs as `vitron.run_job` tasks on Celery workers; the task id is the job id."""
 
 from __future__ import annotations
 
-import contextvars
 import time
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from threading import Event
-from typing import Any, Protocol
+from typing import Any
 
 from celery import Celery, states
 from celery.backends.base import DisabledBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
-from memory import ArtifactStore
 from schemas import BackendUnavailable, JobCancelled, JobFailed, JobResult, JobSpec, JobStatus, VitronSettings
 
-from .base import ProgressCallback, ToolContext
-from .celery_app import RUN_JOB, JobError, cancel_flags, cancel_key, make_celery
-from .jobs import run_job
-
-_HANDOVER_S = 0.002  # at most this long a submit waits for a pool thread to take its job
+from ..base import ProgressCallback
+from ..celery_app import RUN_JOB, JobError, cancel_flags, cancel_key, make_celery
 
 POLL_EVERY_S = 0.1
 
 
-class JobHandle(Protocol):
-    """A submitted job."""
-
-    job_id: str
-
-    def result(self, timeout: float | None = None) -> JobResult:
-        """Wait for the result; `JobFailed`, `JobCancelled`, or `TimeoutError` after `timeout` seconds."""
-        ...
-
-    def cancel(self) -> None:
-        """Ask the job to stop: a queued job never starts, a running one stops at its next progress report."""
-        ...
-
-    def status(self) -> JobStatus: ...
-
-
-class Executor(Protocol):
-    """Runs job specs somewhere. `on_progress(fraction, message)` hears the job's progress."""
-
-    def submit(self, spec: JobSpec, on_progress: ProgressCallback | None = None) -> JobHandle: ...
-
-    def cancel(self, job_id: str) -> bool:
-        """Cancel a job by id, as its handle would; False if this executor cannot reach such a job."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def make_executor(settings: VitronSettings, store: ArtifactStore) -> Executor:
-    """Celery when `settings.broker_url` is set (its workers must share `store`), else in-process."""
-    if settings.broker_url:
-        return CeleryExecutor(make_celery(settings))
-    return LocalExecutor(store, settings)
-
-
-# -- in-process ------------------------------------------------------------------------------------
-
-
-class LocalExecutor:
-    """Jobs on a thread pool in this process. Progress callbacks run on the job's thread."""
-
-    def __init__(self, store: ArtifactStore, settings: VitronSettings | None = None, max_workers: int = 2) -> None:
-        self.store = store
-        self.settings = settings or VitronSettings()
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vitron-job")
-        self._live: dict[str, LocalJobHandle] = {}  # queued and running jobs, for `cancel(job_id)`
-
-    def submit(self, spec: JobSpec, on_progress: ProgressCallback | None = None) -> LocalJobHandle:
-        cancelled = Event()
-        started = Event()
-
-        def progress(fraction: float, message: str) -> None:
-            if cancelled.is_set():
-                raise JobCancelled.for_job(spec.job_id)  # unwinds the tool from inside its own loop
-            if on_progress is not None:
-                on_progress(fraction, message)
-
-        def work() -> JobResult:
-            started.set()
-            if cancelled.is_set():
-                raise JobCancelled.for_job(spec.job_id)
-            try:
-                return run_job(spec, ToolContext(self.store, self.settings, progress))
-            except JobCancelled:
-                raise
-            except Exception as exc:
-                raise JobFailed.from_error(exc) from exc
-
-        # The job runs in the submitter's context (contextvars), so a progress callback that relies on it
-        # (LangGraph's stream writer does) works on the pool's thread as it would on the caller's.
-        context = contextvars.copy_context()
-        future = self._pool.submit(context.run, work)
-        handle = self._live[spec.job_id] = LocalJobHandle(spec.job_id, future, cancelled, started)
-        future.add_done_callback(lambda _: self._live.pop(spec.job_id, None))
-        # Let an idle pool thread take the job before the caller goes on: otherwise the caller's own Python
-        # work (bookkeeping) holds the GIL for up to the switch interval and the job starts that much later.
-        started.wait(_HANDOVER_S)
-        return handle
-
-    def cancel(self, job_id: str) -> bool:
-        handle = self._live.get(job_id)
-        if handle is not None:
-            handle.cancel()
-        return handle is not None
-
-    def close(self) -> None:
-        """Stop taking jobs, drop the queued ones, wait for the running ones."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-class LocalJobHandle:
-    def __init__(self, job_id: str, future: Future[JobResult], cancelled: Event, started: Event) -> None:
-        self.job_id = job_id
-        self._future, self._cancelled, self._started = future, cancelled, started
-
-    def result(self, timeout: float | None = None) -> JobResult:
-        try:
-            return self._future.result(timeout)
-        except CancelledError:
-            raise JobCancelled.for_job(self.job_id) from None
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-        self._future.cancel()  # succeeds only while the job is still queued
-
-    def status(self) -> JobStatus:
-        future = self._future
-        if future.cancelled():
-            return "cancelled"
-        if not future.done():
-            return "running" if self._started.is_set() else "queued"
-        error = future.exception()
-        if error is None:
-            return "succeeded"
-        return "cancelled" if isinstance(error, JobCancelled) else "failed"
-
-
-# -- Celery ----------------------------------------------------------------------------------------
+def celery_executor(settings: VitronSettings) -> CeleryExecutor:
+    """An executor on the workers these settings' broker reaches."""
+    return CeleryExecutor(make_celery(settings))
 
 
 _CELERY_STATUS: dict[str, JobStatus] = {
