@@ -209,7 +209,7 @@ class AgentSession:
         table = {e.alias: e for e in memory.artifact_table(self.id)}
         made = []
         for step in values.get("steps", []):
-            result = values.get("results", {}).get(str(step["position"]), {})
+            result = values.get("results", {}).get(step["name"], {})
             made += [table[r["alias"]] for r in result.get("outputs", {}).values() if r.get("alias") in table]
         approval = None
         if state.next:
@@ -239,8 +239,8 @@ class AgentSession:
         if region is not None:
             region_json = TypeAdapter(Region).validate_python(region).model_dump(mode="json")
         return {"session_id": self.id, "turn_id": turn.id, "text": text, "inputs": inputs, "region": region_json,
-                "round": 1, "attempt": 1, "feedback": None, "proposal": [], "steps": [], "round_start": 0,
-                "results": None, "approved": [], "replies": [], "final": None}
+                "round": 1, "attempt": 1, "feedback": None, "proposal": [], "steps": [], "step_ids": {},
+                "round_start": 0, "results": None, "approved": [], "replies": [], "final": None}
 
     def _upload(self, value: Upload | None, kind: str) -> ArtifactRef | None:
         store = self.agent.memory.store

@@ -146,10 +146,12 @@ def plan_cmd(
 
 def _named_inputs(invocation, modules: list[str]) -> dict[str, str]:
     """The step's inputs under the tool fields they will fill (`@1` from a segmentation is the mask)."""
-    from agent.references import output_kinds, ref_fields
     from memory.sessions import ALIAS_PREFIXES
+    from schemas import step_number
+    from workflows.kinds import artifact_inputs
+    from workflows.resolve import output_kinds
 
-    fields = list(ref_fields(invocation.module))
+    fields = list(artifact_inputs(invocation.module))
     kinds_of_alias = {prefix: kind for kind, prefix in ALIAS_PREFIXES.items()}
     named: dict[str, str] = {}
     for key, value in invocation.inputs.items():
@@ -157,8 +159,8 @@ def _named_inputs(invocation, modules: list[str]) -> dict[str, str]:
         if key in fields:
             named[key] = text
             continue
-        if text[1:].isdigit():
-            kinds = output_kinds(modules[int(text[1:]) - 1])
+        if (number := step_number(text)) is not None:
+            kinds = output_kinds(modules[number - 1])
         else:
             kinds = tuple(kind for prefix, kind in sorted(kinds_of_alias.items(), key=lambda p: -len(p[0]))
                           if text[1:].startswith(prefix))[:1]

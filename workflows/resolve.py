@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from memory import ArtifactEntry
-from schemas import ArtifactRef, InvalidInput, Invocation, VitronError
+from schemas import ArtifactRef, InvalidInput, Invocation, StepOutput, VitronError, step_number
 from tools import get_tool
 
-REF_FIELDS = ("image", "mask", "video", "masks")  # tool input fields that take an artifact, named by its kind
-_OUTPUT_KINDS = ("image", "mask", "video", "masks", "boxes")
+from .kinds import artifact_inputs, artifact_outputs, output_of_kind
+
 _UNNAMED = re.compile(r"^input\d*$")
-_STEP = re.compile(r"^@(\d+)$")
 
 
 class Ambiguous(VitronError):
@@ -33,28 +31,22 @@ class Ambiguous(VitronError):
         self.candidates = candidates
 
 
-@cache
-def ref_fields(tool_name: str) -> dict[str, bool]:
-    """The artifact inputs a tool takes: field name (= kind) → required."""
-    fields = get_tool(tool_name).input_model.model_fields
-    return {name: fields[name].is_required() for name in REF_FIELDS if name in fields}
-
-
-@cache
 def output_kinds(tool_name: str) -> tuple[str, ...]:
-    """The kinds of artifact a tool's output holds (its fields are named by kind)."""
-    fields = get_tool(tool_name).output_model.model_fields
-    return tuple(name for name in _OUTPUT_KINDS if name in fields)
+    """The kinds of artifact a tool's output holds."""
+    return tuple(dict.fromkeys(artifact_outputs(tool_name).values()))
 
 
 @dataclass(frozen=True)
 class StepInputs:
-    """A step's artifact inputs after resolution: a ref known now, or `@P`, the output of the turn's step P."""
+    """A step's artifact inputs after resolution: a ref known now, or the output of the turn's step P
+    (`StepOutput(step="P", field=…)`, its output field of the kind this field takes)."""
 
-    values: dict[str, ArtifactRef | str]
+    values: dict[str, ArtifactRef | StepOutput]
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v if isinstance(v, str) else v.model_dump(mode="json") for k, v in self.values.items()}
+        """As session memory records a step's inputs: refs as JSON, a step's output as `@P`."""
+        return {k: f"@{v.step}" if isinstance(v, StepOutput) else v.model_dump(mode="json")
+                for k, v in self.values.items()}
 
 
 class _Table:
@@ -117,9 +109,9 @@ def resolve_plan_inputs(steps: list[Invocation], table: tuple[ArtifactEntry, ...
 def _resolve_step(index: int, inv: Invocation, steps: list[Invocation], done: list[StepInputs], table: _Table,
                   offset: int) -> StepInputs:
     tool = get_tool(inv.module)
-    fields = ref_fields(tool.name)
+    fields = artifact_inputs(tool.name)
     where = f"step {index} ({tool.name})"
-    values: dict[str, ArtifactRef | str] = {}
+    values: dict[str, ArtifactRef | StepOutput] = {}
     unnamed: list[ArtifactRef | str] = []
     for key, value in inv.inputs.items():
         if _UNNAMED.match(key):
@@ -129,15 +121,15 @@ def _resolve_step(index: int, inv: Invocation, steps: list[Invocation], done: li
             raise InvalidInput(f"{where} has an input {key!r}, but {tool.name} takes {takes}", field="inputs",
                                fix=f"name one of: {takes}")
         else:
-            values[key] = _check(key, value, where, steps, table, offset)
+            values[key] = _check(key, value, where, index, steps, table, offset)
     for value in unnamed:
-        kinds = _kinds_of(value, steps, table)
+        kinds = _kinds_of(value, index, steps, table)
         free = [f for f in fields if f in kinds and f not in values]
         if not free:
             raise InvalidInput(f"{where} reads {_show(value)}, a {' or '.join(kinds)}, but {tool.name} takes "
                                f"{', '.join(fields) or 'no artifacts'}", field="inputs",
                                fix="give each input to a step that takes its kind")
-        values[free[0]] = _check(free[0], value, where, steps, table, offset)
+        values[free[0]] = _check(free[0], value, where, index, steps, table, offset)
     for field, required in fields.items():
         if field not in values:
             found = _implicit(field, required, values, index, steps, done, table, offset)
@@ -150,28 +142,37 @@ def _resolve_step(index: int, inv: Invocation, steps: list[Invocation], done: li
     return StepInputs({f: values[f] for f in fields if f in values})  # in the tool's field order
 
 
+def _earlier(steps: list[Invocation], number: int, spelled: str, index: int) -> Invocation:
+    """The plan's step `number`, which step `index` reads as `spelled`: it must come before."""
+    if not 1 <= number < index:
+        earlier = f"name one of @1…@{index - 1}" if index > 1 else "the first step can read no step's output"
+        raise InvalidInput(f"step {index} reads {spelled}, but only a step before it can be read", field="inputs",
+                           fix=earlier)
+    return steps[number - 1]
+
+
 def _show(value: ArtifactRef | str) -> str:
     return value if isinstance(value, str) else f"{value.kind} {value.short}"
 
 
-def _kinds_of(value: ArtifactRef | str, steps: list[Invocation], table: _Table) -> tuple[str, ...]:
+def _kinds_of(value: ArtifactRef | str, index: int, steps: list[Invocation], table: _Table) -> tuple[str, ...]:
     if isinstance(value, ArtifactRef):
         return (value.kind,)
-    if match := _STEP.match(value):
-        return output_kinds(get_tool(steps[int(match.group(1)) - 1].module).name)
+    if (number := step_number(value)) is not None:
+        return output_kinds(_earlier(steps, number, value, index).module)
     return (table.resolve(value).ref.kind,)
 
 
-def _check(field: str, value: ArtifactRef | str, where: str, steps: list[Invocation], table: _Table,
-           offset: int) -> ArtifactRef | str:
+def _check(field: str, value: ArtifactRef | str, where: str, index: int, steps: list[Invocation], table: _Table,
+           offset: int) -> ArtifactRef | StepOutput:
     """An explicit input: the kind must fit the field; aliases become refs, `@N` the turn's step number."""
     if isinstance(value, ArtifactRef):
         kinds: tuple[str, ...] = (value.kind,)
-        result: ArtifactRef | str = value
-    elif match := _STEP.match(value):
-        number = int(match.group(1))
-        kinds = output_kinds(get_tool(steps[number - 1].module).name)
-        result = f"@{offset + number}"
+        result: ArtifactRef | StepOutput = value
+    elif (number := step_number(value)) is not None:
+        module = _earlier(steps, number, value, index).module
+        kinds = output_kinds(module)
+        result = StepOutput(step=str(offset + number), field=output_of_kind(module, field))
     else:
         entry = table.resolve(value)
         kinds, result = (entry.ref.kind,), entry.ref
@@ -181,15 +182,17 @@ def _check(field: str, value: ArtifactRef | str, where: str, steps: list[Invocat
     return result
 
 
-def _implicit(field: str, required: bool, values: dict[str, ArtifactRef | str], index: int,
-              steps: list[Invocation], done: list[StepInputs], table: _Table, offset: int) -> ArtifactRef | str | None:
+def _implicit(field: str, required: bool, values: dict[str, ArtifactRef | StepOutput], index: int,
+              steps: list[Invocation], done: list[StepInputs], table: _Table,
+              offset: int) -> ArtifactRef | StepOutput | None:
     """The input a step left out: the latest earlier step making that kind, else the newest such artifact."""
     main = next((values[f] for f in ("image", "video") if f in values), None)
     for earlier in range(index - 1, 0, -1):
-        made = field in output_kinds(get_tool(steps[earlier - 1].module).name)
+        module = steps[earlier - 1].module
+        made = output_of_kind(module, field)
         its_main = done[earlier - 1].values.get("image") or done[earlier - 1].values.get("video")
-        if made and (required or _same_source(its_main, main, table)):
-            return f"@{offset + earlier}"
+        if made is not None and (required or _same_source(its_main, main, table)):
+            return StepOutput(step=str(offset + earlier), field=made)
     candidates = table.newest(field)
     if not candidates:
         return None
@@ -205,11 +208,11 @@ def _implicit(field: str, required: bool, values: dict[str, ArtifactRef | str], 
     return chosen.ref
 
 
-def _same_source(a: ArtifactRef | str | None, b: ArtifactRef | str | None, table: _Table) -> bool:
+def _same_source(a: ArtifactRef | StepOutput | None, b: ArtifactRef | StepOutput | None, table: _Table) -> bool:
     """Whether two inputs come from the same upload (so a mask belongs to the image it is used with)."""
     if a is None or b is None:
         return False
-    if isinstance(a, str) or isinstance(b, str):
+    if isinstance(a, StepOutput) or isinstance(b, StepOutput):
         return a == b
     alias_a, alias_b = _alias_of(a, table), _alias_of(b, table)
     if alias_a is None or alias_b is None:

@@ -90,7 +90,7 @@ def test_cancelling_a_running_step_stops_it_and_skips_what_needs_it(agent):
     reply = session.reply()
     assert cancelled.status == "cancelled" and cancelled.module == "video_segmentation"
     assert [(s.module, s.status) for s in reply.steps] == [("video_segmentation", "cancelled"),
-                                                          ("video_editing", "cancelled")]
+                                                          ("video_editing", "skipped")]
     assert max(fractions, default=0.0) < 0.5 and reply.artifacts == ()  # it stopped early, and made nothing
     assert "cancelled" in reply.text
 
@@ -106,7 +106,7 @@ def test_a_failing_step_skips_its_dependants_and_the_session_goes_on(agent):
     grey = np.full_like(scene.image, 128)
     reply = session.send("<module>B</module><instruction>segment the red object</instruction>"
                          "<module>C</module><instruction>make it blue</instruction><input>@1</input>", image=grey)
-    assert [s.status for s in reply.steps] == ["failed", "cancelled"]
+    assert [s.status for s in reply.steps] == ["failed", "skipped"]
     assert "no red object was found" in reply.text and "step 2 (image_editing) skipped" in reply.text
     assert reply.artifacts == ()
     after = session.send(f"<module>B</module><instruction>segment it</instruction><region>{box_text(scene.box)}"
@@ -207,7 +207,7 @@ def test_approval_pauses_before_heavy_steps(agent_settings):
         again = session.send(text)
         assert again.waiting
         denied = session.approve("deny")
-        assert [s.status for s in denied.steps] == ["cancelled"] and "not approved" in denied.text
+        assert [s.status for s in denied.steps] == ["skipped"] and "not approved" in denied.text
 
 
 def test_state_and_checkpoints_hold_refs_not_pixels(agent):

@@ -157,7 +157,7 @@ def test_jobs_cancel_stops_a_running_video_step_from_another_process(env, tmp_pa
     stdout, _ = proc.communicate(timeout=120)
     reply = json.loads(stdout.strip().splitlines()[-1])
     assert [(s["module"], s["status"]) for s in reply["steps"]] == [("video_segmentation", "cancelled"),
-                                                                   ("video_editing", "cancelled")]
+                                                                   ("video_editing", "skipped")]
     assert "cancelled" in reply["reply"] and reply["artifacts"] == []
     again = vitron(env, "jobs", "cancel", job)
     assert again.returncode == 2 and "already ended" in again.stderr

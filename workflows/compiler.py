@@ -1,0 +1,440 @@
+"""The compiler: a plan's source in, a `CompiledPlan` out, every step checked against its tool's own schema before
+anything runs. Two sources share it:
+
+- a planner's invocations (`compile_invocations`): inputs left out or named by alias are resolved against the
+  session's artifact table (`workflows.resolve`), `@N` becomes step N's output of the fitting kind;
+- a workflow definition (`compile_workflow`): `$inputs.x` and `$steps.name.field` selectors, kinds checked
+  against the tool contracts, a dependency order (cycles refused). Its inputs are bound later, per run
+  (`CompiledWorkflow.bind`), without compiling again.
+
+Every error is an `InvalidInput` that names the step and the field (`steps[1].mask: expected mask, got video from
+$steps.track.video`) and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from memory import ArtifactEntry, ArtifactStore
+from schemas import (
+    ARTIFACT_KINDS,
+    ArtifactRef,
+    CompiledPlan,
+    CompiledStep,
+    InputName,
+    InputSpec,
+    InvalidInput,
+    Invocation,
+    Kind,
+    StepOutput,
+    StepSpec,
+    UnknownModule,
+    VitronError,
+    WorkflowDefinition,
+    is_reference,
+    parse_reference,
+    resolve_module,
+)
+from tools import VisionTool, get_tool
+from tools.base import invalid_input_from
+
+from .kinds import FieldInfo, input_fields, output_fields, output_of_kind
+from .resolve import resolve_plan_inputs
+
+_PLACEHOLDER_MEDIA = {"image": "image/png", "mask": "image/png", "video": "video/mp4", "masks": "video/x-matroska",
+                      "embedding": "application/vnd.safetensors", "boxes": "application/json"}
+_TYPE = re.compile(r"^(?P<module>.+?)(?:@v(?P<version>[0-9]+))?$")
+_TEMPLATE_FIELD = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+_STEP_KEYS = ("name", "type", "backend", "options")
+
+
+def placeholder(kind: str) -> ArtifactRef:
+    """Stands for an artifact that does not exist yet (a step's output, a workflow input), so a tool's schema can
+    check everything else."""
+    return ArtifactRef(sha256="0" * 64, kind=kind, media_type=_PLACEHOLDER_MEDIA[kind])  # type: ignore[arg-type]
+
+
+# -- a planner's plan ------------------------------------------------------------------------------
+
+
+def compile_invocations(invocations: Sequence[Invocation], table: Sequence[ArtifactEntry], store: ArtifactStore, *,
+                        offset: int = 0) -> CompiledPlan:
+    """A planner's invocations as a compiled plan; steps are named by their position in the turn (`offset` steps
+    ran in earlier rounds). Raises `InvalidInput` (or `Ambiguous`: two artifacts fit an input equally)."""
+    resolved = resolve_plan_inputs(list(invocations), tuple(table), offset=offset)
+    steps = []
+    for number, (inv, inputs) in enumerate(zip(invocations, resolved, strict=True), start=1):
+        tool = get_tool(inv.module)
+        fields = input_fields(tool.name)
+        given: dict[str, Any] = {f: v if isinstance(v, ArtifactRef) else placeholder(fields[f].kind)
+                                 for f, v in inputs.values.items()}
+        literal = {name: value for name in ("command", "region", "signal")
+                   if (value := getattr(inv, name)) is not None and value != ""}
+        try:
+            tool.input_model.model_validate({**given, **literal})
+        except ValidationError as exc:
+            raise invalid_input_from(exc, f"step {number} ({tool.name})") from None
+        params = inv.model_dump(mode="json", context={"store": store}, include=set(literal), exclude_none=True)
+        steps.append(CompiledStep(name=str(offset + number), position=offset + number, module=tool.name,
+                                  version=tool.version, params=params, inputs=inputs.values, heavy=tool.heavy))
+    return CompiledPlan(steps=tuple(steps))
+
+
+# -- a workflow ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledWorkflow:
+    """A checked workflow, ready to be bound to inputs and run any number of times."""
+
+    definition: WorkflowDefinition
+    steps: tuple[CompiledStep, ...]  # in dependency order; `inputs` may hold `$inputs.x` until bound
+    templates: Mapping[tuple[str, str], str]  # (step, field) → text with `{input}` placeholders
+    outputs: Mapping[str, StepOutput]
+
+    @property
+    def inputs(self) -> dict[str, InputSpec]:
+        return self.definition.inputs
+
+    def output_kinds(self) -> dict[str, Kind]:
+        return {name: output_fields(self._step(ref.step).module)[ref.field or ""].kind
+                for name, ref in self.outputs.items()}
+
+    def _step(self, name: str) -> CompiledStep:
+        return next(s for s in self.steps if s.name == name)
+
+    def bind(self, values: Mapping[str, Any]) -> CompiledPlan:
+        """The plan for one run: inputs (typed values: refs for artifacts, see `workflows.inputs`) filled in,
+        defaults for those left out. `InvalidInput` names a missing, unknown or wrongly typed input."""
+        unknown = sorted(set(values) - set(self.inputs))
+        if unknown:
+            raise InvalidInput(f"the workflow has no input {unknown[0]!r}", field=f"inputs.{unknown[0]}",
+                               fix=f"its inputs are {', '.join(self.inputs) or 'none'}")
+        bound: dict[str, Any] = {}
+        for name, spec in self.inputs.items():
+            value = values.get(name, spec.default)
+            if value is None:
+                raise InvalidInput(f"the workflow needs its input {name!r} ({spec.type})", field=f"inputs.{name}",
+                                   fix=f"give it, e.g. --input {name}=…")
+            bound[name] = _checked_value(spec.type, value, f"inputs.{name}")
+        steps = []
+        for step in self.steps:
+            params = dict(step.params)
+            inputs: dict[str, ArtifactRef | StepOutput] = {}
+            for field, source in step.inputs.items():
+                if isinstance(source, InputName):
+                    value = bound[source.name]
+                    if isinstance(value, ArtifactRef):
+                        inputs[field] = value
+                    else:
+                        params[field] = value
+                else:
+                    inputs[field] = source
+            for (step_name, field), template in self.templates.items():
+                if step_name == step.name:
+                    params[field] = _fill(template, bound)
+            steps.append(step.model_copy(update={"params": params, "inputs": inputs}))
+        return CompiledPlan(steps=tuple(steps), outputs=dict(self.outputs))
+
+
+def compile_workflow(source: WorkflowDefinition | Mapping[str, Any], store: ArtifactStore | None = None,
+                     ) -> CompiledWorkflow:
+    """Check a workflow document and compile it; `InvalidInput` naming the step and field for any mistake.
+
+    `store` lets literal artifact refs (a signal embedding) be checked against their content."""
+    definition = parse_definition(source)
+    _check_names(definition)
+    steps: dict[str, CompiledStep] = {}
+    templates: dict[tuple[str, str], str] = {}
+    specs = {spec.name: (index, spec) for index, spec in enumerate(definition.steps)}
+    for index, spec in enumerate(definition.steps):
+        step, step_templates = _compile_step(index, spec, definition, specs, store)
+        steps[spec.name] = step
+        templates.update({(spec.name, field): text for field, text in step_templates.items()})
+    order = _dependency_order(definition, steps, specs)
+    ordered = tuple(steps[name].model_copy(update={"position": position})
+                    for position, name in enumerate(order, start=1))
+    outputs = {name: _output(name, text, steps) for name, text in definition.outputs.items()}
+    return CompiledWorkflow(definition, ordered, templates, outputs)
+
+
+def parse_definition(source: WorkflowDefinition | Mapping[str, Any]) -> WorkflowDefinition:
+    """The document as a `WorkflowDefinition`; its first problem as an `InvalidInput` with a path (`steps[0].name`)."""
+    if isinstance(source, WorkflowDefinition):
+        return source
+    if not isinstance(source, Mapping):
+        raise InvalidInput(f"a workflow is a mapping (version, inputs, steps, outputs), got {type(source).__name__}",
+                           field="workflow", fix="see the format in the README's Workflows section")
+    try:
+        return WorkflowDefinition.model_validate(dict(source))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        path = _path(err["loc"])
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        fix = {"version": "write `version: 1`", "steps": "give at least one step"}.get(path)
+        raise InvalidInput(err["msg"] + more, field=path or "workflow",
+                           fix=fix or "see the format in the README's Workflows section") from None
+
+
+def _path(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _check_names(definition: WorkflowDefinition) -> None:
+    seen: set[str] = set()
+    for index, spec in enumerate(definition.steps):
+        if spec.name in seen:
+            raise InvalidInput(f"two steps are called {spec.name!r}", field=f"steps[{index}].name",
+                               fix="give every step a name of its own")
+        seen.add(spec.name)
+    for name, spec in definition.inputs.items():
+        if spec.default is not None:
+            _checked_value(spec.type, spec.default, f"inputs.{name}.default")
+    for group in ("inputs", "outputs"):
+        for name in getattr(definition, group):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise InvalidInput(f"{name!r} is not a name", field=f"{group}.{name}",
+                                   fix="use letters, digits and _, starting with a letter")
+
+
+def resolve_type(text: str, where: str) -> tuple[VisionTool, int]:
+    """The tool and contract version a step's `type` names (`C`, `image_editing@v1`, `Image Editing@v1`)."""
+    match = _TYPE.match(text.strip())
+    try:
+        tool = get_tool(resolve_module(match.group("module") if match else text).name)
+    except UnknownModule as exc:
+        raise UnknownModule(exc.problem, field=where, fix=exc.fix) from None
+    version = int(match.group("version")) if match and match.group("version") else tool.version
+    if version != tool.version:
+        raise InvalidInput(f"{tool.name}@v{version} is not a contract this installation has: it has "
+                           f"{tool.name}@v{tool.version}", field=where,
+                           fix=f"write {tool.name}@v{tool.version} and check the step's fields against "
+                               "`vitron workflow blocks`, or install the vitron-agent that has that version")
+    return tool, version
+
+
+def _compile_step(index: int, spec: StepSpec, definition: WorkflowDefinition,
+                  specs: Mapping[str, tuple[int, StepSpec]], store: ArtifactStore | None,
+                  ) -> tuple[CompiledStep, dict[str, str]]:
+    where = f"steps[{index}]"
+    tool, version = resolve_type(spec.type, f"{where}.type")
+    fields = input_fields(tool.name)
+    if spec.backend is not None and spec.backend not in tool.backends:
+        raise InvalidInput(f"{tool.name} has no backend {spec.backend!r}", field=f"{where}.backend",
+                           fix=f"choose one of {sorted(tool.backends)}, or leave it out")
+    params: dict[str, Any] = {}
+    inputs: dict[str, ArtifactRef | StepOutput | InputName] = {}
+    templates: dict[str, str] = {}
+    known: dict[str, Any] = {}  # every field whose value is known now (placeholders for artifacts)
+    for field, value in spec.fields.items():
+        at = f"{where}.{field}"
+        if field not in fields:
+            takes = ", ".join(f for f in fields if f != "signal")
+            raise InvalidInput(f"{tool.name}@v{version} has no field {field!r}", field=at, fix=f"it takes {takes}")
+        info = fields[field]
+        if is_reference(value):
+            source = _reference(value, at, info, definition, specs, index)
+            inputs[field] = source
+            if isinstance(source, InputName):
+                default = definition.inputs[source.name].default
+                if default is not None:
+                    known[field] = _check_field(tool, field, _as_python(info, default, at), at,
+                                                f"the default of {source}")
+                elif info.artifact:
+                    known[field] = placeholder(info.kind)
+            elif info.artifact:
+                known[field] = placeholder(info.kind)
+            continue
+        if isinstance(value, str) and (names := _TEMPLATE_FIELD.findall(value)):
+            for name in names:
+                if name not in definition.inputs:
+                    raise InvalidInput(f"{{{name}}} names no input of the workflow", field=at,
+                                       fix=f"declare it under inputs, or write {{{{{name}}}}} for braces")
+            templates[field] = value
+            defaults = {n: definition.inputs[n].default for n in names}
+            if None not in defaults.values():
+                known[field] = _check_field(tool, field, _fill(value, defaults), at, "with the inputs' defaults")
+            continue
+        python = _as_python(info, value, at)
+        known[field] = _check_field(tool, field, python, at, store=store)
+        if info.artifact:
+            inputs[field] = python
+        else:
+            params[field] = value
+    missing = [f for f, info in fields.items() if info.required and f not in spec.fields]
+    if missing:
+        info = fields[missing[0]]
+        example = f"$inputs.NAME or $steps.NAME.{info.kind}" if info.artifact else f"a {info.kind}"
+        raise InvalidInput(f"{tool.name} needs {missing[0]!r} ({info.kind})", field=f"{where}.{missing[0]}",
+                           fix=f"give it: {example}")
+    if all(f in known for f, info in fields.items() if info.required):
+        try:
+            tool.input_model.model_validate(known, context={"store": store} if store else None)
+        except ValidationError as exc:
+            err = invalid_input_from(exc, tool.name)
+            raise InvalidInput(err.problem, field=f"{where}.{err.field}", fix=err.fix) from None
+    step = CompiledStep(name=spec.name, position=index + 1, module=tool.name, version=version, params=params,
+                        inputs=inputs, backend=spec.backend, options=spec.options, heavy=tool.heavy)
+    return step, templates
+
+
+def _reference(text: str, at: str, info: FieldInfo, definition: WorkflowDefinition,
+               specs: Mapping[str, tuple[int, StepSpec]], index: int) -> StepOutput | InputName:
+    """A selector in a step's field: it must name something that exists and is of the field's kind."""
+    ref = parse_reference(text, where=at)
+    if info.kind in ARTIFACT_KINDS and not info.artifact:
+        raise InvalidInput(f"{info.name} is given whole, as the planner gives it, not by a selector", field=at,
+                           fix=f"write the {info.name} literally, or leave it out")
+    if text.startswith("@"):
+        raise InvalidInput(f"{text} names a session's artifact or a planner's step; a workflow names its own",
+                           field=at, fix="use $inputs.NAME or $steps.NAME.FIELD")
+    if isinstance(ref, InputName):
+        spec = definition.inputs.get(ref.name)
+        if spec is None:
+            raise InvalidInput(f"{text} names no input of the workflow", field=at,
+                               fix=f"declare it under inputs ({', '.join(definition.inputs) or 'none yet'})")
+        if spec.type != info.kind:
+            raise InvalidInput(f"expected {info.kind}, got {spec.type} from {text}", field=at,
+                               fix=f"give a{'n' if info.kind[0] in 'aeiou' else ''} {info.kind}")
+        return ref
+    if ref.step not in specs:
+        raise InvalidInput(f"{text} names no step of the workflow", field=at,
+                           fix=f"its steps are {', '.join(specs)}")
+    producer_index, producer = specs[ref.step]
+    if producer_index == index:
+        raise InvalidInput(f"{text} is this step's own output", field=at, fix="read an earlier step's output")
+    module = resolve_type(producer.type, f"steps[{producer_index}].type")[0].name
+    outputs = output_fields(module)
+    field = ref.field or output_of_kind(module, info.kind)
+    if field is None or field not in outputs:
+        made = ", ".join(f"{n} ({f.kind})" for n, f in outputs.items())
+        what = f"no output {ref.field!r}" if ref.field else f"no {info.kind} output"
+        raise InvalidInput(f"{module} has {what}", field=at, fix=f"it makes {made}")
+    if outputs[field].kind != info.kind:
+        raise InvalidInput(f"expected {info.kind}, got {outputs[field].kind} from {text}", field=at,
+                           fix=f"give a{'n' if info.kind[0] in 'aeiou' else ''} {info.kind}")
+    return StepOutput(step=ref.step, field=field)
+
+
+def _as_python(info: FieldInfo, value: Any, at: str) -> Any:
+    """A literal as the tool's field takes it: an artifact must be given as a ref (`{sha256, kind, …}`)."""
+    kind = info.kind
+    if info.artifact:
+        try:
+            ref = ArtifactRef.model_validate(value)
+        except ValidationError:
+            raise InvalidInput(f"a {kind} is given by a reference, not {value!r}", field=at,
+                               fix=f"use $inputs.NAME (declared as {kind}) or $steps.NAME.FIELD") from None
+        if ref.kind != kind:
+            raise InvalidInput(f"expected {kind}, got {ref.kind}", field=at, fix=f"give a {kind} ref")
+        return ref
+    return value
+
+
+@cache
+def _adapter(tool_name: str, field: str) -> TypeAdapter[Any]:
+    from typing import Annotated
+
+    info = get_tool(tool_name).input_model.model_fields[field]
+    annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return TypeAdapter(annotation)
+
+
+def _check_field(tool: VisionTool, field: str, value: Any, at: str, what: str | None = None,
+                 store: ArtifactStore | None = None) -> Any:
+    """One field's value against the tool's own type and constraints (tensor refs read from `store`)."""
+    try:
+        return _adapter(tool.name, field).validate_python(value, context={"store": store} if store else None)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        original = (err.get("ctx") or {}).get("error")
+        problem = original.problem if isinstance(original, VitronError) else err["msg"].removeprefix("Value error, ")
+        raise InvalidInput(f"{what}: {problem}" if what else problem, field=at,
+                           fix=f"see {tool.name}'s fields: `vitron workflow blocks`") from None
+
+
+def _checked_value(kind: str, value: Any, at: str) -> Any:
+    """A bound input value of its declared kind."""
+    if kind in ARTIFACT_KINDS:
+        if isinstance(value, Mapping) and "sha256" in value:  # a default given as a ref
+            value = ArtifactRef.model_validate(dict(value))
+        if not isinstance(value, ArtifactRef) or value.kind != kind:
+            got = value.kind if isinstance(value, ArtifactRef) else type(value).__name__
+            raise InvalidInput(f"expected {kind}, got {got}", field=at, fix=f"give a {kind} file")
+        return value
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"expected a number, got {value!r}", field=at, fix="give a number, e.g. 48")
+        return value
+    if kind == "text":
+        if not isinstance(value, str):
+            raise InvalidInput(f"expected text, got {value!r}", field=at, fix="give text")
+        return value
+    if kind == "region":
+        from schemas import Region
+
+        try:
+            return TypeAdapter(Region).validate_python(value).model_dump(mode="json")
+        except ValidationError as exc:
+            raise InvalidInput(exc.errors(include_url=False)[0]["msg"], field=at,
+                               fix="give a box x1,y1,x2,y2 or a region as JSON") from None
+    return value
+
+
+def _fill(template: str, values: Mapping[str, Any]) -> str:
+    text = _TEMPLATE_FIELD.sub(lambda m: str(values[m.group(1)]), template)
+    return text.replace("{{", "{").replace("}}", "}")
+
+
+def _dependency_order(definition: WorkflowDefinition, steps: Mapping[str, CompiledStep],
+                      specs: Mapping[str, tuple[int, StepSpec]]) -> list[str]:
+    """Steps ordered so that each comes after every step it reads (the file's order where free); a cycle is
+    refused, naming its steps."""
+    waiting = {name: set(step.depends_on()) for name, step in steps.items()}
+    order: list[str] = []
+    while waiting:
+        ready = [name for name in (s.name for s in definition.steps) if name in waiting and not waiting[name]]
+        if not ready:
+            cycle = _a_cycle(waiting)
+            first = specs[cycle[0]][0]
+            raise InvalidInput("the steps read each other in a circle: " + " → ".join([*cycle, cycle[0]]),
+                               field=f"steps[{first}]", fix="a step can only read steps that do not read it")
+        for name in ready:
+            order.append(name)
+            del waiting[name]
+        for deps in waiting.values():
+            deps.difference_update(ready)
+    return order
+
+
+def _a_cycle(waiting: Mapping[str, set[str]]) -> list[str]:
+    path: list[str] = []
+    node = next(iter(waiting))
+    while node not in path:
+        path.append(node)
+        node = next(iter(sorted(waiting[node])))
+    return path[path.index(node):]
+
+
+def _output(name: str, text: str, steps: Mapping[str, CompiledStep]) -> StepOutput:
+    at = f"outputs.{name}"
+    ref = parse_reference(text, where=at) if is_reference(text) else None
+    if not isinstance(ref, StepOutput) or text.startswith("@"):
+        raise InvalidInput(f"{text!r} is not a step's output", field=at, fix="write $steps.NAME.FIELD")
+    if ref.step not in steps:
+        raise InvalidInput(f"{text} names no step of the workflow", field=at, fix=f"its steps are {', '.join(steps)}")
+    outputs = output_fields(steps[ref.step].module)
+    field = ref.field or next((n for n, f in outputs.items() if f.artifact), None)
+    if field not in outputs:
+        made = ", ".join(f"{n} ({f.kind})" for n, f in outputs.items())
+        raise InvalidInput(f"{steps[ref.step].module} has no output {ref.field!r}", field=at, fix=f"it makes {made}")
+    return StepOutput(step=ref.step, field=field)

@@ -1,0 +1,116 @@
+"""A workflow's inputs as people give them (a file path, an array, `40,30,300,260`, `48`) turned into the typed
+values a run binds: artifacts imported into the store as refs, regions, numbers, text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from memory import ArtifactStore
+from schemas import ARTIFACT_KINDS, ArtifactRef, InputSpec, InvalidInput, Region, VitronError, parse_box
+
+
+def coerce_inputs(specs: Mapping[str, InputSpec], given: Mapping[str, Any], store: ArtifactStore) -> dict[str, Any]:
+    """Every given input as its declared kind (files imported); inputs left out are left to their defaults."""
+    unknown = sorted(set(given) - set(specs))
+    if unknown:
+        raise InvalidInput(f"the workflow has no input {unknown[0]!r}", field=f"inputs.{unknown[0]}",
+                           fix=f"its inputs are {', '.join(specs) or 'none'}")
+    return {name: coerce_input(name, specs[name], value, store) for name, value in given.items()}
+
+
+def coerce_input(name: str, spec: InputSpec, value: Any, store: ArtifactStore) -> Any:
+    """One input as its declared kind. `InvalidInput` names the input and what it should be."""
+    where = f"inputs.{name}"
+    kind = spec.type
+    if kind in ARTIFACT_KINDS:
+        return _artifact(kind, value, store, where)
+    if kind == "number":
+        if isinstance(value, str):
+            try:
+                return int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+            except ValueError:
+                raise InvalidInput(f"{value!r} is not a number", field=where, fix="give a number, e.g. 48") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"expected a number, got {value!r}", field=where, fix="give a number, e.g. 48")
+        return value
+    if kind == "text":
+        if not isinstance(value, str):
+            raise InvalidInput(f"expected text, got {value!r}", field=where, fix="give text")
+        return value
+    if kind == "region":
+        if isinstance(value, str):
+            text = value.strip()
+            if not text.startswith("{"):
+                return parse_box(text).model_dump(mode="json")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"the region is not valid JSON: {exc}", field=where,
+                                   fix="give a box x1,y1,x2,y2 or a region as JSON") from None
+        try:
+            return TypeAdapter(Region).validate_python(value).model_dump(mode="json")
+        except ValidationError as exc:
+            raise InvalidInput(exc.errors(include_url=False)[0]["msg"], field=where,
+                               fix="give a box x1,y1,x2,y2 or a region as JSON") from None
+    raise InvalidInput(f"inputs of kind {kind} cannot be given", field=where)
+
+
+def _artifact(kind: str, value: Any, store: ArtifactStore, where: str) -> ArtifactRef:
+    if isinstance(value, Mapping) and "sha256" in value:
+        value = ArtifactRef.model_validate(dict(value))
+    if isinstance(value, ArtifactRef):
+        if value.kind != kind:
+            raise InvalidInput(f"expected {kind}, got {value.kind}", field=where, fix=f"give a {kind}")
+        return value
+    if isinstance(value, np.ndarray):
+        if kind == "image":
+            return store.put_image(value)
+        if kind == "mask":
+            return store.put_mask(value)
+        if kind in ("video", "masks"):
+            return store.put_video(value, fps=8.0, kind=kind)  # type: ignore[arg-type]
+        if kind == "embedding":
+            return store.put_tensor(value)
+    if isinstance(value, str | Path):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise InvalidInput(f"no file {str(path)!r}", field=where, fix=f"give the path of a{_n(kind)} {kind} file")
+        try:
+            return _import(kind, path, store, where)
+        except VitronError as exc:  # the store names its own field; the user gave this input
+            raise InvalidInput(exc.problem, field=where, fix=exc.fix) from None
+    raise InvalidInput(f"cannot take a {kind} from {type(value).__name__}", field=where,
+                       fix=f"give a file path or an artifact ref of kind {kind}")
+
+
+def _import(kind: str, path: Path, store: ArtifactStore, where: str) -> ArtifactRef:
+    if kind == "image":
+        return store.import_image(path)
+    if kind == "mask":
+        return store.import_mask(path)
+    if kind == "video":
+        return store.import_video(path)
+    if kind == "boxes":
+        try:
+            return store.put_json(json.loads(path.read_text()), kind="boxes")
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"cannot read boxes from {path}: {exc}", field=where, fix="give a JSON file") from None
+    raise InvalidInput(f"a {kind} cannot be read from a file", field=where, fix=f"give an artifact ref of kind {kind}")
+
+
+def _n(kind: str) -> str:
+    return "n" if kind[0] in "aeiou" else ""
+
+
+def parse_assignment(text: str, option: str = "--input") -> tuple[str, str]:
+    """`name=value` as given on the command line."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise InvalidInput(f"{text!r} is not NAME=VALUE", field=option, fix=f"write {option} photo=cat.png")
+    return name.strip(), value
