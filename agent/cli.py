@@ -18,6 +18,7 @@ from agent.models_cli import models_cmd
 from agent.planner_cli import planner_app
 from agent.sessions_cli import sessions_app
 from agent.turn_cli import chat_cmd, plan_cmd, run_cmd
+from agent.workflow_cli import workflow_app
 from schemas import ArtifactRef, ScribbleRegion, parse_box, parse_points
 
 app = typer.Typer(help="vitron-agent: pixel-level vision tools with a planner.", no_args_is_help=True,
@@ -25,6 +26,7 @@ app = typer.Typer(help="vitron-agent: pixel-level vision tools with a planner.",
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(planner_app, name="planner")
+app.add_typer(workflow_app, name="workflow")
 app.command("worker")(worker_cmd)
 app.command("run")(run_cmd)
 app.command("plan")(plan_cmd)
@@ -45,20 +47,38 @@ def _artifact_rows(refs: list[ArtifactRef], store: Any) -> list[dict[str, str]]:
 @app.command("tools")
 @clear_errors
 def tools_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List the specialist modules, their letters and backends."""
+    """List the specialist modules (letters, backends) and the saved workflows, which plans can call too."""
     from tools import all_tools
+    from workflows import saved_workflows
 
-    rows = [{"code": t.code, "module": t.name, "title": t.title, "backends": list(t.backends),
+    rows = [{"kind": "tool", "code": t.code, "module": t.name, "title": t.title, "backends": list(t.backends),
              "heavy": t.heavy, "description": t.description,
              "input_schema": t.as_langchain_tool().tool_call_schema.model_json_schema()} for t in all_tools()]
+    flows = [{"kind": "workflow", "code": None, "module": name, "path": str(path), **_workflow_row(path)}
+             for name, path in saved_workflows().items()]
     if as_json:
-        print(json.dumps(rows))
+        print(json.dumps(rows + flows))
         return
     table = Table("code", "module", "backends", "description")
     for row in rows:
         table.add_row(row["code"], row["module"], ", ".join(row["backends"]) or "[dim]none configured[/dim]",
                       row["description"])
+    for row in flows:
+        table.add_row("", row["module"], "[dim]workflow[/dim]", row.get("description") or row.get("error", ""))
     out.print(table)
+
+
+def _workflow_row(path: Path) -> dict[str, Any]:
+    """A saved workflow's description, inputs and outputs; a broken one says why instead of hiding the rest."""
+    from schemas import VitronError
+    from workflows import Workflow
+
+    try:
+        with Workflow.load(path) as flow:
+            described = flow.describe()
+    except VitronError as exc:
+        return {"error": exc.message}
+    return {"description": described["description"], "inputs": described["inputs"], "outputs": described["outputs"]}
 
 
 @app.command()

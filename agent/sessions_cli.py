@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -88,6 +89,32 @@ def _lineage_branch(parent, entry, by_alias, paths, depth: int) -> None:
         for alias in entry.parents:
             if alias in by_alias:
                 _lineage_branch(branch, by_alias[alias], by_alias, paths, depth + 1)
+
+
+@sessions_app.command("export")
+@clear_errors
+def export_cmd(
+    session: Annotated[str, typer.Argument(help="Session id (or a unique prefix of at least 4 characters).")],
+    turn: Annotated[int | None, typer.Option(help="Only this turn's steps (its number in `sessions show`).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write the workflow here (.yaml or .json); "
+                                                                      "default: print YAML.")] = None,
+) -> None:
+    """Write the workflow that does again what the session's steps did; its inputs are the uploads they read
+    (the session's own files by default), so `vitron workflow run` on it gives the same files."""
+    import yaml
+
+    from workflows import export_session
+
+    with _memory() as memory:
+        document = export_session(memory, memory.resolve_session_id(session), turn=turn)
+    as_json = out_file is not None and out_file.suffix == ".json"
+    text = json.dumps(document, indent=2) if as_json else yaml.safe_dump(document, sort_keys=False)
+    if out_file is None:
+        print(text, end="")
+        return
+    out_file.write_text(text)
+    out.print(f"wrote {out_file}: {len(document['steps'])} steps, inputs {', '.join(document['inputs']) or 'none'}",
+              highlight=False)
 
 
 @sessions_app.command("delete")

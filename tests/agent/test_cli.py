@@ -43,7 +43,10 @@ def _one_json(proc: subprocess.CompletedProcess) -> dict:
 
 def test_tools_json_lists_the_seven_modules(run):
     rows = _one_json(run("tools", "--json"))
-    assert [r["code"] for r in rows] == list("ABCDEFG")
+    assert [r["code"] for r in rows if r["kind"] == "tool"] == list("ABCDEFG")
+    flows = {r["module"]: r for r in rows if r["kind"] == "workflow"}  # the examples that ship, at least
+    assert {"product_cutout", "video_privacy", "photo_to_clip"} <= set(flows)
+    assert flows["product_cutout"]["inputs"]["photo"]["kind"] == "image"
     assert {r["module"]: r["backends"] for r in rows}["image_segmentation"] == ["opencv", "sam"]
 
 
