@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 from langgraph.types import Command
-from pydantic import TypeAdapter
 
 from memory import ArtifactEntry, SessionMemory, StepRecord, open_checkpointer
-from schemas import ArtifactRef, InvalidInput, Invocation, Region, StepNotFound, VitronSettings
+from schemas import ArtifactRef, InvalidInput, Invocation, Region, StepNotFound, VitronSettings, as_region
 from tools.executors import Executor, make_executor
 
 from .graph import EVENTS, Services, build_graph
@@ -237,7 +236,7 @@ class AgentSession:
         inputs = {r.alias: r.model_dump(mode="json") for r in turn.artifacts if r.alias}
         region_json = None
         if region is not None:
-            region_json = TypeAdapter(Region).validate_python(region).model_dump(mode="json")
+            region_json = as_region(region).model_dump(mode="json")
         return {"session_id": self.id, "turn_id": turn.id, "text": text, "inputs": inputs, "region": region_json,
                 "round": 1, "attempt": 1, "feedback": None, "proposal": [], "steps": [], "step_ids": {},
                 "round_start": 0, "results": None, "approved": [], "replies": [], "final": None}

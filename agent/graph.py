@@ -26,7 +26,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send, interrupt
 
 from memory import SessionMemory
-from schemas import ArtifactRef, CompiledStep, Invocation, StepOutput, VitronError, VitronSettings
+from schemas import ArtifactRef, CompiledStep, Invocation, StepOutput, VitronError, VitronSettings, as_region
 from tools.executors import Executor
 from workflows import Ambiguous, StartedStep, StepResult, StepRunner, compile_invocations, rounds
 
@@ -323,13 +323,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
 
 
 def _region(data: dict | None) -> Any:
-    if not data:
-        return None
-    from pydantic import TypeAdapter
-
-    from schemas import Region
-
-    return TypeAdapter(Region).validate_python(data)
+    return as_region(data) if data else None
 
 
 def _round(state: TurnState) -> list[CompiledStep]:

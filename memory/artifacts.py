@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -237,15 +237,30 @@ class ArtifactStore:
         return data > 127
 
     def import_image(self, path: str | Path) -> ArtifactRef:
-        """Decode an image file (PNG, JPEG, …) from anywhere and store it as RGB PNG."""
-        return self.put_image(_decode_image(_read_user_file(path), str(path)))
+        """Decode an image file (PNG, JPEG, …) from anywhere and store it as RGB PNG. A file imported before (the
+        same bytes) is found in the store's index by its digest, not decoded and encoded again."""
+        data = _read_user_file(path)
+        return self._imported("image", data, lambda: self.put_image(_decode_image(data, str(path))))
 
     def import_mask(self, path: str | Path) -> ArtifactRef:
         """Store a mask file: any image whose non-black pixels mark the inside."""
-        data = cv2.imdecode(np.frombuffer(_read_user_file(path), np.uint8), cv2.IMREAD_GRAYSCALE)
-        if data is None:
-            raise CorruptArtifact(f"{path} is not a readable image", field="mask", fix="give a PNG or JPEG mask")
-        return self.put_mask(data > 127)
+        data = _read_user_file(path)
+
+        def convert() -> ArtifactRef:
+            mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+            if mask is None:
+                raise CorruptArtifact(f"{path} is not a readable image", field="mask", fix="give a PNG or JPEG mask")
+            return self.put_mask(mask > 127)
+
+        return self._imported("mask", data, convert)
+
+    def _imported(self, kind: str, data: bytes, convert: Callable[[], ArtifactRef]) -> ArtifactRef:
+        key = hashlib.sha256(f"import:{kind}:".encode() + hashlib.sha256(data).digest()).hexdigest()
+        found = self.get_named(key)
+        if found is None:
+            found = convert()
+            self.put_named(key, found)
+        return found
 
     # -- tensors and JSON ----------------------------------------------------------------------
 

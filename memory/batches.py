@@ -94,8 +94,9 @@ class BatchRecords:
 
     def start(self, batch_id: str, position: int) -> None:
         """The item is being done (again, after a stop: its attempts count up)."""
-        self._set(batch_id, position, status="running", attempts=_items.c.attempts + 1, started_at=utcnow(),
-                  finished_at=None, error=None)
+        self.db.write(lambda c: c.execute(update(_items).where(_ITEM).values(
+            status="running", attempts=_items.c.attempts + 1, started_at=utcnow(), finished_at=None, error=None),
+            {"item_batch": batch_id, "item_position": position}))
 
     def succeed(self, batch_id: str, position: int, outputs: Mapping[str, Any]) -> None:
         self._set(batch_id, position, status="succeeded", outputs=dict(outputs), finished_at=utcnow())
@@ -109,6 +110,8 @@ class BatchRecords:
             status="pending", outputs=None, error=None, started_at=None, finished_at=None)))
 
     def _set(self, batch_id: str, position: int, **values: Any) -> None:
+        """An item ends: its row, and the batch's time of last change."""
+
         def work(c: Any) -> None:
             c.execute(update(_items).where(_ITEM).values(**values), {"item_batch": batch_id, "item_position": position})
             c.execute(update(_batches).where(_batches.c.id == batch_id).values(updated_at=utcnow()))

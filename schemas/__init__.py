@@ -25,7 +25,7 @@ from .modules import MODULES, ModuleInfo, ModuleName, resolve_module
 from .outputs import ToolOutput
 from .plans import Plan, PlanStep
 from .references import AliasName, InputName, Reference, StepOutput, is_reference, parse_reference, step_number
-from .regions import BoxRegion, PointsRegion, Region, ScribbleRegion, parse_box, parse_points
+from .regions import BoxRegion, PointsRegion, Region, ScribbleRegion, as_region, parse_box, parse_points
 from .settings import VitronSettings
 from .steps import (
     ARTIFACT_KINDS,
@@ -104,6 +104,7 @@ __all__ = [
     "VitronSettings",
     "WorkflowDefinition",
     "WorkflowFailed",
+    "as_region",
     "is_reference",
     "parse_box",
     "parse_points",

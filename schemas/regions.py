@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal
+from functools import cache
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from .artifacts import ArtifactRef
 from .errors import InvalidInput
@@ -109,6 +110,21 @@ class ScribbleRegion(BaseModel):
 
 Region = Annotated[BoxRegion | PointsRegion | ScribbleRegion, Field(discriminator="kind")]
 """Any of the three region forms, told apart by `kind`."""
+
+
+@cache
+def _region_adapter() -> TypeAdapter[Any]:
+    return TypeAdapter(Region)
+
+
+def as_region(value: Any, *, field: str = "region") -> BoxRegion | PointsRegion | ScribbleRegion:
+    """A region from its JSON (or a region already); `InvalidInput` naming `field` for anything else."""
+    try:
+        return _region_adapter().validate_python(value)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        raise InvalidInput(err["msg"].removeprefix("Value error, "), field=field,
+                           fix="give a box x1,y1,x2,y2, points or a scribble mask") from None
 
 
 def _fmt(values: tuple[float, ...]) -> str:

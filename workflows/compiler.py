@@ -37,6 +37,7 @@ from schemas import (
     UnknownModule,
     VitronError,
     WorkflowDefinition,
+    as_region,
     is_reference,
     parse_reference,
     resolve_module,
@@ -380,13 +381,7 @@ def _checked_value(kind: str, value: Any, at: str) -> Any:
             raise InvalidInput(f"expected text, got {value!r}", field=at, fix="give text")
         return value
     if kind == "region":
-        from schemas import Region
-
-        try:
-            return TypeAdapter(Region).validate_python(value).model_dump(mode="json")
-        except ValidationError as exc:
-            raise InvalidInput(exc.errors(include_url=False)[0]["msg"], field=at,
-                               fix="give a box x1,y1,x2,y2 or a region as JSON") from None
+        return as_region(value, field=at).model_dump(mode="json")
     return value
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter, ValidationError
 
 from memory import ArtifactStore
-from schemas import ARTIFACT_KINDS, ArtifactRef, InputSpec, InvalidInput, Region, VitronError, parse_box
+from schemas import ARTIFACT_KINDS, ArtifactRef, InputSpec, InvalidInput, VitronError, as_region, parse_box
 
 
 def coerce_inputs(specs: Mapping[str, InputSpec], given: Mapping[str, Any], store: ArtifactStore) -> dict[str, Any]:
@@ -53,11 +52,7 @@ def coerce_input(name: str, spec: InputSpec, value: Any, store: ArtifactStore) -
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"the region is not valid JSON: {exc}", field=where,
                                    fix="give a box x1,y1,x2,y2 or a region as JSON") from None
-        try:
-            return TypeAdapter(Region).validate_python(value).model_dump(mode="json")
-        except ValidationError as exc:
-            raise InvalidInput(exc.errors(include_url=False)[0]["msg"], field=where,
-                               fix="give a box x1,y1,x2,y2 or a region as JSON") from None
+        return as_region(value, field=where).model_dump(mode="json")
     raise InvalidInput(f"inputs of kind {kind} cannot be given", field=where)
 
 

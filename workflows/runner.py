@@ -178,8 +178,9 @@ class StepRunner:
         inputs = {f: v["sha256"] for f, v in spec.input.items() if isinstance(v, dict) and "sha256" in v}
         started = StartedStep(step, spec, inputs, Relay())
         if self.cache is not None and use_cache:
-            backend = get_tool(step.module).backend_name(step.backend, self.models)
-            started.signature = step_signature(step.module, spec.input, backend, self.models, step.options)
+            models = self.models
+            backend = get_tool(step.module).backend_name(step.backend, models)
+            started.signature = step_signature(step.module, spec.input, backend, models, step.options)
             if started.signature is not None:
                 started.cached = self._cached(started.signature)
                 if started.cached is not None:
@@ -277,29 +278,50 @@ class StepRunner:
         results: dict[str, StepResult] = {}
         status: dict[str, str] = {}
         running: dict[Future[StepResult], str] = {}
-        with ThreadPoolExecutor(max_workers=max(1, len(plan.steps)), thread_name_prefix="vitron-step") as pool:
-            while True:
-                for step in plan.steps:
-                    if step.name in status:
-                        continue
-                    reason = control.skip_reason(step.name)
-                    if reason is None and (failed := blocked_by(step, status)) is not None:
-                        reason = f"step {failed} did not succeed"
-                    if reason is not None:
-                        results[step.name] = self.skip(step, reason, recorder=recorder, emit=emit)
-                        status[step.name] = "skipped"
-                for step in ready(plan.steps, status):
-                    status[step.name] = "running"
-                    outputs = {n: r.outputs for n, r in results.items() if r.status == "succeeded"}
-                    running[pool.submit(self.run, step, outputs, recorder=recorder, emit=emit,
-                                        session_id=session_id, use_cache=use_cache, control=control)] = step.name
-                if not running:
-                    return {s.name: results[s.name] for s in plan.steps}
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in done:
-                    name = running.pop(future)
-                    results[name] = future.result()
-                    status[name] = results[name].status
+        pool = _waiters()
+        while True:
+            for step in plan.steps:
+                if step.name in status:
+                    continue
+                reason = control.skip_reason(step.name)
+                if reason is None and (failed := blocked_by(step, status)) is not None:
+                    reason = f"step {failed} did not succeed"
+                if reason is not None:
+                    results[step.name] = self.skip(step, reason, recorder=recorder, emit=emit)
+                    status[step.name] = "skipped"
+            now = ready(plan.steps, status)
+            outputs = {n: r.outputs for n, r in results.items() if r.status == "succeeded"}
+            if len(now) == 1 and not running:  # a chain: its steps run on this thread, one after the other
+                (step,) = now
+                results[step.name] = self.run(step, outputs, recorder=recorder, emit=emit, session_id=session_id,
+                                              use_cache=use_cache, control=control)
+                status[step.name] = results[step.name].status
+                continue
+            for step in now:
+                status[step.name] = "running"
+                running[pool.submit(self.run, step, outputs, recorder=recorder, emit=emit,
+                                    session_id=session_id, use_cache=use_cache, control=control)] = step.name
+            if not running:
+                return {s.name: results[s.name] for s in plan.steps}
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                results[name] = future.result()
+                status[name] = results[name].status
+
+
+_WAITERS: ThreadPoolExecutor | None = None
+_WAITERS_LOCK = threading.Lock()
+
+
+def _waiters() -> ThreadPoolExecutor:
+    """The threads that wait for running steps' jobs (the jobs themselves run on the executor), shared by every
+    plan: a thread each costs more than a cached step."""
+    global _WAITERS
+    with _WAITERS_LOCK:
+        if _WAITERS is None:
+            _WAITERS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="vitron-step")
+        return _WAITERS
 
 
 class RunControl:
