@@ -131,7 +131,7 @@ def run_cmd(file: FileArg, inputs: InputOpt = None, values: SetOpt = None, cache
         else:
             with _bars() as progress:
                 result = flow.run(given, cache=cache, on_event=_StepBars(progress))
-        shown = result.to_json(flow.runtime.store)
+        shown = result.to_json()
     if as_json:
         print(json.dumps(shown))
     else:

@@ -1,4 +1,4 @@
-"""The seven specialist contracts (DESIGN.md): input and output models, descriptions, backends."""
+"""The seven specialist contracts (docs/ARCHITECTURE.md): input and output models, descriptions, backends."""
 
 from __future__ import annotations
 

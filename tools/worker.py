@@ -38,7 +38,7 @@ def run_worker(queues: list[str], concurrency: int = 1, loglevel: str = "INFO") 
     A prefork pool is safe with CUDA because each pool process initialises CUDA itself, after the fork,
     when its first job loads a model. So nothing in the parent may touch CUDA: a CUDA context created
     before the fork breaks every child. The pool processes live on between jobs, so the model cache
-    keeps models loaded (DESIGN rule 3).
+    keeps models loaded (docs/ARCHITECTURE.md, rule 3).
     """
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown or not queues:

@@ -15,17 +15,30 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from memory import BatchItem
-from schemas import ARTIFACT_KINDS, InputSpec, InvalidInput, VitronError
-
-if TYPE_CHECKING:
-    from .workflow import Workflow
+from memory import BatchItem, BatchRecords
+from schemas import ARTIFACT_KINDS, InputSpec, InvalidInput, VitronError, WorkflowDefinition
 
 BATCH_VERSION = 1
 
 ItemEvent = Callable[[dict[str, Any]], None]
+
+
+class Batchable(Protocol):
+    """What a batch runs: a workflow (`workflows.Workflow`)."""
+
+    definition: WorkflowDefinition
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def records(self) -> BatchRecords: ...
+
+    def validate(self) -> Any: ...
+
+    def run(self, inputs: Mapping[str, Any], *, cache: bool = True, on_event: ItemEvent | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,7 @@ def batch_id(workflow: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) ->
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
-def run_batch(workflow: Workflow, items: Sequence[Mapping[str, Any]], *, name: str | None = None,
+def run_batch(workflow: Batchable, items: Sequence[Mapping[str, Any]], *, name: str | None = None,
               restart: bool = False, parallel: int = 2, cache: bool = True,
               on_event: ItemEvent | None = None) -> BatchResult:
     """Run `workflow` over `items` (each a mapping of inputs, as `Workflow.run` takes them). Items this batch
@@ -59,11 +72,10 @@ def run_batch(workflow: Workflow, items: Sequence[Mapping[str, Any]], *, name: s
     `item_started` and `item_finished` (position, status, outputs or error), and each step's events with the item's
     position as `item`."""
     workflow.validate()  # a workflow that does not compile fails before any item
-    runtime = workflow.runtime
     given = [_as_given(item) for item in items]
     definition = workflow.definition.model_dump(mode="json")
     identity = batch_id(definition, given)
-    records = runtime.batches
+    records = workflow.records
     records.open(identity, name=name or workflow.name, workflow=definition, items=given)
     if restart:
         records.reset(identity)
@@ -85,7 +97,7 @@ def run_batch(workflow: Workflow, items: Sequence[Mapping[str, Any]], *, name: s
                 "error": type(exc).__name__, "field": None, "problem": str(exc), "fix": None}
         else:
             if result.ok:
-                outputs = result.to_json(runtime.store)["outputs"]
+                outputs = result.to_json()["outputs"]
                 records.succeed(identity, item.position, outputs)
                 emit({"event": "item_finished", "position": item.position, "status": "succeeded", "outputs": outputs})
                 return

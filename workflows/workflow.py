@@ -29,6 +29,7 @@ from schemas import (
 )
 from tools.executors import Executor, make_executor
 
+from .batch import BatchResult, run_batch
 from .compiler import CompiledWorkflow, compile_workflow, parse_definition
 from .inputs import coerce_inputs
 from .runner import Emit, RunControl, StepResult, StepRunner
@@ -89,6 +90,7 @@ class WorkflowResult:
     outputs: dict[str, Any]
     steps: dict[str, StepResult]
     kinds: dict[str, Kind] = field(default_factory=dict)
+    store: ArtifactStore | None = field(default=None, repr=False, compare=False)  # where the artifacts are
 
     @property
     def ok(self) -> bool:
@@ -106,12 +108,13 @@ class WorkflowResult:
                                      fix="see the step's error; `vitron workflow validate` checks the file")
         return self
 
-    def to_json(self, store: ArtifactStore) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """Outputs as `{kind, path, sha256}` (artifacts) or `{kind, value}`; steps with status, error, cached."""
         outputs: dict[str, Any] = {}
         for name, value in self.outputs.items():
             if isinstance(value, ArtifactRef):
-                outputs[name] = {"kind": value.kind, "path": str(store.path(value)), "sha256": value.sha256}
+                path = str(self.store.path(value)) if self.store is not None else None
+                outputs[name] = {"kind": value.kind, "path": path, "sha256": value.sha256}
             else:
                 outputs[name] = {"kind": self.kinds.get(name), "value": value}
         steps = {name: {k: v for k, v in {"status": r.status, "error": r.error, "cached": r.cached,
@@ -248,10 +251,13 @@ class Workflow:
         """Run, yielding the events as they happen; the last is `end` with the outputs."""
         yield from self.start(inputs, cache=cache).events()
 
-    def batch(self, items: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
-        """Run over many items (see `workflows.batch.run_batch`)."""
-        from .batch import run_batch
+    @property
+    def records(self) -> BatchRecords:
+        """Where this workflow's batches are recorded."""
+        return self.runtime.batches
 
+    def batch(self, items: Sequence[Mapping[str, Any]], **kwargs: Any) -> BatchResult:
+        """Run over many items, recorded so that a stopped batch goes on where it stopped (`run_batch`)."""
         return run_batch(self, items, **kwargs)
 
     def _result(self, results: dict[str, StepResult]) -> WorkflowResult:
@@ -264,7 +270,7 @@ class Workflow:
                 continue
             value = result.outputs[ref.field]
             outputs[name] = ArtifactRef.model_validate(value) if kinds[name] in ARTIFACT_KINDS else value
-        return WorkflowResult(outputs, results, kinds)
+        return WorkflowResult(outputs, results, kinds, self.runtime.store)
 
     def close(self) -> None:
         if self._runtime is not None and self._owns_runtime:

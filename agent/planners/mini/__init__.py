@@ -1,4 +1,4 @@
-"""vitron-mini: a small planner fine-tuned from MiniLM that plans offline on CPU (see DESIGN.md, issue 7).
+"""vitron-mini: a small planner fine-tuned from MiniLM that plans offline on CPU (docs/ARCHITECTURE.md).
 
 `MiniPlanner` plans through the Planner protocol with the checkpoint shipped in `checkpoint/`; `train` makes such
 a checkpoint from scratch and `evaluate` prints its figures. `python -m agent.planners.mini train|eval`.
