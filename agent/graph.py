@@ -28,7 +28,16 @@ from langgraph.types import Send, interrupt
 from memory import SessionMemory
 from schemas import ArtifactRef, CompiledStep, Invocation, StepOutput, VitronError, VitronSettings, as_region
 from tools.executors import Executor
-from workflows import Ambiguous, StartedStep, StepResult, StepRunner, compile_invocations, rounds
+from workflows import (
+    Ambiguous,
+    StartedStep,
+    StepResult,
+    StepRunner,
+    compile_invocations,
+    rounds,
+    saved_workflow,
+    saved_workflows,
+)
 
 from .planners.base import Planner, PlanRequest, StepOutcome
 from .recorder import SessionRecorder
@@ -91,6 +100,9 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
     runner = StepRunner(executor, store, settings)
     corrects = getattr(planner, "corrects", True)
 
+    def saved(name: str) -> Any:
+        return saved_workflow(name, settings, store)
+
     # -- plan ----------------------------------------------------------------------------------
 
     def plan(state: TurnState) -> dict[str, Any]:
@@ -101,6 +113,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
             inputs={a: ArtifactRef.model_validate(r) for a, r in state.get("inputs", {}).items()},
             region=_region(state.get("region")), store=store, round=state.get("round", 1),
             results=_outcomes(state), feedback=state.get("feedback"), attempt=state.get("attempt", 1),
+            workflows=tuple(saved_workflows(settings)),
         )
         try:
             proposal = planner.plan(request)
@@ -146,7 +159,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         if not invocations:
             return {"round_start": len(done), "proposal": [], "attempt": 1}
         try:
-            compiled = compile_invocations(invocations, table(), store, offset=len(done))
+            compiled = compile_invocations(invocations, table(), store, offset=len(done), workflows=saved)
         except Ambiguous as question:
             return {"proposal": [], "final": question.question}
         except VitronError as exc:
@@ -155,8 +168,9 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         update = {"steps": done + new, "round_start": len(done), "proposal": [], "attempt": 1}
         start_ahead({**state, **update})  # the first job runs while its steps are recorded
         try:
-            rows = memory.record_steps(sid, [_record(step) for step in compiled.steps], turn_id=state["turn_id"],
-                                       first_position=len(done) + 1)
+            positions = _positions([*done, *new])
+            rows = memory.record_steps(sid, [_record(step, positions) for step in compiled.steps],
+                                       turn_id=state["turn_id"], first_position=len(done) + 1)
         except BaseException:
             cancel_ahead(sid)
             raise
@@ -294,7 +308,8 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         """The reply (a question or a refusal already in `final`, else a summary), recorded and sent."""
         cancel_ahead(state["session_id"])  # started ahead for a step this turn never ran
         text = state.get("final") or _summary(state)
-        invocations = [_record(CompiledStep.model_validate(s)) for s in state.get("steps", [])]
+        positions = _positions(state.get("steps", []))
+        invocations = [_record(CompiledStep.model_validate(s), positions) for s in state.get("steps", [])]
         memory.append_turn(state["session_id"], "assistant", reply=text, invocations=invocations)
         _emit("message", text=text)
         return text
@@ -344,11 +359,19 @@ def _input_hashes(step: CompiledStep, outputs: dict[str, dict]) -> dict[str, str
     return {f: v["sha256"] for f, v in step.tool_input(outputs).items() if isinstance(v, dict) and "sha256" in v}
 
 
-def _record(step: CompiledStep) -> dict[str, Any]:
+def _positions(steps: list[dict]) -> dict[str, int]:
+    return {s["name"]: s["position"] for s in steps}
+
+
+def _record(step: CompiledStep, positions: dict[str, int]) -> dict[str, Any]:
     """A step as session memory keeps it: the invocation, its inputs as refs or `@P` (the turn's step P)."""
-    inputs = {f: f"@{v.step}" if isinstance(v, StepOutput) else v.model_dump(mode="json", exclude_none=True)
+    inputs = {f: f"@{positions[v.step]}" if isinstance(v, StepOutput) else v.model_dump(mode="json",
+                                                                                          exclude_none=True)
               for f, v in step.inputs.items()}
-    return {"module": step.module, **step.params, "inputs": inputs}
+    params = dict(step.params)
+    record = {"module": step.module, "command": params.pop("command", ""), "inputs": inputs,
+              **{key: params.pop(key) for key in ("region", "signal") if key in params}}
+    return {**record, "params": params} if params else record
 
 
 def _outcomes(state: TurnState) -> tuple[StepOutcome, ...]:

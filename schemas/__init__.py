@@ -18,7 +18,7 @@ from .errors import (
     VitronError,
     WorkflowFailed,
 )
-from .invocations import INPUT_REF_PATTERN, InputRef, Invocation, SignalEmbedding
+from .invocations import INPUT_REF_PATTERN, WORKFLOW_NAME_PATTERN, InputRef, Invocation, SignalEmbedding, WorkflowName
 from .jobs import JobCancelled, JobFailed, JobQueue, JobResult, JobSpec, JobStatus
 from .models_file import MODELS_SETTING, ModelsFile, ModelSpec
 from .modules import MODULES, ModuleInfo, ModuleName, resolve_module
@@ -51,6 +51,7 @@ __all__ = [
     "MODULES",
     "STEP_STATUSES",
     "UNSUCCESSFUL_STATUSES",
+    "WORKFLOW_NAME_PATTERN",
     "WORKFLOW_VERSION",
     "AliasName",
     "AliasNotFound",
@@ -104,6 +105,7 @@ __all__ = [
     "VitronSettings",
     "WorkflowDefinition",
     "WorkflowFailed",
+    "WorkflowName",
     "as_region",
     "is_reference",
     "parse_box",

@@ -32,17 +32,24 @@ class SignalEmbedding(BaseModel):
 InputRef = Annotated[str, Field(pattern=INPUT_REF_PATTERN)] | ArtifactRef
 """An input: a reference by name (`@1`, `@img1`) or a resolved artifact ref."""
 
+WORKFLOW_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+WorkflowName = Annotated[str, Field(pattern=WORKFLOW_NAME_PATTERN)]
+"""A saved workflow called like a module (`product_cutout`): lowercase letters, digits and `_`."""
+
 
 class Invocation(BaseModel):
     """One step of a plan."""
 
     model_config = ConfigDict(extra="forbid")
 
-    module: ModuleName
+    module: ModuleName | WorkflowName = Field(description="A module (letter, name or title, stored by name) or "
+                                              "a saved workflow's name.")
     command: str = Field(description="The instruction for the specialist, e.g. 'segmentation: the red car'.")
     region: Region | None = None
     inputs: dict[str, InputRef] = Field(default_factory=dict)
     signal: SignalEmbedding | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="The tool's other fields (frames, fps, sizes, "
+                                   "seed, phrase boxes), as JSON: set by workflows; the grammar has no place for them.")
 
     @field_validator("module", mode="before")
     @classmethod
@@ -51,5 +58,5 @@ class Invocation(BaseModel):
             try:
                 return resolve_module(value).name
             except Exception:
-                return value  # the Literal check then reports the known names
+                return value  # a workflow's name, or the checks then report the known names
         return value

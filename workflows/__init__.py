@@ -13,7 +13,7 @@ from . import rounds
 from .batch import BatchResult, expand_items, run_batch
 from .compiler import CompiledWorkflow, compile_invocations, compile_workflow, placeholder
 from .export import export_session
-from .library import find_workflow, load_workflow, saved_workflows
+from .library import find_workflow, load_workflow, saved_workflow, saved_workflows
 from .resolve import Ambiguous, resolve_plan_inputs
 from .runner import RunControl, StartedStep, StepRecorder, StepResult, StepRunner, Unrecorded
 from .workflow import Runtime, Workflow, WorkflowResult, WorkflowRun
@@ -42,5 +42,6 @@ __all__ = [
     "resolve_plan_inputs",
     "rounds",
     "run_batch",
+    "saved_workflow",
     "saved_workflows",
 ]

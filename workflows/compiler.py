@@ -14,7 +14,7 @@ $steps.track.video`) and says how to fix it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -46,7 +46,7 @@ from tools import VisionTool, get_tool
 from tools.base import invalid_input_from
 
 from .kinds import FieldInfo, input_fields, output_fields, output_of_kind
-from .resolve import resolve_plan_inputs
+from .resolve import Callee, resolve_plan_inputs, tool_callee
 
 _PLACEHOLDER_MEDIA = {"image": "image/png", "mask": "image/png", "video": "video/mp4", "masks": "video/x-matroska",
                       "embedding": "application/vnd.safetensors", "boxes": "application/json"}
@@ -64,27 +64,113 @@ def placeholder(kind: str) -> ArtifactRef:
 # -- a planner's plan ------------------------------------------------------------------------------
 
 
+SavedWorkflows = Callable[[str], "CompiledWorkflow | None"]
+"""Finds a saved workflow by name (None when there is none), for plans that call one like a module."""
+
+
 def compile_invocations(invocations: Sequence[Invocation], table: Sequence[ArtifactEntry], store: ArtifactStore, *,
-                        offset: int = 0) -> CompiledPlan:
-    """A planner's invocations as a compiled plan; steps are named by their position in the turn (`offset` steps
-    ran in earlier rounds). Raises `InvalidInput` (or `Ambiguous`: two artifacts fit an input equally)."""
-    resolved = resolve_plan_inputs(list(invocations), tuple(table), offset=offset)
-    steps = []
-    for number, (inv, inputs) in enumerate(zip(invocations, resolved, strict=True), start=1):
-        tool = get_tool(inv.module)
-        fields = input_fields(tool.name)
-        given: dict[str, Any] = {f: v if isinstance(v, ArtifactRef) else placeholder(fields[f].kind)
-                                 for f, v in inputs.values.items()}
-        literal = {name: value for name in ("command", "region", "signal")
-                   if (value := getattr(inv, name)) is not None and value != ""}
+                        offset: int = 0, workflows: SavedWorkflows | None = None) -> CompiledPlan:
+    """A planner's invocations as a compiled plan. Step N of the plan is named `offset + N` (`offset` steps ran in
+    earlier rounds of the turn); a step that calls a saved workflow becomes that workflow's steps, named
+    `offset + N.step`. Raises `InvalidInput` (or `Ambiguous`: two artifacts fit an input equally)."""
+    flows: dict[str, CompiledWorkflow] = {}
+
+    def callee(module: str) -> Callee:
         try:
-            tool.input_model.model_validate({**given, **literal})
-        except ValidationError as exc:
-            raise invalid_input_from(exc, f"step {number} ({tool.name})") from None
-        params = inv.model_dump(mode="json", context={"store": store}, include=set(literal), exclude_none=True)
-        steps.append(CompiledStep(name=str(offset + number), position=offset + number, module=tool.name,
-                                  version=tool.version, params=params, inputs=inputs.values, heavy=tool.heavy))
+            return tool_callee(module)
+        except UnknownModule as exc:
+            flow = workflows(module) if workflows is not None else None
+            if flow is None:
+                raise UnknownModule(f"unknown module or workflow {module!r}", field="module",
+                                    fix=f"{exc.fix}, or a saved workflow's name (`vitron tools`)") from None
+            flows[module] = flow
+            return workflow_callee(module, flow)
+
+    resolved = resolve_plan_inputs(list(invocations), tuple(table), offset=offset, callees=callee)
+    steps: list[CompiledStep] = []
+    exported: dict[tuple[str, str], StepOutput] = {}  # (a workflow call's name, its output) → the step making it
+    for number, (inv, inputs) in enumerate(zip(invocations, resolved, strict=True), start=1):
+        name = str(offset + number)
+        values = {f: exported.get((v.step, v.field or ""), v) if isinstance(v, StepOutput) else v
+                  for f, v in inputs.values.items()}
+        if inv.module in flows:
+            expanded = _call_workflow(name, number, inv, flows[inv.module], values, offset + len(steps) + 1)
+            exported.update({(name, out): StepOutput(step=f"{name}.{ref.step}", field=ref.field)
+                             for out, ref in flows[inv.module].outputs.items()})
+            steps.extend(expanded)
+            continue
+        tool = get_tool(inv.module)
+        literal = {key: value for key in ("command", "region", "signal")
+                   if (value := getattr(inv, key)) is not None and value != ""}
+        _check_with_placeholders(tool, {**values, **inv.params, **literal}, f"step {number} ({tool.name})")
+        params = {**inv.params, **inv.model_dump(mode="json", context={"store": store}, include=set(literal),
+                                                 exclude_none=True)}
+        steps.append(CompiledStep(name=name, position=offset + len(steps) + 1, module=tool.name,
+                                  version=tool.version, params=params, inputs=values, heavy=tool.heavy))
     return CompiledPlan(steps=tuple(steps))
+
+
+def workflow_callee(name: str, flow: CompiledWorkflow) -> Callee:
+    """A saved workflow as a plan's step sees it: its artifact inputs (required when they have no default) and
+    artifact outputs, under the workflow's own names."""
+    return Callee(name, {n: (s.type, s.required) for n, s in flow.inputs.items() if s.type in ARTIFACT_KINDS},
+                  {n: k for n, k in flow.output_kinds().items() if k in ARTIFACT_KINDS})
+
+
+def _call_workflow(name: str, number: int, inv: Invocation, flow: CompiledWorkflow,
+                   artifacts: Mapping[str, ArtifactRef | StepOutput], first_position: int) -> list[CompiledStep]:
+    """A plan's step that calls a saved workflow, as the workflow's own steps: its artifact inputs resolved like a
+    tool's, the drawn region to its first region input, the instruction to its `command` input (or its only text
+    input without a default); the rest keep their defaults."""
+    where = f"step {number} ({inv.module})"
+    values: dict[str, Any] = dict(artifacts)
+    regions = [n for n, s in flow.inputs.items() if s.type == "region"]
+    if inv.region is not None and regions:
+        values[regions[0]] = inv.region.model_dump(mode="json")
+    texts = [n for n, s in flow.inputs.items() if s.type == "text"]
+    open_texts = [n for n in texts if flow.inputs[n].required]
+    command = "command" if "command" in texts else open_texts[0] if len(open_texts) == 1 else None
+    if inv.command and command is not None:
+        values[command] = inv.command
+    missing = [n for n, s in flow.inputs.items() if s.required and n not in values]
+    if missing:
+        spec = flow.inputs[missing[0]]
+        how = {"region": "draw a region", "text": "say it in the instruction"}.get(spec.type, f"give a {spec.type}")
+        raise InvalidInput(f"{where} needs its input {missing[0]!r} ({spec.type})", field="inputs", fix=how)
+    plan = flow.bind(values, where=where)
+    inner = {step.name for step in plan.steps}
+
+    def outer(ref: Any) -> Any:
+        return StepOutput(step=f"{name}.{ref.step}", field=ref.field) if isinstance(ref, StepOutput) and \
+            ref.step in inner else ref
+
+    steps = []
+    for position, step in enumerate(plan.steps, start=first_position):
+        renamed = step.model_copy(update={"name": f"{name}.{step.name}", "position": position,
+                                          "inputs": {f: outer(v) for f, v in step.inputs.items()}})
+        tool = get_tool(step.module)
+        _check_with_placeholders(tool, {**step.params, **renamed.inputs}, f"{where}, its step {step.name}")
+        steps.append(renamed)
+    return steps
+
+
+def _check_with_placeholders(tool: VisionTool, data: Mapping[str, Any], where: str) -> None:
+    """A step's whole input against its tool's schema, with placeholders for the artifacts not made yet. Fields
+    fed by another step's region, text or number are left to the job, which checks them where it runs."""
+    fields = input_fields(tool.name)
+    known: dict[str, Any] = {}
+    for field, value in data.items():
+        if isinstance(value, StepOutput):
+            if fields[field].artifact:
+                known[field] = placeholder(fields[field].kind)
+            continue
+        known[field] = value
+    if any(f not in known for f, info in fields.items() if info.required):
+        return
+    try:
+        tool.input_model.model_validate(known)
+    except ValidationError as exc:
+        raise invalid_input_from(exc, where) from None
 
 
 # -- a workflow ------------------------------------------------------------------------------------
@@ -110,20 +196,22 @@ class CompiledWorkflow:
     def _step(self, name: str) -> CompiledStep:
         return next(s for s in self.steps if s.name == name)
 
-    def bind(self, values: Mapping[str, Any]) -> CompiledPlan:
-        """The plan for one run: inputs (typed values: refs for artifacts, see `workflows.inputs`) filled in,
-        defaults for those left out. `InvalidInput` names a missing, unknown or wrongly typed input."""
+    def bind(self, values: Mapping[str, Any], *, where: str = "inputs") -> CompiledPlan:
+        """The plan for one run: inputs (typed values: refs for artifacts, see `workflows.inputs`; or, where a
+        plan calls the workflow, an earlier step's output) filled in, defaults for those left out. `InvalidInput`
+        names a missing, unknown or wrongly typed input."""
         unknown = sorted(set(values) - set(self.inputs))
         if unknown:
-            raise InvalidInput(f"the workflow has no input {unknown[0]!r}", field=f"inputs.{unknown[0]}",
+            raise InvalidInput(f"the workflow has no input {unknown[0]!r}", field=f"{where}.{unknown[0]}",
                                fix=f"its inputs are {', '.join(self.inputs) or 'none'}")
         bound: dict[str, Any] = {}
         for name, spec in self.inputs.items():
             value = values.get(name, spec.default)
             if value is None:
-                raise InvalidInput(f"the workflow needs its input {name!r} ({spec.type})", field=f"inputs.{name}",
+                raise InvalidInput(f"the workflow needs its input {name!r} ({spec.type})", field=f"{where}.{name}",
                                    fix=f"give it, e.g. --input {name}=…")
-            bound[name] = _checked_value(spec.type, value, f"inputs.{name}")
+            bound[name] = value if isinstance(value, StepOutput) else _checked_value(spec.type, value,
+                                                                                      f"{where}.{name}")
         steps = []
         for step in self.steps:
             params = dict(step.params)
@@ -131,7 +219,7 @@ class CompiledWorkflow:
             for field, source in step.inputs.items():
                 if isinstance(source, InputName):
                     value = bound[source.name]
-                    if isinstance(value, ArtifactRef):
+                    if isinstance(value, ArtifactRef | StepOutput):
                         inputs[field] = value
                     else:
                         params[field] = value

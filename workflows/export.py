@@ -82,6 +82,7 @@ def _step(step: StepRecord, name: str, steps: list[StepRecord], names: dict[int,
     for key in ("command", "region", "signal"):
         if invocation.get(key) not in (None, ""):
             written[key] = _without_aliases(invocation[key])
+    written.update(invocation.get("params") or {})  # frames, fps, seeds… of steps a workflow ran
     return written
 
 

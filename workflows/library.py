@@ -3,11 +3,15 @@ the package, each called by its file's name (`product_cutout`). A saved workflow
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from schemas import InvalidInput, VitronSettings
+from memory import ArtifactStore
+from schemas import WORKFLOW_NAME_PATTERN, InvalidInput, VitronSettings
 
+from .compiler import CompiledWorkflow, compile_workflow
 from .workflow import Workflow
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -15,13 +19,35 @@ _SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def saved_workflows(settings: VitronSettings | None = None) -> dict[str, Path]:
-    """Every workflow known by name: the examples, then the saved ones."""
+    """Every workflow known by name (a file's name that can be called like a module: lowercase, digits and `_`):
+    the examples, then the saved ones."""
     settings = settings or VitronSettings()
     found: dict[str, Path] = {}
     for folder in (EXAMPLES, settings.workflows_path):
         if folder.is_dir():
-            found.update({p.stem: p for p in sorted(folder.iterdir()) if p.suffix in _SUFFIXES and p.is_file()})
+            found.update({p.stem: p for p in sorted(folder.iterdir())
+                          if p.suffix in _SUFFIXES and p.is_file() and re.fullmatch(WORKFLOW_NAME_PATTERN, p.stem)})
     return found
+
+
+def saved_workflow(name: str, settings: VitronSettings | None = None,
+                   store: ArtifactStore | None = None) -> CompiledWorkflow | None:
+    """The saved workflow `name`, compiled (again only when its file changes); None when there is none. A saved
+    workflow that does not compile raises its error, naming the file."""
+    path = saved_workflows(settings).get(name)
+    if path is None:
+        return None
+    stat = path.stat()
+    try:
+        return _compiled(path, stat.st_mtime_ns, stat.st_size, store)
+    except InvalidInput as exc:
+        raise InvalidInput(f"the saved workflow {name} ({path}) does not compile: {exc.message}", field="module",
+                           fix="fix the file (`vitron workflow validate`), or remove it") from None
+
+
+@lru_cache(maxsize=64)
+def _compiled(path: Path, mtime_ns: int, size: int, store: ArtifactStore | None) -> CompiledWorkflow:
+    return compile_workflow(Workflow.load(path).definition, store)
 
 
 def find_workflow(name_or_path: str | Path, settings: VitronSettings | None = None) -> Path:

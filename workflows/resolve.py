@@ -10,14 +10,16 @@ input (a mask for an edit) is filled only when it was made from the same source 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from memory import ArtifactEntry
 from schemas import ArtifactRef, InvalidInput, Invocation, StepOutput, VitronError, step_number
 from tools import get_tool
 
-from .kinds import artifact_inputs, artifact_outputs, output_of_kind
+from .kinds import artifact_inputs, artifact_outputs
 
 _UNNAMED = re.compile(r"^input\d*$")
 
@@ -31,9 +33,38 @@ class Ambiguous(VitronError):
         self.candidates = candidates
 
 
+@dataclass(frozen=True)
+class Callee:
+    """What a plan's step calls, as the resolver sees it: a tool or a saved workflow, with its artifact inputs
+    (field → kind, required) and artifact outputs (field → kind). A tool's fields are named by their kinds."""
+
+    name: str
+    inputs: dict[str, tuple[str, bool]]
+    outputs: dict[str, str]
+
+    @property
+    def output_kinds(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.outputs.values()))
+
+    def output_of_kind(self, kind: str) -> str | None:
+        return next((f for f, k in self.outputs.items() if k == kind), None)
+
+
+@cache
+def tool_callee(module: str) -> Callee:
+    """A tool as a callee (any spelling of its module)."""
+    tool = get_tool(module)
+    return Callee(tool.name, {f: (f, required) for f, required in artifact_inputs(tool.name).items()},
+                  dict(artifact_outputs(tool.name)))
+
+
 def output_kinds(tool_name: str) -> tuple[str, ...]:
     """The kinds of artifact a tool's output holds."""
-    return tuple(dict.fromkeys(artifact_outputs(tool_name).values()))
+    return tool_callee(tool_name).output_kinds
+
+
+Callees = Callable[[str], Callee]
+"""Finds what a step's `module` names (a tool, else a saved workflow); raises `InvalidInput` for neither."""
 
 
 @dataclass(frozen=True)
@@ -94,23 +125,39 @@ class _Table:
         return self.by_alias[name]
 
 
-def resolve_plan_inputs(steps: list[Invocation], table: tuple[ArtifactEntry, ...], offset: int = 0) -> list[StepInputs]:
+def resolve_plan_inputs(steps: list[Invocation], table: tuple[ArtifactEntry, ...], offset: int = 0,
+                        callees: Callees = tool_callee) -> list[StepInputs]:
     """Every step's artifact inputs: explicit ones checked, missing ones filled (or `Ambiguous` raised).
 
     `offset` is how many steps earlier rounds of this turn ran: `@N` in this plan becomes `@{offset + N}`.
     """
     known = _Table(table)
+    plan = _Plan(steps, [callees(inv.module) for inv in steps], offset)
     resolved: list[StepInputs] = []
-    for index, inv in enumerate(steps, start=1):
-        resolved.append(_resolve_step(index, inv, steps, resolved, known, offset))
+    for index in range(1, len(steps) + 1):
+        resolved.append(_resolve_step(index, plan, resolved, known))
     return resolved
 
 
-def _resolve_step(index: int, inv: Invocation, steps: list[Invocation], done: list[StepInputs], table: _Table,
-                  offset: int) -> StepInputs:
-    tool = get_tool(inv.module)
-    fields = artifact_inputs(tool.name)
-    where = f"step {index} ({tool.name})"
+@dataclass(frozen=True)
+class _Plan:
+    steps: list[Invocation]
+    callees: list[Callee]
+    offset: int
+
+    def earlier(self, number: int, spelled: str, index: int) -> Callee:
+        """What the plan's step `number` calls, which step `index` reads as `spelled`: it must come before."""
+        if not 1 <= number < index:
+            earlier = f"name one of @1…@{index - 1}" if index > 1 else "the first step can read no step's output"
+            raise InvalidInput(f"step {index} reads {spelled}, but only a step before it can be read",
+                               field="inputs", fix=earlier)
+        return self.callees[number - 1]
+
+
+def _resolve_step(index: int, plan: _Plan, done: list[StepInputs], table: _Table) -> StepInputs:
+    inv, callee = plan.steps[index - 1], plan.callees[index - 1]
+    fields = callee.inputs
+    where = f"step {index} ({callee.name})"
     values: dict[str, ArtifactRef | StepOutput] = {}
     unnamed: list[ArtifactRef | str] = []
     for key, value in inv.inputs.items():
@@ -118,82 +165,78 @@ def _resolve_step(index: int, inv: Invocation, steps: list[Invocation], done: li
             unnamed.append(value)
         elif key not in fields:
             takes = ", ".join(fields) or "no artifacts"
-            raise InvalidInput(f"{where} has an input {key!r}, but {tool.name} takes {takes}", field="inputs",
+            raise InvalidInput(f"{where} has an input {key!r}, but {callee.name} takes {takes}", field="inputs",
                                fix=f"name one of: {takes}")
         else:
-            values[key] = _check(key, value, where, index, steps, table, offset)
+            values[key] = _check(key, fields[key][0], value, where, index, plan, table)
     for value in unnamed:
-        kinds = _kinds_of(value, index, steps, table)
-        free = [f for f in fields if f in kinds and f not in values]
+        kinds = _kinds_of(value, index, plan, table)
+        free = [f for f, (kind, _) in fields.items() if kind in kinds and f not in values]
         if not free:
-            raise InvalidInput(f"{where} reads {_show(value)}, a {' or '.join(kinds)}, but {tool.name} takes "
+            raise InvalidInput(f"{where} reads {_show(value)}, a {' or '.join(kinds)}, but {callee.name} takes "
                                f"{', '.join(fields) or 'no artifacts'}", field="inputs",
                                fix="give each input to a step that takes its kind")
-        values[free[0]] = _check(free[0], value, where, index, steps, table, offset)
-    for field, required in fields.items():
+        values[free[0]] = _check(free[0], fields[free[0]][0], value, where, index, plan, table)
+    for field, (kind, required) in fields.items():
         if field not in values:
-            found = _implicit(field, required, values, index, steps, done, table, offset)
+            found = _implicit(kind, required, _main(values, fields), index, plan, done, table)
             if found is not None:
                 values[field] = found
             elif required:
-                raise InvalidInput(f"{where} needs an input {field}, and the session has no {field} yet",
-                                   field="inputs", fix=f"attach a{'n' if field[0] in 'aeiou' else ''} {field}, "
+                named = field if field == kind else f"{field} ({kind})"
+                raise InvalidInput(f"{where} needs an input {named}, and the session has no {kind} yet",
+                                   field="inputs", fix=f"attach a{'n' if kind[0] in 'aeiou' else ''} {kind}, "
                                                        "or run a step that makes one first")
-    return StepInputs({f: values[f] for f in fields if f in values})  # in the tool's field order
+    return StepInputs({f: values[f] for f in fields if f in values})  # in the callee's field order
 
 
-def _earlier(steps: list[Invocation], number: int, spelled: str, index: int) -> Invocation:
-    """The plan's step `number`, which step `index` reads as `spelled`: it must come before."""
-    if not 1 <= number < index:
-        earlier = f"name one of @1…@{index - 1}" if index > 1 else "the first step can read no step's output"
-        raise InvalidInput(f"step {index} reads {spelled}, but only a step before it can be read", field="inputs",
-                           fix=earlier)
-    return steps[number - 1]
+def _main(values: dict[str, ArtifactRef | StepOutput], fields: dict[str, tuple[str, bool]],
+          ) -> ArtifactRef | StepOutput | None:
+    """The image or video a step works on (a mask or masks belong to it)."""
+    return next((v for f, v in values.items() if fields[f][0] in ("image", "video")), None)
 
 
 def _show(value: ArtifactRef | str) -> str:
     return value if isinstance(value, str) else f"{value.kind} {value.short}"
 
 
-def _kinds_of(value: ArtifactRef | str, index: int, steps: list[Invocation], table: _Table) -> tuple[str, ...]:
+def _kinds_of(value: ArtifactRef | str, index: int, plan: _Plan, table: _Table) -> tuple[str, ...]:
     if isinstance(value, ArtifactRef):
         return (value.kind,)
     if (number := step_number(value)) is not None:
-        return output_kinds(_earlier(steps, number, value, index).module)
+        return plan.earlier(number, value, index).output_kinds
     return (table.resolve(value).ref.kind,)
 
 
-def _check(field: str, value: ArtifactRef | str, where: str, index: int, steps: list[Invocation], table: _Table,
-           offset: int) -> ArtifactRef | StepOutput:
+def _check(field: str, kind: str, value: ArtifactRef | str, where: str, index: int, plan: _Plan,
+           table: _Table) -> ArtifactRef | StepOutput:
     """An explicit input: the kind must fit the field; aliases become refs, `@N` the turn's step number."""
     if isinstance(value, ArtifactRef):
         kinds: tuple[str, ...] = (value.kind,)
         result: ArtifactRef | StepOutput = value
     elif (number := step_number(value)) is not None:
-        module = _earlier(steps, number, value, index).module
-        kinds = output_kinds(module)
-        result = StepOutput(step=str(offset + number), field=output_of_kind(module, field))
+        producer = plan.earlier(number, value, index)
+        kinds = producer.output_kinds
+        result = StepOutput(step=str(plan.offset + number), field=producer.output_of_kind(kind))
     else:
         entry = table.resolve(value)
         kinds, result = (entry.ref.kind,), entry.ref
-    if field not in kinds:
+    if kind not in kinds:
         raise InvalidInput(f"{where} reads {_show(value)} as its {field}, but that is a {' or '.join(kinds)}",
-                           field="inputs", fix=f"give it a{'n' if field[0] in 'aeiou' else ''} {field}")
+                           field="inputs", fix=f"give it a{'n' if kind[0] in 'aeiou' else ''} {kind}")
     return result
 
 
-def _implicit(field: str, required: bool, values: dict[str, ArtifactRef | StepOutput], index: int,
-              steps: list[Invocation], done: list[StepInputs], table: _Table,
-              offset: int) -> ArtifactRef | StepOutput | None:
+def _implicit(kind: str, required: bool, main: ArtifactRef | StepOutput | None, index: int, plan: _Plan,
+              done: list[StepInputs], table: _Table) -> ArtifactRef | StepOutput | None:
     """The input a step left out: the latest earlier step making that kind, else the newest such artifact."""
-    main = next((values[f] for f in ("image", "video") if f in values), None)
     for earlier in range(index - 1, 0, -1):
-        module = steps[earlier - 1].module
-        made = output_of_kind(module, field)
-        its_main = done[earlier - 1].values.get("image") or done[earlier - 1].values.get("video")
+        producer = plan.callees[earlier - 1]
+        made = producer.output_of_kind(kind)
+        its_main = _main(done[earlier - 1].values, producer.inputs)
         if made is not None and (required or _same_source(its_main, main, table)):
-            return StepOutput(step=str(offset + earlier), field=made)
-    candidates = table.newest(field)
+            return StepOutput(step=str(plan.offset + earlier), field=made)
+    candidates = table.newest(kind)
     if not candidates:
         return None
     if len(candidates) > 1:
@@ -201,7 +244,7 @@ def _implicit(field: str, required: bool, values: dict[str, ArtifactRef | StepOu
             return None  # an optional input is never guessed
         names = [c.alias for c in candidates]
         listing = " or ".join(f"@{c.alias} ({c.describe().split(': ', 1)[1]})" for c in candidates)
-        raise Ambiguous(f"Which {field} do you mean: {listing}?", names)
+        raise Ambiguous(f"Which {kind} do you mean: {listing}?", names)
     chosen = candidates[0]
     if not required and not _same_source(chosen.ref, main, table):
         return None

@@ -42,6 +42,7 @@ class PlanRequest:
     results: tuple[StepOutcome, ...] = ()  # the previous rounds' outcomes (empty on round 1)
     feedback: str | None = None  # why the previous plan of this round was refused, for the planner to fix
     attempt: int = 1  # 1, then 2, 3… while the planner corrects a refused plan
+    workflows: tuple[str, ...] = ()  # saved workflows a plan may call like modules, by name
     extra: dict[str, object] = field(default_factory=dict)
 
     def __getattribute__(self, name: str) -> Any:

@@ -1,7 +1,8 @@
 """The chat-model planner: any LangChain chat model with tool calling plans by calling the specialist tools.
 
-The model sees one LLM-facing tool per specialist (`planner_tools()`): the command, the region, and each
-artifact input as an alias string (`@img1`, or `@N` for the output of call N of the same answer). Its tool
+The model sees one LLM-facing tool per specialist and per saved workflow (`planner_tools()`): the command, the
+region, and each artifact input as an alias string (`@img1`, or `@N` for the output of call N of the same answer).
+Its tool
 calls, in order, become the plan's steps; its text becomes the reply. A call that names no tool or whose
 arguments do not validate goes back to the model as a ToolMessage carrying the error, a few times, before
 the planner gives up with `InvalidInput`.
@@ -37,6 +38,7 @@ from pydantic.fields import FieldInfo
 
 from memory import ArtifactEntry
 from schemas import (
+    ARTIFACT_KINDS,
     INPUT_REF_PATTERN,
     ArtifactRef,
     BackendUnavailable,
@@ -53,6 +55,8 @@ from schemas import (
     resolve_module,
 )
 from tools import all_tools
+from workflows import CompiledWorkflow, saved_workflow, saved_workflows
+from workflows.kinds import artifact_inputs
 
 from .base import PlanRequest, StepOutcome
 
@@ -76,7 +80,6 @@ in plain text. An answer with no tool calls ends the turn.
 
 _R = TypeVar("_R")
 _NOT_RUN = "not run: another call in this answer was invalid; answer again with every call corrected"
-_ARTIFACT_FIELDS = frozenset({"image", "mask", "video", "masks"})  # field name = the artifact kind it takes
 _PIP = {  # init_chat_model's provider prefix -> the package that provides it, where the name does not say
     "azure_openai": "langchain-openai", "bedrock": "langchain-aws", "bedrock_converse": "langchain-aws",
     "google_vertexai": "langchain-google-vertexai", "google_genai": "langchain-google-genai",
@@ -184,13 +187,18 @@ def _mentions(annotation: Any, target: type) -> bool:
     return any(_mentions(arg, target) for arg in typing.get_args(annotation))
 
 
-@cache
-def planner_tools() -> tuple[type[BaseModel], ...]:
-    """One pydantic model per specialist, for `bind_tools`: name and docstring from the tool, tensors left out.
+def planner_tools(workflows: Mapping[str, CompiledWorkflow] | None = None) -> tuple[type[BaseModel], ...]:
+    """One pydantic model per specialist, for `bind_tools`: name and docstring from the tool, tensors left out;
+    then one per saved workflow (`workflows`, by name).
 
     Artifact fields (image, mask, video, masks) become alias strings, required or optional as in the tool;
     `region` takes a box, points, or a scribble named by alias. Parameters an Invocation cannot carry are omitted.
     """
+    return (*_specialist_tools(), *(_workflow_tool(name, flow) for name, flow in (workflows or {}).items()))
+
+
+@cache
+def _specialist_tools() -> tuple[type[BaseModel], ...]:
     models = []
     for tool in all_tools():
         fields: dict[str, Any] = {}
@@ -209,14 +217,35 @@ def planner_tools() -> tuple[type[BaseModel], ...]:
     return tuple(models)
 
 
+def _workflow_tool(name: str, flow: CompiledWorkflow) -> type[BaseModel]:
+    """A saved workflow as a tool: its artifact inputs as aliases, its first region input as `region`, and the
+    `command` it takes (see `workflows.compiler`); its other inputs keep their defaults."""
+    fields: dict[str, Any] = {}
+    for field, spec in flow.inputs.items():
+        if spec.type in ARTIFACT_KINDS:
+            description = f"{spec.description or spec.type}: {ALIAS_DESCRIPTION}."
+            fields[field] = ((AliasRef, Field(description=description)) if spec.required
+                             else (AliasRef | None, Field(default=None, description=description)))
+    if any(spec.type == "region" for spec in flow.inputs.values()):
+        fields["region"] = (PlannerRegion | None, Field(default=None, description="Where the object is."))
+    fields["command"] = (str, Field(default="", description="What to do, in plain words."))
+    outputs = ", ".join(f"{n} ({k})" for n, k in flow.output_kinds().items())
+    doc = f"{flow.definition.description or f'The saved workflow {name}.'} Makes {outputs}."
+    return create_model(name, __base__=_ToolArgs, __doc__=doc, **fields)
+
+
+def _artifact_fields(model: type[BaseModel], flows: Mapping[str, CompiledWorkflow]) -> dict[str, str]:
+    """The model's fields that take an artifact alias, with the kind each takes."""
+    flow = flows.get(model.__name__)
+    if flow is not None:
+        return {n: s.type for n, s in flow.inputs.items() if s.type in ARTIFACT_KINDS and n in model.model_fields}
+    return {field: field for field in artifact_inputs(model.__name__)}  # a tool's fields are named by their kinds
+
+
 def _field_description(info: FieldInfo) -> str:
     what = info.description or (info.annotation.__name__ if isinstance(info.annotation, type) else "an artifact")
     return f"{what.rstrip('.')}: {ALIAS_DESCRIPTION}."
 
-
-@cache
-def _tool_models() -> dict[str, type[BaseModel]]:
-    return {model.__name__: model for model in planner_tools()}
 
 
 # --- the planner ---------------------------------------------------------------------------------------------
@@ -237,11 +266,14 @@ class ChatModelPlanner:
     name = "chat"
     replans = True
 
-    def __init__(self, model: BaseChatModel, *, max_corrections: int = 2, system_prompt: str | None = None) -> None:
+    def __init__(self, model: BaseChatModel, *, max_corrections: int = 2, system_prompt: str | None = None,
+                 workflows: Mapping[str, CompiledWorkflow] | None = None) -> None:
         if max_corrections < 0:
             raise InvalidInput(f"max_corrections is {max_corrections}", field="max_corrections", fix="use 0 or more")
+        self.workflows = dict(workflows or {})
+        self.tools = {tool.__name__: tool for tool in planner_tools(self.workflows)}
         try:
-            self.bound = model.bind_tools(list(planner_tools()))
+            self.bound = model.bind_tools(list(self.tools.values()))
         except NotImplementedError:
             raise BackendUnavailable(f"the chat model {type(model).__name__} does not support tool calling",
                                      field="chat_model", fix="choose a chat model with tool calling") from None
@@ -277,6 +309,7 @@ class ChatModelPlanner:
                                      field="chat_model",
                                      fix="write VITRON_CHAT_MODEL as provider:model and set the provider's "
                                          "credentials (e.g. OPENAI_API_KEY)") from None
+        kwargs.setdefault("workflows", _saved(settings))
         return cls(model, **kwargs)
 
     def plan(self, request: PlanRequest) -> Plan:
@@ -287,7 +320,7 @@ class ChatModelPlanner:
             answer = self.bound.invoke(messages)
             if not isinstance(answer, AIMessage):  # a wrapper returning something else: read it as text
                 answer = AIMessage(content=getattr(answer, "content", str(answer)))
-            calls = _read_calls(answer, known)
+            calls = _read_calls(answer, known, self.tools, self.workflows)
             errors = [f"call {i} ({c.id}): {c.error}" for i, c in enumerate(calls, 1) if c.error is not None]
             if not errors:
                 return Plan(reply=content_text(answer.content), steps=[c.step for c in calls if c.step is not None])
@@ -391,10 +424,24 @@ def _known_artifacts(request: PlanRequest) -> dict[str, ArtifactRef | None]:
     return known
 
 
-def _read_calls(answer: AIMessage, known: Mapping[str, ArtifactRef | None]) -> list[_Call]:
+def _saved(settings: VitronSettings) -> dict[str, CompiledWorkflow]:
+    """The saved workflows the model may call; one that does not compile is left out, not fatal."""
+    found = {}
+    for name in saved_workflows(settings):
+        try:
+            flow = saved_workflow(name, settings)
+        except InvalidInput:
+            continue
+        if flow is not None:
+            found[name] = flow
+    return found
+
+
+def _read_calls(answer: AIMessage, known: Mapping[str, ArtifactRef | None], models: Mapping[str, type[BaseModel]],
+                flows: Mapping[str, CompiledWorkflow]) -> list[_Call]:
     calls = []
     for i, call in enumerate(answer.tool_calls, 1):
-        calls.append(_read_call(call["name"], call["args"], call.get("id") or f"call_{i}", i, known))
+        calls.append(_read_call(call["name"], call["args"], call.get("id") or f"call_{i}", i, known, models, flows))
     # Calls whose arguments were not even JSON: the provider parsed them into invalid_tool_calls.
     for i, bad in enumerate(answer.invalid_tool_calls, len(calls) + 1):
         error = bad.get("error") or "the arguments are not a JSON object"
@@ -403,8 +450,8 @@ def _read_calls(answer: AIMessage, known: Mapping[str, ArtifactRef | None]) -> l
 
 
 def _read_call(name: str, args: Mapping[str, Any], call_id: str, position: int,
-               known: Mapping[str, ArtifactRef | None]) -> _Call:
-    models = _tool_models()
+               known: Mapping[str, ArtifactRef | None], models: Mapping[str, type[BaseModel]],
+               flows: Mapping[str, CompiledWorkflow]) -> _Call:
     try:
         model = models.get(name) or models[resolve_module(name).name]
     except (UnknownModule, KeyError):
@@ -413,9 +460,9 @@ def _read_call(name: str, args: Mapping[str, Any], call_id: str, position: int,
         parsed = model.model_validate(args)
     except ValidationError as exc:
         return _Call(call_id, error=f"{model.__name__}: invalid arguments: {_validation_text(exc)}")
-    inputs = {field: getattr(parsed, field) for field in type(parsed).model_fields
-              if field in _ARTIFACT_FIELDS and getattr(parsed, field) is not None}
-    problems = [p for field, ref in inputs.items() if (p := _check_ref(field, ref, position, known))]
+    kinds = _artifact_fields(model, flows)
+    inputs = {field: getattr(parsed, field) for field in kinds if getattr(parsed, field) is not None}
+    problems = [p for field, ref in inputs.items() if (p := _check_ref(field, kinds[field], ref, position, known))]
     arg = getattr(parsed, "region", None)
     region: Region | None = None
     if isinstance(arg, ScribbleAlias):
@@ -435,7 +482,7 @@ def _read_call(name: str, args: Mapping[str, Any], call_id: str, position: int,
     return _Call(call_id, step=PlanStep(invocation=invocation))
 
 
-def _check_ref(field: str, ref: str, position: int, known: Mapping[str, ArtifactRef | None]) -> str | None:
+def _check_ref(field: str, kind: str, ref: str, position: int, known: Mapping[str, ArtifactRef | None]) -> str | None:
     """Why `ref` cannot be this call's `field` input, or None: a step must come earlier, an alias must exist."""
     name = ref.removeprefix("@")
     if name.isdigit():
@@ -447,8 +494,8 @@ def _check_ref(field: str, ref: str, position: int, known: Mapping[str, Artifact
         aliases = ", ".join(f"@{alias}" for alias in known) or "none"
         return f"{field}: no artifact {ref} (the artifact table has {aliases})"
     found = known[name]
-    if found is not None and found.kind != field:
-        return f"{field}: {ref} is {_a(found.kind)}, not {_a(field)}"
+    if found is not None and found.kind != kind:
+        return f"{field}: {ref} is {_a(found.kind)}, not {_a(kind)}"
     return None
 
 

@@ -18,4 +18,4 @@ class ExplicitPlanner:
     def plan(self, request: PlanRequest) -> Plan:
         if request.round > 1:
             return Plan()  # one round: the user wrote the whole plan
-        return parse_plan(request.text)
+        return parse_plan(request.text, workflows=request.workflows)

@@ -53,9 +53,11 @@ _ENTITY = re.compile(r"&(lt|gt|amp);")
 _UNESCAPED = {"lt": "<", "gt": ">", "amp": "&"}
 
 
-def parse_plan(text: str, *, signal_tokens: Iterable[str] = SIGNAL_TOKENS) -> Plan:
-    """Read a planner's (or a person's) text into a Plan; raise PlanSyntaxError, only, on any mistake."""
-    return _Parser(text, _scanner(frozenset(signal_tokens))).parse()
+def parse_plan(text: str, *, signal_tokens: Iterable[str] = SIGNAL_TOKENS, workflows: Iterable[str] = ()) -> Plan:
+    """Read a planner's (or a person's) text into a Plan; raise PlanSyntaxError, only, on any mistake.
+
+    `workflows`: names of saved workflows, which a `<module>` may name like a module."""
+    return _Parser(text, _scanner(frozenset(signal_tokens)), frozenset(workflows)).parse()
 
 
 def format_plan(plan: Plan) -> str:
@@ -99,9 +101,10 @@ class _Block:
 
 
 class _Parser:
-    def __init__(self, text: str, scanner: re.Pattern[str]) -> None:
+    def __init__(self, text: str, scanner: re.Pattern[str], workflows: frozenset[str] = frozenset()) -> None:
         self.text = text
         self.scanner = scanner
+        self.workflows = workflows
         self.steps: list[PlanStep] = []
         self.block: _Block | None = None
 
@@ -190,7 +193,11 @@ class _Parser:
         try:
             return resolve_module(spelling).name
         except UnknownModule as exc:
-            self._fail(at, f"unknown module {spelling!r}", "a module letter, canonical name or title", fix=exc.fix)
+            if spelling.strip() in self.workflows:
+                return spelling.strip()
+            saved = f", or a saved workflow ({', '.join(sorted(self.workflows))})" if self.workflows else ""
+            self._fail(at, f"unknown module {spelling!r}", "a module letter, canonical name or title" + saved,
+                       fix=exc.fix)
 
     def _region(self, content: str, at: int) -> Region:
         points = _POINTS_PREFIX.match(content)
@@ -256,7 +263,11 @@ def _unnamed_key(n: int) -> str:
 def _format_step(step: PlanStep) -> str:
     invocation = step.invocation
     command = invocation.command.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    parts = [f"<module>{resolve_module(invocation.module).code}</module>", f"<instruction>{command}</instruction>"]
+    try:
+        module = resolve_module(invocation.module).code
+    except UnknownModule:
+        module = invocation.module  # a saved workflow, by its name
+    parts = [f"<module>{module}</module>", f"<instruction>{command}</instruction>"]
     if invocation.region is not None:
         parts.append(f"<region>{_format_region(invocation.region)}</region>")
     unnamed = 0

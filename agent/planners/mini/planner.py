@@ -84,7 +84,8 @@ class MiniPlanner:
         if request.round > 1:
             return Plan()  # one round: this planner does not read results back
         if _GRAMMAR.search(request.text if isinstance(request.text, str) else ""):
-            return parse_plan(request.text)  # the user wrote the invocations themselves: taken as they are
+            # The user wrote the invocations themselves: taken as they are.
+            return parse_plan(request.text, workflows=request.workflows)
         inputs = [alias for alias in request.inputs if alias]
         memory = context_aliases([entry.alias for entry in request.artifacts], inputs, request.text)
         written = self.write(request.text, inputs, memory, request.region)
