@@ -76,7 +76,7 @@ def test_photo_to_clip_recolours_then_animates(runtime):
     assert (info.frames, info.fps, info.width, info.height) == (12, 12.0, scene.image.shape[1], scene.image.shape[0])
 
 
-def test_independent_steps_run_at_the_same_time(runtime):
+def test_independent_steps_start_before_either_ends(runtime):
     video = render_video(1, frames=40)
     source = runtime.store.put_video(video.frames, video.fps)
     doc = {"version": 1, "inputs": {"video": "video"},
