@@ -1,6 +1,9 @@
-"""Fixtures shared by every test: a fresh artifact store and tool context under tmp_path."""
+"""Fixtures shared by every test: a fresh artifact store and tool context under tmp_path, and the environment of a
+`vitron` command run in a subprocess."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,3 +35,17 @@ def progress_log() -> list[tuple[float, str]]:
 @pytest.fixture
 def ctx(store, settings, progress_log) -> ToolContext:
     return ToolContext(store=store, settings=settings, progress=lambda f, m: progress_log.append((f, m)))
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """The data folder (VITRON_HOME) of a `vitron` command run in a subprocess."""
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def env(home) -> dict[str, str]:
+    """The environment of a `vitron` command run in a subprocess: no settings but the data folder."""
+    from tests.cli import cli_env
+
+    return cli_env(home)

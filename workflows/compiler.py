@@ -37,7 +37,6 @@ from schemas import (
     UnknownModule,
     VitronError,
     WorkflowDefinition,
-    as_region,
     is_reference,
     parse_reference,
     resolve_module,
@@ -45,6 +44,7 @@ from schemas import (
 from tools import VisionTool, get_tool
 from tools.base import invalid_input_from
 
+from .inputs import typed_value
 from .kinds import FieldInfo, input_fields, output_fields, output_of_kind
 from .resolve import Callee, resolve_plan_inputs, tool_callee
 
@@ -210,7 +210,7 @@ class CompiledWorkflow:
             if value is None:
                 raise InvalidInput(f"the workflow needs its input {name!r} ({spec.type})", field=f"{where}.{name}",
                                    fix=f"give it, e.g. --input {name}=…")
-            bound[name] = value if isinstance(value, StepOutput) else _checked_value(spec.type, value,
+            bound[name] = value if isinstance(value, StepOutput) else typed_value(spec.type, value,
                                                                                       f"{where}.{name}")
         steps = []
         for step in self.steps:
@@ -287,7 +287,7 @@ def _check_names(definition: WorkflowDefinition) -> None:
         seen.add(spec.name)
     for name, spec in definition.inputs.items():
         if spec.default is not None:
-            _checked_value(spec.type, spec.default, f"inputs.{name}.default")
+            typed_value(spec.type, spec.default, f"inputs.{name}.default")
     for group in ("inputs", "outputs"):
         for name in getattr(definition, group):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -449,28 +449,6 @@ def _check_field(tool: VisionTool, field: str, value: Any, at: str, what: str | 
         problem = original.problem if isinstance(original, VitronError) else err["msg"].removeprefix("Value error, ")
         raise InvalidInput(f"{what}: {problem}" if what else problem, field=at,
                            fix=f"see {tool.name}'s fields: `vitron workflow blocks`") from None
-
-
-def _checked_value(kind: str, value: Any, at: str) -> Any:
-    """A bound input value of its declared kind."""
-    if kind in ARTIFACT_KINDS:
-        if isinstance(value, Mapping) and "sha256" in value:  # a default given as a ref
-            value = ArtifactRef.model_validate(dict(value))
-        if not isinstance(value, ArtifactRef) or value.kind != kind:
-            got = value.kind if isinstance(value, ArtifactRef) else type(value).__name__
-            raise InvalidInput(f"expected {kind}, got {got}", field=at, fix=f"give a {kind} file")
-        return value
-    if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInput(f"expected a number, got {value!r}", field=at, fix="give a number, e.g. 48")
-        return value
-    if kind == "text":
-        if not isinstance(value, str):
-            raise InvalidInput(f"expected text, got {value!r}", field=at, fix="give text")
-        return value
-    if kind == "region":
-        return as_region(value, field=at).model_dump(mode="json")
-    return value
 
 
 def _fill(template: str, values: Mapping[str, Any]) -> str:

@@ -24,45 +24,51 @@ def coerce_inputs(specs: Mapping[str, InputSpec], given: Mapping[str, Any], stor
 
 
 def coerce_input(name: str, spec: InputSpec, value: Any, store: ArtifactStore) -> Any:
-    """One input as its declared kind. `InvalidInput` names the input and what it should be."""
+    """One input as its declared kind: a file, array or ref for an artifact (imported), `48` for a number,
+    `x1,y1,x2,y2` or JSON for a region. `InvalidInput` names the input and what it should be."""
     where = f"inputs.{name}"
     kind = spec.type
     if kind in ARTIFACT_KINDS:
-        return _artifact(kind, value, store, where)
-    if kind == "number":
-        if isinstance(value, str):
-            try:
-                return int(value) if value.strip().lstrip("+-").isdigit() else float(value)
-            except ValueError:
-                raise InvalidInput(f"{value!r} is not a number", field=where, fix="give a number, e.g. 48") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInput(f"expected a number, got {value!r}", field=where, fix="give a number, e.g. 48")
+        value = _artifact(kind, value, store, where)
+    elif kind == "number" and isinstance(value, str):
+        try:
+            value = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            raise InvalidInput(f"{value!r} is not a number", field=where, fix="give a number, e.g. 48") from None
+    elif kind == "region" and isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("{") else parse_box(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"the region is not valid JSON: {exc}", field=where,
+                               fix="give a box x1,y1,x2,y2 or a region as JSON") from None
+    return typed_value(kind, value, where)
+
+
+def typed_value(kind: str, value: Any, where: str) -> Any:
+    """A value that must already be of its kind (a ref for an artifact, given as JSON or as an `ArtifactRef`); a
+    region comes back as JSON."""
+    if kind in ARTIFACT_KINDS:
+        if isinstance(value, Mapping) and "sha256" in value:
+            value = ArtifactRef.model_validate(dict(value))
+        if not isinstance(value, ArtifactRef) or value.kind != kind:
+            got = value.kind if isinstance(value, ArtifactRef) else type(value).__name__
+            raise InvalidInput(f"expected {kind}, got {got}", field=where, fix=f"give a{_n(kind)} {kind}")
         return value
-    if kind == "text":
-        if not isinstance(value, str):
-            raise InvalidInput(f"expected text, got {value!r}", field=where, fix="give text")
-        return value
+    if kind == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidInput(f"expected a number, got {value!r}", field=where, fix="give a number, e.g. 48")
+    if kind == "text" and not isinstance(value, str):
+        raise InvalidInput(f"expected text, got {value!r}", field=where, fix="give text")
     if kind == "region":
-        if isinstance(value, str):
-            text = value.strip()
-            if not text.startswith("{"):
-                return parse_box(text).model_dump(mode="json")
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"the region is not valid JSON: {exc}", field=where,
-                                   fix="give a box x1,y1,x2,y2 or a region as JSON") from None
         return as_region(value, field=where).model_dump(mode="json")
-    raise InvalidInput(f"inputs of kind {kind} cannot be given", field=where)
+    if kind not in ("number", "text"):
+        raise InvalidInput(f"inputs of kind {kind} cannot be given", field=where)
+    return value
 
 
-def _artifact(kind: str, value: Any, store: ArtifactStore, where: str) -> ArtifactRef:
-    if isinstance(value, Mapping) and "sha256" in value:
-        value = ArtifactRef.model_validate(dict(value))
-    if isinstance(value, ArtifactRef):
-        if value.kind != kind:
-            raise InvalidInput(f"expected {kind}, got {value.kind}", field=where, fix=f"give a {kind}")
-        return value
+def _artifact(kind: str, value: Any, store: ArtifactStore, where: str) -> Any:
+    if isinstance(value, ArtifactRef | Mapping):
+        return value  # a ref: checked as every value is
     if isinstance(value, np.ndarray):
         if kind == "image":
             return store.put_image(value)

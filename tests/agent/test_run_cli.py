@@ -3,50 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import cv2
-import numpy as np
-import pytest
 
 from memory import ArtifactStore, SessionMemory
 from schemas import VitronSettings
+from tests.cli import VITRON, one_json, png, vitron
 from tests.scenes import iou, render_scene, render_video
-
-VITRON = str(Path(sys.executable).with_name("vitron"))
-
-
-@pytest.fixture
-def home(tmp_path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home) -> dict[str, str]:
-    env = {**os.environ, "VITRON_HOME": str(home)}
-    for name in ("VITRON_DEBUG", "VITRON_DATABASE_URL", "VITRON_PLANNER", "VITRON_APPROVAL"):
-        env.pop(name, None)
-    return env
-
-
-def vitron(env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([VITRON, *args], capture_output=True, text=True, env=env, timeout=300)
-
-
-def one_json(proc: subprocess.CompletedProcess) -> dict:
-    assert proc.returncode == 0, proc.stderr
-    (line,) = proc.stdout.strip().splitlines()
-    return json.loads(line)
-
-
-def png(path: Path, rgb: np.ndarray) -> Path:
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path
 
 
 def test_run_json_then_a_second_turn_on_the_same_session(env, tmp_path):

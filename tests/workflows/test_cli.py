@@ -4,46 +4,18 @@ the items not done; an exported session runs again to the same files."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
+from tests.cli import VITRON, png, vitron
 from tests.scenes import render_scene
 
 from .conftest import CUTOUT
-
-VITRON = str(Path(sys.executable).with_name("vitron"))
-
-
-@pytest.fixture
-def home(tmp_path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home) -> dict[str, str]:
-    env = {**os.environ, "VITRON_HOME": str(home)}
-    for name in ("VITRON_DEBUG", "VITRON_DATABASE_URL", "VITRON_BROKER_URL", "VITRON_WORKFLOWS_DIR"):
-        env.pop(name, None)
-    return env
-
-
-def vitron(env, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([VITRON, *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def png(path: Path, rgb: np.ndarray) -> Path:
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path
 
 
 def write(path: Path, document: dict) -> Path:
