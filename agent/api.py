@@ -209,7 +209,8 @@ class AgentSession:
         made = []
         for step in values.get("steps", []):
             result = values.get("results", {}).get(step["name"], {})
-            made += [table[r["alias"]] for r in result.get("outputs", {}).values() if r.get("alias") in table]
+            made += [table[r["alias"]] for r in result.get("outputs", {}).values()
+                     if isinstance(r, dict) and r.get("alias") in table]
         approval = None
         if state.next:
             pending = [i.value for task in state.tasks for i in task.interrupts]

@@ -34,6 +34,7 @@ from workflows import (
     StepResult,
     StepRunner,
     compile_invocations,
+    input_hashes,
     rounds,
     saved_workflow,
     saved_workflows,
@@ -60,7 +61,8 @@ class TurnState(TypedDict, total=False):
     attempt: int  # 1, 2… while the planner corrects a refused plan
     feedback: str | None  # why the last plan was refused
     proposal: list[dict]  # a plan edited at an approval pause, to compile: invocation JSON (tensors as refs)
-    steps: list[dict]  # the turn's compiled steps (`schemas.CompiledStep` JSON), named by their position
+    steps: list[dict]  # the turn's compiled steps (`schemas.CompiledStep` JSON): plan step N of the turn is named N,
+    # a saved workflow's steps it calls N.name; positions count them all in order
     step_ids: dict[str, int]  # step name → its row in session memory
     round_start: int  # index in `steps` where this round's plan begins
     results: Annotated[dict[str, dict], merge_results]  # step name → `StepResult` JSON
@@ -283,7 +285,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
                 on_success: Callable[[dict[str, Any]], None] | None = None) -> StepResult:
         recorder = SessionRecorder(memory, step_ids)
         started = ahead.pop((session_id, step.name), None)
-        if started is not None and started.inputs != _input_hashes(step, outputs):
+        if started is not None and started.inputs != input_hashes(step.tool_input(outputs)):
             started.cancel()  # started on other inputs than the state now names: run it afresh
             started = None
         if started is None:
@@ -353,10 +355,6 @@ def _status(state: TurnState) -> dict[str, str]:
 def _outputs(state: TurnState) -> dict[str, dict]:
     """The output fields of the turn's steps that succeeded, by step name: what later steps read."""
     return {name: r.get("outputs", {}) for name, r in state.get("results", {}).items() if r["status"] == "succeeded"}
-
-
-def _input_hashes(step: CompiledStep, outputs: dict[str, dict]) -> dict[str, str]:
-    return {f: v["sha256"] for f, v in step.tool_input(outputs).items() if isinstance(v, dict) and "sha256" in v}
 
 
 def _positions(steps: list[dict]) -> dict[str, int]:

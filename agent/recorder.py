@@ -53,9 +53,12 @@ class SessionRecorder:
         return row.status == "cancelled"
 
     def succeeded(self, step: CompiledStep, output: ToolOutput, *, cached: bool) -> dict[str, Any]:
+        """The output's fields, its artifacts as recorded (with their aliases; a tool's artifact fields are named by
+        their kinds): a workflow's later steps may read a region or a number too."""
         self._settle(step)
         refs = self.memory.finish_step(self.step_ids[step.name], output.artifacts(), backend=output.backend)
-        return {ref.kind: ref.model_dump(mode="json") for ref in refs}  # artifact fields are named by their kind
+        fields = output.model_dump(mode="json", exclude={"backend"}, exclude_none=True)
+        return {**fields, **{ref.kind: ref.model_dump(mode="json") for ref in refs}}
 
     def failed(self, step: CompiledStep, error: BaseException, *, cancelled: bool) -> None:
         self._settle(step)

@@ -3,23 +3,32 @@ stopped (even by kill -9) goes on with only the items not done."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Table, and_, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from .database import Database
 from .models import BatchItemRow, BatchRow, utcnow
 
-ItemStatus = Literal["pending", "running", "succeeded", "failed"]
-"""An item's life: `pending` → `running` → `succeeded` or `failed`. A `running` item found by a later run was
-stopped mid-way (its process died): it is done again."""
+ItemStatus = Literal["pending", "succeeded", "failed"]
+"""An item's life: `pending` until it ends, then `succeeded` or `failed`. An item whose run was stopped mid-way (its
+process died) is still pending, and done again. Nothing is written when an item starts: on a batch whose steps come
+from the step cache, that write cost as much as the item."""
 
 _batches: Table = BatchRow.__table__  # type: ignore[assignment]
 _items: Table = BatchItemRow.__table__  # type: ignore[assignment]
 _ITEM = and_(_items.c.batch_id == bindparam("item_batch"), _items.c.position == bindparam("item_position"))
+# One statement when an item ends, built once: its row is the only write an item costs.
+_END = update(_items).where(_ITEM).values(
+    status=bindparam("status"), outputs=bindparam("outputs", type_=_items.c.outputs.type),
+    error=bindparam("error", type_=_items.c.error.type), attempts=_items.c.attempts + 1,
+    started_at=bindparam("started", type_=_items.c.started_at.type),
+    finished_at=bindparam("now", type_=_items.c.finished_at.type))
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class BatchInfo:
 
     @property
     def done(self) -> bool:
-        return self.counts.get("pending", 0) == 0 and self.counts.get("running", 0) == 0
+        return self.counts.get("pending", 0) == 0
 
 
 class BatchRecords:
@@ -67,12 +76,13 @@ class BatchRecords:
                 return
             now = utcnow()
             c.execute(insert(_batches), {"id": batch_id, "name": name, "workflow": dict(workflow),
-                                         "items": len(items), "created_at": now, "updated_at": now})
+                                         "items": len(items), "created_at": now})
             if items:
                 c.execute(insert(_items), [{"batch_id": batch_id, "position": i, "inputs": dict(inputs),
                                             "status": "pending", "attempts": 0} for i, inputs in enumerate(items)])
 
-        self.db.write(work)
+        with contextlib.suppress(IntegrityError):  # another process opened it between our read and our insert
+            self.db.write(work)
         return self.info(batch_id)
 
     def info(self, batch_id: str) -> BatchInfo:
@@ -92,31 +102,22 @@ class BatchRecords:
             query = query.where(_items.c.status.in_(list(status)))
         return self.db.read(lambda c: [_item(r) for r in c.execute(query.order_by(_items.c.position))])
 
-    def start(self, batch_id: str, position: int) -> None:
-        """The item is being done (again, after a stop: its attempts count up)."""
-        self.db.write(lambda c: c.execute(update(_items).where(_ITEM).values(
-            status="running", attempts=_items.c.attempts + 1, started_at=utcnow(), finished_at=None, error=None),
-            {"item_batch": batch_id, "item_position": position}))
+    def succeed(self, batch_id: str, position: int, outputs: Mapping[str, Any], *, started: datetime) -> None:
+        """The item ended well: its outputs by name (its attempts count up)."""
+        self._end(batch_id, position, started, status="succeeded", outputs=dict(outputs), error=None)
 
-    def succeed(self, batch_id: str, position: int, outputs: Mapping[str, Any]) -> None:
-        self._set(batch_id, position, status="succeeded", outputs=dict(outputs), finished_at=utcnow())
-
-    def fail(self, batch_id: str, position: int, error: Mapping[str, Any]) -> None:
-        self._set(batch_id, position, status="failed", error=dict(error), finished_at=utcnow())
+    def fail(self, batch_id: str, position: int, error: Mapping[str, Any], *, started: datetime) -> None:
+        """The item ended with an error (its attempts count up)."""
+        self._end(batch_id, position, started, status="failed", outputs=None, error=dict(error))
 
     def reset(self, batch_id: str) -> None:
         """Every item pending again (a batch run afresh)."""
         self.db.write(lambda c: c.execute(update(_items).where(_items.c.batch_id == batch_id).values(
             status="pending", outputs=None, error=None, started_at=None, finished_at=None)))
 
-    def _set(self, batch_id: str, position: int, **values: Any) -> None:
-        """An item ends: its row, and the batch's time of last change."""
-
-        def work(c: Any) -> None:
-            c.execute(update(_items).where(_ITEM).values(**values), {"item_batch": batch_id, "item_position": position})
-            c.execute(update(_batches).where(_batches.c.id == batch_id).values(updated_at=utcnow()))
-
-        self.db.write(work)
+    def _end(self, batch_id: str, position: int, started: datetime, **values: Any) -> None:
+        self.db.write(lambda c: c.execute(_END, {"item_batch": batch_id, "item_position": position,
+                                                 "started": started, "now": utcnow(), **values}))
 
 
 def _item(row: Any) -> BatchItem:

@@ -31,7 +31,7 @@ from schemas import STEP_STATUSES
 
 ROLES = ("user", "assistant", "system", "tool")
 ORIGINS = ("upload", "step", "planner")
-BATCH_ITEM_STATUSES = ("pending", "running", "succeeded", "failed")
+BATCH_ITEM_STATUSES = ("pending", "succeeded", "failed")
 
 # Named constraints so that later migrations can alter them by name on both backends.
 NAMING_CONVENTION = {
@@ -199,7 +199,6 @@ class BatchRow(Base):
     workflow: Mapped[dict[str, Any]] = mapped_column()
     items: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class BatchItemRow(Base):

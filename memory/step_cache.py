@@ -6,11 +6,13 @@ Outputs are refs into the artifact store, so a hit costs one indexed read, whate
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from .database import Database
 from .models import StepCacheRow, utcnow
@@ -46,7 +48,9 @@ class StepCache:
             if c.execute(_GET, {"signature": signature}).first() is None:
                 c.execute(insert(_cache), values)
 
-        self.db.write(work)
+        # Another process may record the same signature between our read and our insert: the same work, kept once.
+        with contextlib.suppress(IntegrityError):
+            self.db.write(work)
 
     def forget(self, signature: str) -> None:
         """Drop one entry (its artifacts left the store)."""

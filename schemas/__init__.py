@@ -17,6 +17,8 @@ from .errors import (
     UnsupportedOperation,
     VitronError,
     WorkflowFailed,
+    a_or_an,
+    error_text,
 )
 from .invocations import INPUT_REF_PATTERN, WORKFLOW_NAME_PATTERN, InputRef, Invocation, SignalEmbedding, WorkflowName
 from .jobs import JobCancelled, JobFailed, JobQueue, JobResult, JobSpec, JobStatus
@@ -106,7 +108,9 @@ __all__ = [
     "WorkflowDefinition",
     "WorkflowFailed",
     "WorkflowName",
+    "a_or_an",
     "as_region",
+    "error_text",
     "is_reference",
     "parse_box",
     "parse_points",

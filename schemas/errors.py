@@ -21,6 +21,16 @@ class VitronError(Exception):
         return {"error": type(self).__name__, "field": self.field, "problem": self.problem, "fix": self.fix}
 
 
+def error_text(exc: BaseException) -> str:
+    """What an error says to a user: one of ours says its problem, field and fix; anything else its type and text."""
+    return exc.message if isinstance(exc, VitronError) else f"{type(exc).__name__}: {exc}"
+
+
+def a_or_an(noun: str) -> str:
+    """`an image`, `a mask`."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
 class InvalidInput(VitronError, ValueError):
     """A value given by a user or a planner is not acceptable."""
 

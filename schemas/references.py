@@ -5,8 +5,8 @@
     $inputs.photo    the workflow's input `photo`
     $steps.seg.mask  step `seg`'s output field `mask`; `$steps.seg` alone: its output of the fitting kind
 
-The planner grammar, the resolver, session memory and the workflow compiler all read references through
-`parse_reference`, so the spellings cannot drift apart.
+The planner grammar, the resolver, session memory and the workflow compiler all read references through this
+module (`parse_reference`, and `step_number` where only `@N` may stand), so the spellings cannot drift apart.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from .artifacts import ArtifactRef
+from .errors import InvalidInput
 from .modules import ModuleName
 from .references import InputName, StepOutput
 
@@ -62,9 +63,14 @@ class CompiledStep(BaseModel):
         data = dict(self.params)
         for field, value in self.inputs.items():
             if isinstance(value, StepOutput):
-                data[field] = outputs[value.step][value.field or field]
+                made = outputs.get(value.step, {})
+                if (value.field or field) not in made:
+                    raise InvalidInput(f"step {self.name} reads {value}, which step {value.step} did not give",
+                                       field=field, fix="read an output the step makes (`vitron workflow blocks`)")
+                data[field] = made[value.field or field]
             elif isinstance(value, InputName):
-                raise ValueError(f"step {self.name} reads {value}, which was never bound to a value")
+                raise InvalidInput(f"step {self.name} reads {value}, which was never bound to a value",
+                                   field=field, fix="bind the workflow's inputs first (`CompiledWorkflow.bind`)")
             else:
                 data[field] = value.model_dump(mode="json", exclude_none=True)
         return data
@@ -78,5 +84,3 @@ class CompiledPlan(BaseModel):
     steps: tuple[CompiledStep, ...] = ()
     outputs: dict[str, StepOutput] = Field(default_factory=dict)
 
-    def step(self, name: str) -> CompiledStep:
-        return next(s for s in self.steps if s.name == name)

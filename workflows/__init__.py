@@ -15,7 +15,7 @@ from .compiler import CompiledWorkflow, compile_invocations, compile_workflow, p
 from .export import export_session
 from .library import find_workflow, load_workflow, saved_workflow, saved_workflows
 from .resolve import Ambiguous, resolve_plan_inputs
-from .runner import RunControl, StartedStep, StepRecorder, StepResult, StepRunner, Unrecorded
+from .runner import RunControl, StartedStep, StepRecorder, StepResult, StepRunner, Unrecorded, input_hashes
 from .workflow import Runtime, Workflow, WorkflowResult, WorkflowRun
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "expand_items",
     "export_session",
     "find_workflow",
+    "input_hashes",
     "load_workflow",
     "placeholder",
     "resolve_plan_inputs",

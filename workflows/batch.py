@@ -14,11 +14,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from memory import BatchItem, BatchRecords
-from schemas import ARTIFACT_KINDS, InputSpec, InvalidInput, VitronError, WorkflowDefinition
+from schemas import ARTIFACT_KINDS, InputSpec, InvalidInput, VitronError, WorkflowDefinition, error_text
+
+from .inputs import is_file
 
 BATCH_VERSION = 1
 
@@ -61,7 +64,7 @@ class BatchResult:
 def batch_id(workflow: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> str:
     """The batch's identity: its workflow and its items as given."""
     doc = {"v": BATCH_VERSION, "workflow": workflow, "items": list(items)}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def run_batch(workflow: Batchable, items: Sequence[Mapping[str, Any]], *, name: str | None = None,
@@ -71,20 +74,20 @@ def run_batch(workflow: Batchable, items: Sequence[Mapping[str, Any]], *, name: 
     finished before are not done again (`restart=True`: every item afresh). Events: `batch_started` (items, todo),
     `item_started` and `item_finished` (position, status, outputs or error), and each step's events with the item's
     position as `item`."""
-    workflow.validate()  # a workflow that does not compile fails before any item
-    given = [_as_given(item) for item in items]
+    specs = workflow.validate().inputs  # a workflow that does not compile fails before any item
+    given = [_as_given(item, specs, f"items[{index}]") for index, item in enumerate(items)]
     definition = workflow.definition.model_dump(mode="json")
     identity = batch_id(definition, given)
     records = workflow.records
     records.open(identity, name=name or workflow.name, workflow=definition, items=given)
     if restart:
         records.reset(identity)
-    todo = records.items(identity, status=("pending", "running", "failed"))
+    todo = records.items(identity, status=("pending", "failed"))
     emit = on_event or (lambda event: None)
     emit({"event": "batch_started", "batch_id": identity, "items": len(given), "todo": len(todo)})
 
     def one(item: BatchItem) -> None:
-        records.start(identity, item.position)
+        started = datetime.now(UTC)
         emit({"event": "item_started", "position": item.position, "inputs": item.inputs})
 
         def step_event(event: dict[str, Any]) -> None:
@@ -94,35 +97,47 @@ def run_batch(workflow: Batchable, items: Sequence[Mapping[str, Any]], *, name: 
             result = workflow.run(item.inputs, cache=cache, on_event=step_event)
         except Exception as exc:  # the item's own inputs (a missing file, a wrong value), or a fault: recorded
             error = exc.to_dict() if isinstance(exc, VitronError) else {
-                "error": type(exc).__name__, "field": None, "problem": str(exc), "fix": None}
+                "error": type(exc).__name__, "field": None, "problem": error_text(exc), "fix": None}
         else:
             if result.ok:
                 outputs = result.to_json()["outputs"]
-                records.succeed(identity, item.position, outputs)
+                records.succeed(identity, item.position, outputs, started=started)
                 emit({"event": "item_finished", "position": item.position, "status": "succeeded", "outputs": outputs})
                 return
             step, reason = next(iter(result.failures.items()))
             error = {"error": "WorkflowFailed", "field": f"steps.{step}", "problem": f"step {step} {reason}",
                      "fix": None}
-        records.fail(identity, item.position, error)
+        records.fail(identity, item.position, error, started=started)
         emit({"event": "item_finished", "position": item.position, "status": "failed", "error": error})
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="vitron-item") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="vitron-item")
+    try:
         for future in [pool.submit(one, item) for item in todo]:
             future.result()
+    except BaseException:  # Ctrl-C: the items not started never start; what ended is recorded
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return BatchResult(identity, records.items(identity), len(todo))
 
 
-def _as_given(item: Mapping[str, Any]) -> dict[str, Any]:
-    """An item's inputs as JSON, paths made absolute (so the same files named from another folder are the same)."""
+def _as_given(item: Mapping[str, Any], specs: Mapping[str, InputSpec], where: str) -> dict[str, Any]:
+    """An item's inputs as recorded: JSON, with an artifact input's file path made absolute (the same files named
+    from another folder are the same item). Arrays cannot be recorded: store them and give their refs."""
     given: dict[str, Any] = {}
     for key, value in item.items():
-        if isinstance(value, Path) or (isinstance(value, str) and Path(value).expanduser().is_file()):
-            given[key] = str(Path(value).expanduser().resolve())
-        elif hasattr(value, "model_dump"):
-            given[key] = value.model_dump(mode="json")
-        else:
-            given[key] = value
+        spec = specs.get(key)
+        if hasattr(value, "model_dump"):
+            value = value.model_dump(mode="json")
+        elif spec is not None and spec.type in ARTIFACT_KINDS and isinstance(value, str | Path):
+            value = str(Path(value).expanduser().absolute())
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"a batch item's {key} is {type(value).__name__}, which cannot be recorded",
+                               field=f"{where}.{key}", fix="give a file path, an artifact ref or a JSON value; "
+                                                          "put an array in the store first (store.put_image)") from None
+        given[key] = value
     return given
 
 
@@ -135,7 +150,7 @@ def expand_items(specs: Mapping[str, InputSpec], inputs: Mapping[str, str], mani
     shared: dict[str, Any] = {}
     for name, value in inputs.items():
         spec = specs.get(name)
-        if spec is not None and spec.type in ARTIFACT_KINDS and not Path(value).expanduser().is_file():
+        if spec is not None and spec.type in ARTIFACT_KINDS and not is_file(Path(value).expanduser()):
             listed[name] = _files(value, f"inputs.{name}")
         else:
             shared[name] = value
@@ -183,7 +198,7 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             raise InvalidInput(f"line {number} of {path.name} is not a JSON object", field="inputs",
                                fix='write {"photo": "cat.png"} per line')
-        items.append({k: str(path.parent / v) if isinstance(v, str) and (path.parent / v).is_file() else v
+        items.append({k: str(path.parent / v) if isinstance(v, str) and is_file(path.parent / v) else v
                       for k, v in item.items()})
     return items
 

@@ -37,10 +37,12 @@ from schemas import (
     UnknownModule,
     VitronError,
     WorkflowDefinition,
+    a_or_an,
     is_reference,
     parse_reference,
     resolve_module,
 )
+from schemas.references import NAME
 from tools import VisionTool, get_tool
 from tools.base import invalid_input_from
 
@@ -51,7 +53,8 @@ from .resolve import Callee, resolve_plan_inputs, tool_callee
 _PLACEHOLDER_MEDIA = {"image": "image/png", "mask": "image/png", "video": "video/mp4", "masks": "video/x-matroska",
                       "embedding": "application/vnd.safetensors", "boxes": "application/json"}
 _TYPE = re.compile(r"^(?P<module>.+?)(?:@v(?P<version>[0-9]+))?$")
-_TEMPLATE_FIELD = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+# In a text field: `{name}` is a text or number input's value; `{{` and `}}` are braces.
+_TEMPLATE = re.compile(rf"\{{\{{|\}}\}}|\{{({NAME})\}}")
 _STEP_KEYS = ("name", "type", "backend", "options")
 
 
@@ -132,6 +135,12 @@ def _call_workflow(name: str, number: int, inv: Invocation, flow: CompiledWorkfl
     command = "command" if "command" in texts else open_texts[0] if len(open_texts) == 1 else None
     if inv.command and command is not None:
         values[command] = inv.command
+    for key, value in inv.params.items():  # an edited plan may set the workflow's other inputs by name
+        if key not in flow.inputs or flow.inputs[key].type in ARTIFACT_KINDS:
+            takes = ", ".join(n for n, s in flow.inputs.items() if s.type not in ARTIFACT_KINDS) or "none"
+            raise InvalidInput(f"{where} sets {key!r}, which is not one of its value inputs", field="params",
+                               fix=f"its value inputs are {takes}")
+        values[key] = value
     missing = [n for n, s in flow.inputs.items() if s.required and n not in values]
     if missing:
         spec = flow.inputs[missing[0]]
@@ -154,13 +163,16 @@ def _call_workflow(name: str, number: int, inv: Invocation, flow: CompiledWorkfl
     return steps
 
 
-def _check_with_placeholders(tool: VisionTool, data: Mapping[str, Any], where: str) -> None:
-    """A step's whole input against its tool's schema, with placeholders for the artifacts not made yet. Fields
-    fed by another step's region, text or number are left to the job, which checks them where it runs."""
+def _check_with_placeholders(tool: VisionTool, data: Mapping[str, Any], where: str, *, prefix: str = "",
+                             store: ArtifactStore | None = None) -> None:
+    """A step's whole input against its tool's schema, with placeholders for the artifacts not made yet (the
+    model's own checks: a region inside the image, a mask of its size). Fields fed by another step's region, text or
+    number, or by a workflow input without a default, are left to the job, which checks them where it runs.
+    `prefix` goes before the field an error names (`steps[1].`)."""
     fields = input_fields(tool.name)
     known: dict[str, Any] = {}
     for field, value in data.items():
-        if isinstance(value, StepOutput):
+        if isinstance(value, StepOutput | InputName):
             if fields[field].artifact:
                 known[field] = placeholder(fields[field].kind)
             continue
@@ -168,9 +180,12 @@ def _check_with_placeholders(tool: VisionTool, data: Mapping[str, Any], where: s
     if any(f not in known for f, info in fields.items() if info.required):
         return
     try:
-        tool.input_model.model_validate(known)
+        tool.input_model.model_validate(known, context={"store": store} if store else None)
     except ValidationError as exc:
-        raise invalid_input_from(exc, where) from None
+        err = invalid_input_from(exc, where)
+        if not prefix:
+            raise err from None
+        raise InvalidInput(err.problem, field=f"{prefix}{err.field}", fix=err.fix) from None
 
 
 # -- a workflow ------------------------------------------------------------------------------------
@@ -190,11 +205,8 @@ class CompiledWorkflow:
         return self.definition.inputs
 
     def output_kinds(self) -> dict[str, Kind]:
-        return {name: output_fields(self._step(ref.step).module)[ref.field or ""].kind
-                for name, ref in self.outputs.items()}
-
-    def _step(self, name: str) -> CompiledStep:
-        return next(s for s in self.steps if s.name == name)
+        modules = {s.name: s.module for s in self.steps}
+        return {name: output_fields(modules[ref.step])[ref.field or ""].kind for name, ref in self.outputs.items()}
 
     def bind(self, values: Mapping[str, Any], *, where: str = "inputs") -> CompiledPlan:
         """The plan for one run: inputs (typed values: refs for artifacts, see `workflows.inputs`; or, where a
@@ -290,7 +302,7 @@ def _check_names(definition: WorkflowDefinition) -> None:
             typed_value(spec.type, spec.default, f"inputs.{name}.default")
     for group in ("inputs", "outputs"):
         for name in getattr(definition, group):
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            if not re.fullmatch(NAME, name):
                 raise InvalidInput(f"{name!r} is not a name", field=f"{group}.{name}",
                                    fix="use letters, digits and _, starting with a letter")
 
@@ -298,11 +310,12 @@ def _check_names(definition: WorkflowDefinition) -> None:
 def resolve_type(text: str, where: str) -> tuple[VisionTool, int]:
     """The tool and contract version a step's `type` names (`C`, `image_editing@v1`, `Image Editing@v1`)."""
     match = _TYPE.match(text.strip())
+    assert match is not None  # it matches any text
     try:
-        tool = get_tool(resolve_module(match.group("module") if match else text).name)
+        tool = get_tool(resolve_module(match.group("module")).name)
     except UnknownModule as exc:
         raise UnknownModule(exc.problem, field=where, fix=exc.fix) from None
-    version = int(match.group("version")) if match and match.group("version") else tool.version
+    version = int(match.group("version")) if match.group("version") else tool.version
     if version != tool.version:
         raise InvalidInput(f"{tool.name}@v{version} is not a contract this installation has: it has "
                            f"{tool.name}@v{tool.version}", field=where,
@@ -343,16 +356,22 @@ def _compile_step(index: int, spec: StepSpec, definition: WorkflowDefinition,
             elif info.artifact:
                 known[field] = placeholder(info.kind)
             continue
-        if isinstance(value, str) and (names := _TEMPLATE_FIELD.findall(value)):
+        if info.kind == "text" and isinstance(value, str):
+            names = [m.group(1) for m in _TEMPLATE.finditer(value) if m.group(1)]
             for name in names:
-                if name not in definition.inputs:
-                    raise InvalidInput(f"{{{name}}} names no input of the workflow", field=at,
-                                       fix=f"declare it under inputs, or write {{{{{name}}}}} for braces")
-            templates[field] = value
-            defaults = {n: definition.inputs[n].default for n in names}
-            if None not in defaults.values():
-                known[field] = _check_field(tool, field, _fill(value, defaults), at, "with the inputs' defaults")
-            continue
+                spec_of = definition.inputs.get(name)
+                if spec_of is None or spec_of.type not in ("text", "number"):
+                    what = "names no input of the workflow" if spec_of is None else f"is {a_or_an(spec_of.type)}"
+                    raise InvalidInput(f"{{{name}}} {what}; only text and number inputs fill in text", field=at,
+                                       fix=f"declare a text or number input {name}, or write {{{{{name}}}}} for "
+                                           "braces")
+            if names:
+                templates[field] = value
+                defaults = {n: definition.inputs[n].default for n in names}
+                if None not in defaults.values():
+                    known[field] = _check_field(tool, field, _fill(value, defaults), at, "with the inputs' defaults")
+                continue
+            value = _fill(value, {})  # `{{` and `}}` are braces
         python = _as_python(info, value, at)
         known[field] = _check_field(tool, field, python, at, store=store)
         if info.artifact:
@@ -365,12 +384,7 @@ def _compile_step(index: int, spec: StepSpec, definition: WorkflowDefinition,
         example = f"$inputs.NAME or $steps.NAME.{info.kind}" if info.artifact else f"a {info.kind}"
         raise InvalidInput(f"{tool.name} needs {missing[0]!r} ({info.kind})", field=f"{where}.{missing[0]}",
                            fix=f"give it: {example}")
-    if all(f in known for f, info in fields.items() if info.required):
-        try:
-            tool.input_model.model_validate(known, context={"store": store} if store else None)
-        except ValidationError as exc:
-            err = invalid_input_from(exc, tool.name)
-            raise InvalidInput(err.problem, field=f"{where}.{err.field}", fix=err.fix) from None
+    _check_with_placeholders(tool, known, tool.name, prefix=f"{where}.", store=store)
     step = CompiledStep(name=spec.name, position=index + 1, module=tool.name, version=version, params=params,
                         inputs=inputs, backend=spec.backend, options=spec.options, heavy=tool.heavy)
     return step, templates
@@ -393,7 +407,7 @@ def _reference(text: str, at: str, info: FieldInfo, definition: WorkflowDefiniti
                                fix=f"declare it under inputs ({', '.join(definition.inputs) or 'none yet'})")
         if spec.type != info.kind:
             raise InvalidInput(f"expected {info.kind}, got {spec.type} from {text}", field=at,
-                               fix=f"give a{'n' if info.kind[0] in 'aeiou' else ''} {info.kind}")
+                               fix=f"give {a_or_an(info.kind)}")
         return ref
     if ref.step not in specs:
         raise InvalidInput(f"{text} names no step of the workflow", field=at,
@@ -410,7 +424,7 @@ def _reference(text: str, at: str, info: FieldInfo, definition: WorkflowDefiniti
         raise InvalidInput(f"{module} has {what}", field=at, fix=f"it makes {made}")
     if outputs[field].kind != info.kind:
         raise InvalidInput(f"expected {info.kind}, got {outputs[field].kind} from {text}", field=at,
-                           fix=f"give a{'n' if info.kind[0] in 'aeiou' else ''} {info.kind}")
+                           fix=f"give {a_or_an(info.kind)}")
     return StepOutput(step=ref.step, field=field)
 
 
@@ -452,8 +466,12 @@ def _check_field(tool: VisionTool, field: str, value: Any, at: str, what: str | 
 
 
 def _fill(template: str, values: Mapping[str, Any]) -> str:
-    text = _TEMPLATE_FIELD.sub(lambda m: str(values[m.group(1)]), template)
-    return text.replace("{{", "{").replace("}}", "}")
+    """A text field's template with its inputs' values in; `{{` and `}}` become braces."""
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        return "{" if token == "{{" else "}" if token == "}}" else str(values[match.group(1)])
+
+    return _TEMPLATE.sub(one, template)
 
 
 def _dependency_order(definition: WorkflowDefinition, steps: Mapping[str, CompiledStep],

@@ -21,7 +21,6 @@ def export_session(memory: SessionMemory, session_id: str, *, turn: int | None =
     (`turn`: the turn's number, as `vitron sessions show` lists them)."""
     info = memory.get_session(session_id)
     turns = memory.turns(session_id)
-    turn_ids = {t.id: t.seq for t in turns}
     wanted: int | None = None
     if turn is not None:
         asked = next((t for t in turns if t.seq == turn), None)
@@ -53,7 +52,7 @@ def export_session(memory: SessionMemory, session_id: str, *, turn: int | None =
     title = info.title or session_id[:8]
     which = f", turn {turn}" if turn is not None else ""
     return {"version": 1, "name": f"session {title}{which}",
-            "description": f"Exported from session {session_id}{which} ({len(turn_ids)} turns).",
+            "description": f"Exported from session {session_id}{which} ({len(turns)} turns).",
             "inputs": inputs, "steps": written, "outputs": outputs}
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from memory import ArtifactStore
-from schemas import ARTIFACT_KINDS, ArtifactRef, InputSpec, InvalidInput, VitronError, as_region, parse_box
+from schemas import ARTIFACT_KINDS, ArtifactRef, InputSpec, InvalidInput, VitronError, a_or_an, as_region, parse_box
 
 
 def coerce_inputs(specs: Mapping[str, InputSpec], given: Mapping[str, Any], store: ArtifactStore) -> dict[str, Any]:
@@ -42,6 +43,8 @@ def coerce_input(name: str, spec: InputSpec, value: Any, store: ArtifactStore) -
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"the region is not valid JSON: {exc}", field=where,
                                fix="give a box x1,y1,x2,y2 or a region as JSON") from None
+        except InvalidInput as exc:
+            raise InvalidInput(exc.problem, field=where, fix=exc.fix) from None
     return typed_value(kind, value, where)
 
 
@@ -49,11 +52,17 @@ def typed_value(kind: str, value: Any, where: str) -> Any:
     """A value that must already be of its kind (a ref for an artifact, given as JSON or as an `ArtifactRef`); a
     region comes back as JSON."""
     if kind in ARTIFACT_KINDS:
-        if isinstance(value, Mapping) and "sha256" in value:
-            value = ArtifactRef.model_validate(dict(value))
+        if isinstance(value, Mapping):
+            try:
+                value = ArtifactRef.model_validate(dict(value))
+            except ValidationError as exc:
+                err = exc.errors(include_url=False)[0]
+                raise InvalidInput(f"not an artifact ref: {'.'.join(map(str, err['loc']))}: {err['msg']}",
+                                   field=where, fix=f"give {a_or_an(kind)} file, or a ref {{sha256, kind, "
+                                                    "media_type}") from None
         if not isinstance(value, ArtifactRef) or value.kind != kind:
             got = value.kind if isinstance(value, ArtifactRef) else type(value).__name__
-            raise InvalidInput(f"expected {kind}, got {got}", field=where, fix=f"give a{_n(kind)} {kind}")
+            raise InvalidInput(f"expected {kind}, got {got}", field=where, fix=f"give {a_or_an(kind)}")
         return value
     if kind == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise InvalidInput(f"expected a number, got {value!r}", field=where, fix="give a number, e.g. 48")
@@ -80,8 +89,8 @@ def _artifact(kind: str, value: Any, store: ArtifactStore, where: str) -> Any:
             return store.put_tensor(value)
     if isinstance(value, str | Path):
         path = Path(value).expanduser()
-        if not path.is_file():
-            raise InvalidInput(f"no file {str(path)!r}", field=where, fix=f"give the path of a{_n(kind)} {kind} file")
+        if not is_file(path):
+            raise InvalidInput(f"no file {str(path)!r}", field=where, fix=f"give the path of {a_or_an(kind)} file")
         try:
             return _import(kind, path, store, where)
         except VitronError as exc:  # the store names its own field; the user gave this input
@@ -105,8 +114,12 @@ def _import(kind: str, path: Path, store: ArtifactStore, where: str) -> Artifact
     raise InvalidInput(f"a {kind} cannot be read from a file", field=where, fix=f"give an artifact ref of kind {kind}")
 
 
-def _n(kind: str) -> str:
-    return "n" if kind[0] in "aeiou" else ""
+def is_file(path: Path) -> bool:
+    """Whether a path names a file; a name the system cannot even look up (too long, a NUL) does not."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def parse_assignment(text: str, option: str = "--input") -> tuple[str, str]:

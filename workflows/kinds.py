@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from schemas import ARTIFACT_KINDS, ArtifactRef, BoxRegion, Kind, PointsRegion, ScribbleRegion, SignalEmbedding
-from tools import VisionTool, all_tools
+from tools import VisionTool, all_tools, get_tool
 from tools.fields import OfKind
 
 _BY_TYPE: dict[Any, Kind] = {str: "text", int: "number", float: "number", bool: "number",
@@ -100,8 +100,6 @@ def output_of_kind(tool_name: str, kind: str) -> str | None:
 
 
 def _tool(name: str) -> VisionTool:
-    from tools import get_tool
-
     return get_tool(name)
 
 

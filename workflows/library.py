@@ -1,5 +1,7 @@
 """Saved workflows: files in `VITRON_WORKFLOWS_DIR` (default `$VITRON_HOME/workflows`) and the examples that ship with
-the package, each called by its file's name (`product_cutout`). A saved workflow overrides an example of its name."""
+the package, each called by its file's name (`product_cutout`). A saved workflow overrides an example of its name; a
+file whose name is not lowercase letters, digits and `_`, or is a module's name, is not listed (a plan could not
+call it)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from memory import ArtifactStore
-from schemas import WORKFLOW_NAME_PATTERN, InvalidInput, VitronSettings
+from schemas import WORKFLOW_NAME_PATTERN, InvalidInput, UnknownModule, VitronSettings, resolve_module
 
 from .compiler import CompiledWorkflow, compile_workflow
 from .workflow import Workflow
@@ -26,8 +28,19 @@ def saved_workflows(settings: VitronSettings | None = None) -> dict[str, Path]:
     for folder in (EXAMPLES, settings.workflows_path):
         if folder.is_dir():
             found.update({p.stem: p for p in sorted(folder.iterdir())
-                          if p.suffix in _SUFFIXES and p.is_file() and re.fullmatch(WORKFLOW_NAME_PATTERN, p.stem)})
+                          if p.suffix in _SUFFIXES and p.is_file() and _callable(p.stem)})
     return found
+
+
+def _callable(name: str) -> bool:
+    """A name a plan can call: lowercase letters, digits and `_`, and no module's letter, name or title."""
+    if not re.fullmatch(WORKFLOW_NAME_PATTERN, name):
+        return False
+    try:
+        resolve_module(name)
+    except UnknownModule:
+        return True
+    return False
 
 
 def saved_workflow(name: str, settings: VitronSettings | None = None,

@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 from memory import ArtifactEntry
-from schemas import ArtifactRef, InvalidInput, Invocation, StepOutput, VitronError, step_number
+from schemas import ArtifactRef, InvalidInput, Invocation, StepOutput, VitronError, a_or_an, step_number
 from tools import get_tool
 
 from .kinds import artifact_inputs, artifact_outputs
@@ -185,8 +185,7 @@ def _resolve_step(index: int, plan: _Plan, done: list[StepInputs], table: _Table
             elif required:
                 named = field if field == kind else f"{field} ({kind})"
                 raise InvalidInput(f"{where} needs an input {named}, and the session has no {kind} yet",
-                                   field="inputs", fix=f"attach a{'n' if kind[0] in 'aeiou' else ''} {kind}, "
-                                                       "or run a step that makes one first")
+                                   field="inputs", fix=f"attach {a_or_an(kind)}, or run a step that makes one first")
     return StepInputs({f: values[f] for f in fields if f in values})  # in the callee's field order
 
 
@@ -223,7 +222,7 @@ def _check(field: str, kind: str, value: ArtifactRef | str, where: str, index: i
         kinds, result = (entry.ref.kind,), entry.ref
     if kind not in kinds:
         raise InvalidInput(f"{where} reads {_show(value)} as its {field}, but that is a {' or '.join(kinds)}",
-                           field="inputs", fix=f"give it a{'n' if kind[0] in 'aeiou' else ''} {kind}")
+                           field="inputs", fix=f"give it {a_or_an(kind)}")
     return result
 
 

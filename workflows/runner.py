@@ -15,6 +15,7 @@ agent records into session memory, a plain workflow run records nothing.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -29,11 +30,12 @@ from schemas import (
     CompiledPlan,
     CompiledStep,
     JobCancelled,
+    JobResult,
     JobSpec,
     ModelsFile,
     ToolOutput,
-    VitronError,
     VitronSettings,
+    error_text,
 )
 from tools import get_tool
 from tools.base import read_models_file
@@ -42,11 +44,14 @@ from tools.executors import Executor, JobHandle
 from .rounds import blocked_by, ready
 from .signature import step_signature
 
+log = logging.getLogger("vitron.workflows")
+
 Emit = Callable[[dict[str, Any]], None]
 """Where events go: a callable that takes each event (a dict with an `event` key) as it happens."""
 
 
-def _ignore(event: dict[str, Any]) -> None:
+def ignore(event: dict[str, Any]) -> None:
+    """An event sink that drops every event."""
     return None
 
 
@@ -57,7 +62,7 @@ class StepResult:
     status: str  # succeeded | failed | cancelled | skipped
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    seconds: float = 0.0  # the tool's own time (0 when the outputs came from the cache)
+    seconds: float = 0.0  # the tool's own time when it succeeded (0 from the cache); else the time waited
     cached: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -70,14 +75,10 @@ class StepResult:
             data["cached"] = True
         return data
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> StepResult:
-        return cls(data["status"], dict(data.get("outputs", {})), data.get("error"), data.get("seconds", 0.0),
-                   data.get("cached", False))
-
 
 class StepRecorder(Protocol):
-    """Where a step's life is written. Each method runs on the step's thread."""
+    """Where a step's life is written. `progress` runs where the executor reports it (the job's own thread in
+    this process); the others on the thread that waits for the step."""
 
     def started(self, step: CompiledStep, job_id: str) -> None:
         """The step's job was submitted."""
@@ -175,8 +176,7 @@ class StepRunner:
               use_cache: bool = True) -> StartedStep:
         """Submit the step's job, or find its outputs in the step cache. Raises what building the job raises."""
         spec = self.spec(step, outputs, session_id=session_id)
-        inputs = {f: v["sha256"] for f, v in spec.input.items() if isinstance(v, dict) and "sha256" in v}
-        started = StartedStep(step, spec, inputs, Relay())
+        started = StartedStep(step, spec, input_hashes(spec.input), Relay())
         if self.cache is not None and use_cache:
             models = self.models
             backend = get_tool(step.module).backend_name(step.backend, models)
@@ -199,7 +199,7 @@ class StepRunner:
         self.cache.forget(signature)  # its artifacts left the store: run the step again
         return None
 
-    def finish(self, started: StartedStep, *, recorder: StepRecorder = UNRECORDED, emit: Emit = _ignore,
+    def finish(self, started: StartedStep, *, recorder: StepRecorder = UNRECORDED, emit: Emit = ignore,
                on_success: Callable[[dict[str, Any]], None] | None = None) -> StepResult:
         """Wait for a started step and record how it ended. A failing step never raises: its result says why.
 
@@ -231,50 +231,65 @@ class StepRunner:
             if on_success is not None:
                 on_success(output.model_dump(mode="json", exclude={"backend"}, exclude_none=True))
             outputs = recorder.succeeded(step, output, cached=False)
-            if started.signature is not None and self.cache is not None:
-                self.cache.put(started.signature, module=tool.name, backend=result.backend, output=result.output,
-                               seconds=result.seconds)
         except Exception as exc:  # a failing step must not end the run: the steps that read it are skipped instead
             cancelled = isinstance(exc, JobCancelled)
-            message = exc.message if isinstance(exc, VitronError) else f"{type(exc).__name__}: {exc}"
             recorder.failed(step, exc, cancelled=cancelled)
-            emit({"event": "step_failed", **where, "error": message})
-            return StepResult("cancelled" if cancelled else "failed", error=message,
+            emit({"event": "step_failed", **where, "error": error_text(exc)})
+            return StepResult("cancelled" if cancelled else "failed", error=error_text(exc),
                               seconds=time.perf_counter() - began)
+        if started.signature is not None and self.cache is not None:
+            self._remember(started.signature, tool.name, result)
         emit({"event": "step_finished", **where, "seconds": round(result.seconds, 3), "outputs": _names(outputs),
               "cached": False})
         return StepResult("succeeded", outputs, seconds=result.seconds)
 
+    def _remember(self, signature: str, module: str, result: JobResult) -> None:
+        """Record a step's outputs under its signature. A cache that cannot be written costs a rerun later, never
+        the step that succeeded."""
+        assert self.cache is not None
+        try:
+            self.cache.put(signature, module=module, backend=result.backend, output=result.output,
+                           seconds=result.seconds)
+        except Exception:
+            log.warning("the step cache could not record %s", signature[:12], exc_info=True)
+
     def skip(self, step: CompiledStep, reason: str, *, recorder: StepRecorder = UNRECORDED,
-             emit: Emit = _ignore) -> StepResult:
+             emit: Emit = ignore) -> StepResult:
         recorder.skipped(step, reason)
         emit({"event": "step_skipped", "position": step.position, "step": step.name, "module": step.module,
               "reason": reason})
         return StepResult("skipped", error=reason)
 
     def run(self, step: CompiledStep, outputs: Mapping[str, Mapping[str, Any]], *,
-            recorder: StepRecorder = UNRECORDED, emit: Emit = _ignore, session_id: str | None = None,
+            recorder: StepRecorder = UNRECORDED, emit: Emit = ignore, session_id: str | None = None,
             use_cache: bool = True, control: RunControl | None = None) -> StepResult:
         """Run one step to its end; `control` can cancel it from another thread."""
         try:
             started = self.start(step, outputs, session_id=session_id, use_cache=use_cache)
         except Exception as exc:  # the job could not even be built or submitted
             recorder.failed(step, exc, cancelled=False)
-            message = exc.message if isinstance(exc, VitronError) else f"{type(exc).__name__}: {exc}"
             emit({"event": "step_failed", "position": step.position, "step": step.name, "module": step.module,
-                  "error": message})
-            return StepResult("failed", error=message)
+                  "error": error_text(exc)})
+            return StepResult("failed", error=error_text(exc))
         with (control or RunControl()).running(step.name, started):
             return self.finish(started, recorder=recorder, emit=emit)
 
     # -- a whole plan ------------------------------------------------------------------------------
 
-    def run_plan(self, plan: CompiledPlan, *, recorder: StepRecorder = UNRECORDED, emit: Emit = _ignore,
+    def run_plan(self, plan: CompiledPlan, *, recorder: StepRecorder = UNRECORDED, emit: Emit = ignore,
                  session_id: str | None = None, use_cache: bool = True,
                  control: RunControl | None = None) -> dict[str, StepResult]:
         """Run every step, each as soon as the steps it reads have succeeded (independent steps in parallel); a step
         whose input failed is skipped. Returns each step's result by name."""
         control = control or RunControl()
+        try:
+            return self._run_plan(plan, recorder, emit, session_id, use_cache, control)
+        except BaseException:  # Ctrl-C, or a fault of ours: the steps still running are told to stop
+            control.cancel()
+            raise
+
+    def _run_plan(self, plan: CompiledPlan, recorder: StepRecorder, emit: Emit, session_id: str | None,
+                  use_cache: bool, control: RunControl) -> dict[str, StepResult]:
         results: dict[str, StepResult] = {}
         status: dict[str, str] = {}
         running: dict[Future[StepResult], str] = {}
@@ -345,11 +360,6 @@ class RunControl:
         for started in live:
             started.cancel()
 
-    @property
-    def cancelled(self) -> bool:
-        """Whether the whole run was cancelled."""
-        return self._all
-
     def skip_reason(self, step: str) -> str | None:
         return "cancelled by the user" if self._all or step in self._cancelled else None
 
@@ -366,6 +376,11 @@ class RunControl:
         finally:
             with self._lock:
                 self._live.pop(step, None)
+
+
+def input_hashes(data: Mapping[str, Any]) -> dict[str, str]:
+    """Field → content hash of the artifacts a tool input names directly (what a head-started job was started on)."""
+    return {f: v["sha256"] for f, v in data.items() if isinstance(v, dict) and "sha256" in v}
 
 
 def _names(outputs: Mapping[str, Any]) -> dict[str, str]:

@@ -32,7 +32,7 @@ from tools.executors import Executor, make_executor
 from .batch import BatchResult, run_batch
 from .compiler import CompiledWorkflow, compile_workflow, parse_definition
 from .inputs import coerce_inputs
-from .runner import Emit, RunControl, StepResult, StepRunner
+from .runner import Emit, RunControl, StepResult, StepRunner, ignore
 
 _END = object()
 
@@ -73,8 +73,9 @@ class Runtime:
     def batches(self) -> BatchRecords:
         return BatchRecords(self.database)
 
-    def runner(self, *, cache: bool = True) -> StepRunner:
-        return StepRunner(self.executor, self.store, self.settings, cache=self.cache if cache else None)
+    @cached_property
+    def runner(self) -> StepRunner:
+        return StepRunner(self.executor, self.store, self.settings, cache=self.cache)
 
     def close(self) -> None:
         for owned in reversed(self._owned):
@@ -102,10 +103,13 @@ class WorkflowResult:
         return {name: f"{r.status}: {r.error}" for name, r in self.steps.items() if r.status != "succeeded"}
 
     def raise_for_status(self) -> WorkflowResult:
-        for name, result in self.steps.items():
-            if result.status in ("failed", "cancelled"):
-                raise WorkflowFailed(f"step {name} {result.status}: {result.error}", field=f"steps.{name}",
-                                     fix="see the step's error; `vitron workflow validate` checks the file")
+        """The result itself when every step succeeded; else `WorkflowFailed` for the first step that failed or was
+        cancelled (or skipped, when nothing failed: a run cancelled before those steps started)."""
+        unsuccessful = [(n, r) for n, r in self.steps.items() if r.status != "succeeded"]
+        if unsuccessful:
+            name, result = next(((n, r) for n, r in unsuccessful if r.status != "skipped"), unsuccessful[0])
+            raise WorkflowFailed(f"step {name} {result.status}: {result.error}", field=f"steps.{name}",
+                                 fix="see the step's error; `vitron workflow validate` checks the file")
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -238,8 +242,7 @@ class Workflow:
         Independent steps run in parallel; a failing step skips what reads it (see `WorkflowResult`)."""
         runtime = self.runtime
         plan = self.compiled.bind(coerce_inputs(self.compiled.inputs, dict(inputs or {}), runtime.store))
-        results = runtime.runner(cache=cache).run_plan(plan, emit=on_event or _ignore, use_cache=cache,
-                                                       control=control)
+        results = runtime.runner.run_plan(plan, emit=on_event or ignore, use_cache=cache, control=control)
         return self._result(results)
 
     def start(self, inputs: Mapping[str, Any] | None = None, *, cache: bool = True) -> WorkflowRun:
@@ -281,8 +284,4 @@ class Workflow:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _ignore(event: dict[str, Any]) -> None:
-    return None
 

@@ -52,6 +52,7 @@ from schemas import (
     ScribbleRegion,
     UnknownModule,
     VitronSettings,
+    a_or_an,
     resolve_module,
 )
 from tools import all_tools
@@ -495,12 +496,8 @@ def _check_ref(field: str, kind: str, ref: str, position: int, known: Mapping[st
         return f"{field}: no artifact {ref} (the artifact table has {aliases})"
     found = known[name]
     if found is not None and found.kind != kind:
-        return f"{field}: {ref} is {_a(found.kind)}, not {_a(kind)}"
+        return f"{field}: {ref} is {a_or_an(found.kind)}, not {a_or_an(kind)}"
     return None
-
-
-def _a(kind: str) -> str:
-    return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 def _validation_text(exc: ValidationError) -> str:

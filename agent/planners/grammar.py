@@ -19,6 +19,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from schemas import (
+    AliasName,
     ArtifactRef,
     BoxRegion,
     InputRef,
@@ -32,7 +33,9 @@ from schemas import (
     UnknownModule,
     parse_box,
     parse_points,
+    parse_reference,
     resolve_module,
+    step_number,
 )
 
 SIGNAL_TOKENS: frozenset[str] = frozenset({"<signal/>", "<signal>", "[SIG]", "<SIG>"})
@@ -46,8 +49,6 @@ their case and spacing may vary like any tag's.)"""
 _TAG = r"(?ai:<(?P<close>/?)(?P<name>module|instruction|region|input|signal)(?![a-z0-9_])(?P<attrs>[^<>]*)(?P<end>>?))"
 _NAME_ATTR = re.compile(r"\s+name\s*=\s*(?P<q>[\"'])(?P<value>[A-Za-z_][A-Za-z0-9_]*)(?P=q)\s*", re.ASCII)
 _POINTS_PREFIX = re.compile(r"points\s*:?", re.IGNORECASE | re.ASCII)
-_STEP_REF = re.compile(r"@([0-9]+)")
-_ALIAS_REF = re.compile(r"@[A-Za-z_][A-Za-z0-9_]*")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENTITY = re.compile(r"&(lt|gt|amp);")
 _UNESCAPED = {"lt": "<", "gt": ">", "amp": "&"}
@@ -214,12 +215,12 @@ class _Parser:
         key = named or _unnamed_key(block.unnamed)
         if key in block.inputs:
             self._fail(start, f"step {block.number} has a second input named {key!r}", "each input name once")
-        step = _STEP_REF.fullmatch(ref)
-        if step and (len(step[1]) > 9 or not 1 <= int(step[1]) < block.number):
+        number = step_number(ref)
+        if number is not None and not 1 <= number < block.number:
             earlier = f"@1 to @{block.number - 1}" if block.number > 1 else "none: step 1 comes first"
             self._fail(at, f"step {block.number} cannot use {ref}: steps count from 1 and may use only earlier ones",
                        f"an earlier step ({earlier}) or an alias such as @img1")
-        if not step and not _ALIAS_REF.fullmatch(ref):
+        if number is None and not _is_alias(ref):
             self._fail(at, f"bad input reference {ref!r}", "@N for step N's output or @alias for a remembered artifact")
         block.inputs[key] = ref
 
@@ -253,6 +254,13 @@ class _Parser:
 
 
 # --- printing ------------------------------------------------------------------------------------------------
+
+
+def _is_alias(ref: str) -> bool:
+    try:
+        return isinstance(parse_reference(ref), AliasName)
+    except InvalidInput:
+        return False
 
 
 def _unnamed_key(n: int) -> str:

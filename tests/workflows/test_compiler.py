@@ -93,6 +93,18 @@ def test_a_default_that_breaks_the_field_it_feeds_is_refused():
     assert caught.value.field == "steps[0].num_frames" and "default of $inputs.frames" in caught.value.problem
 
 
+def test_text_fields_fill_in_inputs_and_keep_doubled_braces():
+    doc = copy.deepcopy(CUTOUT)
+    doc["steps"][0]["command"] = "the {{cup}}"
+    doc["steps"][1]["command"] = "make it {{{colour}}}"
+    compiled = compile_workflow(doc)
+    plan = compiled.bind({"photo": {"sha256": "a" * 64, "kind": "image", "media_type": "image/png"}})
+    assert [s.params["command"] for s in plan.steps] == ["the {cup}", "make it {blue}"]
+    doc["steps"][1]["command"] = "make it {photo}"
+    with pytest.raises(InvalidInput, match=r"\{photo\} is an image; only text and number inputs fill in text"):
+        compile_workflow(doc)
+
+
 def test_binding_checks_each_input(store):
     compiled = compile_workflow(CUTOUT)
     with pytest.raises(InvalidInput, match="needs its input 'photo'"):
@@ -102,6 +114,9 @@ def test_binding_checks_each_input(store):
     mask = store.put_mask(__import__("numpy").zeros((4, 4), bool))
     with pytest.raises(InvalidInput, match="expected image, got mask"):
         compiled.bind({"photo": mask})
+    with pytest.raises(InvalidInput, match="not an artifact ref: sha256") as caught:
+        compiled.bind({"photo": {"sha256": "abc"}})
+    assert caught.value.field == "inputs.photo"
 
 
 def test_blocks_say_which_outputs_feed_which_inputs():

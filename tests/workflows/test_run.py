@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from schemas import WorkflowFailed
+from schemas import InvalidInput, WorkflowFailed
 from tests.measure import grow, hue, hue_gap, shrink
 from tests.scenes import iou, render_scene, render_video
 from tools.embedded.colours import COLOURS
@@ -153,3 +153,16 @@ def test_a_run_can_be_cancelled_from_its_events(runtime):
         result = run.result()
     assert {n: r.status for n, r in result.steps.items()} == {"track": "cancelled", "hide": "skipped"}
     assert max(fractions, default=0.0) < 0.5
+    with pytest.raises(WorkflowFailed, match="step track cancelled"):
+        result.raise_for_status()
+
+
+def test_a_batch_refuses_what_it_cannot_record_and_takes_long_text(runtime):
+    doc = copy.deepcopy(CUTOUT)
+    with Workflow(doc, runtime=runtime) as flow:
+        with pytest.raises(InvalidInput, match="cannot be recorded") as caught:
+            flow.batch([{"photo": np.zeros((4, 4, 3), np.uint8)}])
+        assert caught.value.field == "items[0].photo"
+        result = flow.batch([{"photo": "x" * 300, "colour": "y" * 300}])  # not a file: the item fails, recorded
+    (item,) = result.failures
+    assert item.error["field"] == "inputs.photo" and "no file" in item.error["problem"]

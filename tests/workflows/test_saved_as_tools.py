@@ -27,19 +27,30 @@ SEPIA_CUTOUT = {
 }
 
 
+BOXED_BLUR = {  # a region passed from one step to the next: the box segmentation found
+    "version": 1, "inputs": {"photo": "image", "box": "region"},
+    "steps": [{"name": "seg", "type": "B", "image": "$inputs.photo", "region": "$inputs.box"},
+              {"name": "blur", "type": "C", "image": "$inputs.photo", "region": "$steps.seg.box",
+               "command": "pixelate it"}],
+    "outputs": {"image": "$steps.blur.image"},
+}
+
+
 @pytest.fixture
 def settings(tmp_path) -> VitronSettings:
     folder = tmp_path / "home" / "workflows"
     folder.mkdir(parents=True)
     (folder / "white_cutout.yaml").write_text(yaml.safe_dump(SEPIA_CUTOUT))
     (folder / "Not A Name.yaml").write_text(yaml.safe_dump(SEPIA_CUTOUT))  # cannot be called: not listed
+    (folder / "image_editing.yaml").write_text(yaml.safe_dump(SEPIA_CUTOUT))  # a module's name: not listed
+    (folder / "boxed_blur.yaml").write_text(yaml.safe_dump(BOXED_BLUR))
     return VitronSettings(home=tmp_path / "home")
 
 
 def test_saved_workflows_are_found_by_name(settings):
     names = saved_workflows(settings)
     assert {"white_cutout", "product_cutout", "video_privacy", "photo_to_clip"} <= set(names)
-    assert "Not A Name" not in names
+    assert "Not A Name" not in names and "image_editing" not in names
     assert saved_workflow("white_cutout", settings).output_kinds() == {"cutout": "image", "mask": "mask"}
     assert saved_workflow("nothing", settings) is None
 
@@ -89,3 +100,15 @@ def test_a_chat_model_calls_a_saved_workflow_as_a_tool(settings, tmp_path):
         reply = agent.session().send("put the object on a white background", image=scene.image)
     assert [s.module for s in reply.steps] == ["image_segmentation", "image_editing"]
     assert all(s.status == "succeeded" for s in reply.steps) and "Done" in reply.text
+
+
+def test_a_called_workflow_passes_a_region_between_its_steps(settings):
+    scene = render_scene(5)
+    box = ", ".join(map(str, scene.box))
+    with VitronAgent.from_settings(settings, planner="explicit") as agent:
+        reply = agent.session().send(f"<module>boxed_blur</module><instruction>hide it</instruction>"
+                                     f"<region>({box})</region>", image=scene.image)
+        assert [s.status for s in reply.steps] == ["succeeded", "succeeded"], reply.text
+        edited = agent.memory.store.get_image(reply.artifacts[-1].ref)
+    inside = shrink(scene.mask, 3)
+    assert np.abs(edited[inside].astype(int) - scene.image[inside]).mean() > 1  # pixelated where the object was

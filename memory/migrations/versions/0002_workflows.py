@@ -46,7 +46,6 @@ def upgrade() -> None:
         sa.Column("workflow", JSON, nullable=False),
         sa.Column("items", sa.Integer(), nullable=False),
         sa.Column("created_at", TIME, nullable=False),
-        sa.Column("updated_at", TIME, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_batches"),
     )
     op.create_table(
@@ -60,7 +59,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("started_at", TIME, nullable=True),
         sa.Column("finished_at", TIME, nullable=True),
-        sa.CheckConstraint("status IN ('pending', 'running', 'succeeded', 'failed')", name="ck_batch_items_status"),
+        sa.CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="ck_batch_items_status"),
         sa.ForeignKeyConstraint(["batch_id"], ["batches.id"], name="fk_batch_items_batch_id_batches",
                                 ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("batch_id", "position", name="pk_batch_items"),
