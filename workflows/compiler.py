@@ -124,7 +124,9 @@ def _call_workflow(name: str, number: int, inv: Invocation, flow: CompiledWorkfl
                    artifacts: Mapping[str, ArtifactRef | StepOutput], first_position: int) -> list[CompiledStep]:
     """A plan's step that calls a saved workflow, as the workflow's own steps: its artifact inputs resolved like a
     tool's, the drawn region to its first region input, the instruction to its `command` input (or its only text
-    input without a default); the rest keep their defaults."""
+    input without a default; else the instruction only describes the call), value inputs named in `params`; the
+    rest keep their defaults. A signal embedding is not passed on: the workflow's steps are specialists of their
+    own, each with the fields its file gives it."""
     where = f"step {number} ({inv.module})"
     values: dict[str, Any] = dict(artifacts)
     regions = [n for n, s in flow.inputs.items() if s.type == "region"]
