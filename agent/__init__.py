@@ -1,4 +1,4 @@
-"""The agent: planners, the LangGraph state machine, the public API, the CLI.
+"""The agent: planners, the LangGraph state machine, the public API (the use cases), and its skins (the CLI).
 
     from agent import VitronAgent
 
@@ -6,8 +6,23 @@
         session = agent.session()
         reply = session.send("<module>B</module><instruction>segment the cup</instruction>"
                              "<region>(72, 52, 484, 392)</region>", image="coffee.png")
+
+The names below load on first use, so `vitron --help` (which imports `agent.cli`) loads no graph, model or database.
 """
 
-from .api import AgentSession, Reply, VitronAgent, make_planner
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import AgentSession, Reply, VitronAgent, make_planner
 
 __all__ = ["AgentSession", "Reply", "VitronAgent", "make_planner"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +175,26 @@ class AgentSession:
 
     async def asend(self, text: str | None = None, **kwargs: Any) -> Reply:
         return await asyncio.to_thread(self.send, text, **kwargs)
+
+    async def astream(self, text: str | None = None, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        """`stream` as an async iterator, for servers: the turn runs on a thread of its own, its events reach the
+        event loop as they happen. The same arguments as `stream`; its errors are raised here."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                for event in self.stream(text, **kwargs):
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+                loop.call_soon_threadsafe(events.put_nowait, _DONE)
+            except BaseException as exc:  # handed to the async reader
+                loop.call_soon_threadsafe(events.put_nowait, exc)
+
+        threading.Thread(target=pump, name=f"vitron-astream-{self.id[:8]}", daemon=True).start()
+        while (event := await events.get()) is not _DONE:
+            if isinstance(event, BaseException):
+                raise event
+            yield event
 
     def resume(self) -> Reply:
         """Go on with a turn that a crash or an approval pause interrupted."""

@@ -32,7 +32,6 @@ T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 10.0
 MIGRATION_LOCK_KEY = 0x5649_5452_4F4E  # "VITRON": one migrator at a time on PostgreSQL
-UPGRADE_COMMAND = "vitron sessions migrate"
 _WRITE = "vitron_write"  # execution option: this transaction will write
 
 
@@ -307,7 +306,8 @@ class Database:
         if not auto_upgrade:
             raise DatabaseOutOfDate(
                 f"the session database {where} is at migration {current or 'none (empty)'}, this code needs {head!r}",
-                fix=f"run `{UPGRADE_COMMAND}` (back the database up first), or set VITRON_DATABASE_AUTO_UPGRADE=1",
+                field="VITRON_DATABASE_AUTO_UPGRADE",
+                fix="upgrade it (back it up first: Database.upgrade), or set VITRON_DATABASE_AUTO_UPGRADE=1",
             )
         self.upgrade()
 

@@ -333,7 +333,7 @@ class SessionMemory:
                     return found[0]
                 if len(found) > 1:
                     raise InvalidInput(f"session id prefix {text!r} matches several sessions", field="session",
-                                       fix="give more characters of the id (see `vitron sessions list`)")
+                                       fix="give more characters of the id")
             raise _no_session(text)
 
         return self.db.read(work)
@@ -546,7 +546,7 @@ class SessionMemory:
             row = c.execute(query).first()
             if row is None:
                 raise StepNotFound(f"no step {step_id}", field="step",
-                                   fix="use an id returned by record_step (see `vitron sessions show`)")
+                                   fix="use an id returned by record_step")
             return _step_record(row)
 
         return self.db.write(work)
@@ -912,7 +912,7 @@ def _json_object(value: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
 
 def _no_session(session_id: str) -> SessionNotFound:
     return SessionNotFound(f"no session {session_id!r}", field="session",
-                           fix="list the sessions with `vitron sessions list`, or create one")
+                           fix="use an existing session's id, or create one")
 
 
 def _ref(row: Any) -> ArtifactRef:

@@ -45,7 +45,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = Field(min_length=1, description="Backend name, one of the tool's backends (`vitron models`).")
+    backend: str = Field(min_length=1, description="Backend name, one of the tool's backends.")
     weights: dict[str, Path] = Field(default_factory=dict, description="Weights by role; a single path is `main`.")
     variant: str | None = Field(default=None, description="Architecture variant, e.g. SAM's vit_b, vit_l or vit_h.")
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
@@ -101,7 +101,7 @@ class ModelsFile(BaseModel):
             raw = yaml.safe_load(path.read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise InvalidInput(f"cannot read the models file {path}: {exc}", field=MODELS_SETTING,
-                               fix="map each module to its backend and weights in YAML (`vitron models`)") from exc
+                               fix="map each module to its backend and weights in YAML") from exc
         return cls.parse({} if raw is None else raw, path)  # an empty file configures nothing
 
     @classmethod
@@ -132,12 +132,12 @@ class ModelsFile(BaseModel):
         return self.modules.get(resolve_module(module).name)
 
     def with_override(self, module: str, backend: str | None = None, weights: str | Path | None = None) -> ModelsFile:
-        """A copy where one module's backend and/or main weights are replaced (`vitron invoke --backend --weights`)."""
+        """A copy where one module's backend and/or main weights are replaced (one call's override)."""
         name = resolve_module(module).name
         current = self.modules.get(name)
         if backend is None and current is None:
-            raise InvalidInput(f"--weights needs a backend: {name} has none configured", field="backend",
-                               fix="also give --backend NAME (see `vitron models`)")
+            raise InvalidInput(f"weights need a backend: {name} has none configured", field="backend",
+                               fix="name the backend the weights are for")
         data = current.model_dump() if current is not None else {}
         if backend is not None and backend != data.get("backend"):
             data = {"backend": backend, "weights": {}}  # another backend: the old entry's roles don't apply

@@ -66,7 +66,7 @@ class CompiledStep(BaseModel):
                 made = outputs.get(value.step, {})
                 if (value.field or field) not in made:
                     raise InvalidInput(f"step {self.name} reads {value}, which step {value.step} did not give",
-                                       field=field, fix="read an output the step makes (`vitron workflow blocks`)")
+                                       field=field, fix="read an output the step makes")
                 data[field] = made[value.field or field]
             elif isinstance(value, InputName):
                 raise InvalidInput(f"step {self.name} reads {value}, which was never bound to a value",

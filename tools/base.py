@@ -187,4 +187,4 @@ def invalid_input_from(exc: ValidationError, where: str) -> InvalidInput:
         return original
     loc = ".".join(str(p) for p in err["loc"]) or where
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return InvalidInput(err["msg"] + more, field=loc, fix=f"see the {where} input schema: `vitron tools --json`")
+    return InvalidInput(err["msg"] + more, field=loc, fix=f"see the {where} input schema")

@@ -85,7 +85,7 @@ def compile_invocations(invocations: Sequence[Invocation], table: Sequence[Artif
             flow = workflows(module) if workflows is not None else None
             if flow is None:
                 raise UnknownModule(f"unknown module or workflow {module!r}", field="module",
-                                    fix=f"{exc.fix}, or a saved workflow's name (`vitron tools`)") from None
+                                    fix=f"{exc.fix}, or a saved workflow's name") from None
             flows[module] = flow
             return workflow_callee(module, flow)
 
@@ -321,8 +321,8 @@ def resolve_type(text: str, where: str) -> tuple[VisionTool, int]:
     if version != tool.version:
         raise InvalidInput(f"{tool.name}@v{version} is not a contract this installation has: it has "
                            f"{tool.name}@v{tool.version}", field=where,
-                           fix=f"write {tool.name}@v{tool.version} and check the step's fields against "
-                               "`vitron workflow blocks`, or install the vitron-agent that has that version")
+                           fix=f"write {tool.name}@v{tool.version} and check the step's fields against its "
+                               "contract, or install the vitron-agent that has that version")
     return tool, version
 
 
@@ -464,7 +464,7 @@ def _check_field(tool: VisionTool, field: str, value: Any, at: str, what: str | 
         original = (err.get("ctx") or {}).get("error")
         problem = original.problem if isinstance(original, VitronError) else err["msg"].removeprefix("Value error, ")
         raise InvalidInput(f"{what}: {problem}" if what else problem, field=at,
-                           fix=f"see {tool.name}'s fields: `vitron workflow blocks`") from None
+                           fix=f"see {tool.name}'s fields") from None
 
 
 def _fill(template: str, values: Mapping[str, Any]) -> str:

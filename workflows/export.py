@@ -33,7 +33,7 @@ def export_session(memory: SessionMemory, session_id: str, *, turn: int | None =
     if not steps:
         where = f"turn {turn}" if turn is not None else "it"
         raise InvalidInput(f"session {session_id[:8]} has no step that succeeded in {where}", field="turn",
-                           fix="export a turn whose steps ran (see `vitron sessions show`)")
+                           fix="export a turn whose steps ran")
     table = memory.artifact_table(session_id)
     made_by_step: dict[int, list[ArtifactEntry]] = {}
     for entry in table:

@@ -55,7 +55,7 @@ def saved_workflow(name: str, settings: VitronSettings | None = None,
         return _compiled(path, stat.st_mtime_ns, stat.st_size, store)
     except InvalidInput as exc:
         raise InvalidInput(f"the saved workflow {name} ({path}) does not compile: {exc.message}", field="module",
-                           fix="fix the file (`vitron workflow validate`), or remove it") from None
+                           fix="fix the file, or remove it") from None
 
 
 @lru_cache(maxsize=64)

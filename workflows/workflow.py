@@ -109,7 +109,7 @@ class WorkflowResult:
         if unsuccessful:
             name, result = next(((n, r) for n, r in unsuccessful if r.status != "skipped"), unsuccessful[0])
             raise WorkflowFailed(f"step {name} {result.status}: {result.error}", field=f"steps.{name}",
-                                 fix="see the step's error; `vitron workflow validate` checks the file")
+                                 fix="see the step's error")
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -221,6 +221,29 @@ def test_state_and_checkpoints_hold_refs_not_pixels(agent):
     assert len(text) < 8000 and "sha256" in text
 
 
+def test_astream_gives_the_events_to_async_code(agent):
+    import asyncio
+
+    scene = render_scene(4)
+    session = agent.session()
+
+    async def collect() -> list[dict]:
+        return [event async for event in session.astream(segment_and_recolour("green", scene.box),
+                                                           image=scene.image)]
+
+    events = asyncio.run(collect())
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "plan" and kinds[-1] == "message" and kinds.count("step_finished") == 2
+    assert [s.status for s in session.reply().steps] == ["succeeded", "succeeded"]
+
+    async def refused() -> None:
+        async for _ in session.astream(None):
+            pass
+
+    with pytest.raises(InvalidInput, match="no unfinished turn"):
+        asyncio.run(refused())
+
+
 def test_asend_runs_a_turn_from_async_code(agent):
     import asyncio
 

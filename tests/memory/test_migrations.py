@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from memory import Database
-from memory.database import UPGRADE_COMMAND, head_revision
+from memory.database import head_revision
 from memory.models import Base
 from schemas import DatabaseOutOfDate
 
@@ -37,10 +37,10 @@ def test_an_empty_database_is_upgraded_on_start(database_url):
         assert db.revision() == head_revision()
 
 
-def test_without_auto_upgrade_it_refuses_and_names_the_command(database_url):
+def test_without_auto_upgrade_it_refuses_and_names_the_setting(database_url):
     with pytest.raises(DatabaseOutOfDate, match="needs") as info:
         Database.open(database_url, auto_upgrade=False)
-    assert UPGRADE_COMMAND in info.value.message
+    assert info.value.field == "VITRON_DATABASE_AUTO_UPGRADE" and "upgrade it" in info.value.fix
 
 
 def test_a_database_from_a_newer_version_is_refused(database_url):

@@ -50,7 +50,7 @@ def test_sessions_are_created_listed_renamed_and_deleted(memory):
 
     deleted = memory.delete_session(a.id)
     assert (deleted.turns, deleted.steps, deleted.artifacts) == (1, 0, 0)
-    with pytest.raises(SessionNotFound, match="vitron sessions list"):
+    with pytest.raises(SessionNotFound, match="use an existing session's id"):
         memory.delete_session(a.id)  # twice: a clear error …
     assert [s.id for s in memory.list_sessions()] == [b.id]  # … and the other session is untouched
     assert memory.get_session(b.id).title == "renamed"

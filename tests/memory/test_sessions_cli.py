@@ -73,6 +73,7 @@ def test_list_show_and_delete(run, session):
     assert (deleted["turns"], deleted["steps"], deleted["artifacts"], deleted["files_removed"]) == (2, 1, 2, 2)
     again = run("delete", session)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "no session" in again.stderr
+    assert "`vitron sessions list` shows the sessions" in again.stderr  # the command line adds its own advice
     assert "Traceback" not in again.stderr
     assert one_json(run("list", "--json"))["sessions"] == []
 

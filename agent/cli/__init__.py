@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from agent.console import clear_errors, fail, out, progress_bar
-from agent.jobs_cli import jobs_app, worker_cmd
-from agent.models_cli import models_cmd
-from agent.planner_cli import planner_app
-from agent.sessions_cli import sessions_app
-from agent.turn_cli import chat_cmd, plan_cmd, run_cmd
-from agent.workflow_cli import workflow_app
-from schemas import ArtifactRef, ScribbleRegion, parse_box, parse_points
+from .console import clear_errors, fail, out, progress_bar
+from .jobs import jobs_app, worker_cmd
+from .models import models_cmd
+from .planner import planner_app
+from .sessions import sessions_app
+from .turns import chat_cmd, plan_cmd, run_cmd
+from .workflows import workflow_app
 
 app = typer.Typer(help="vitron-agent: pixel-level vision tools with a planner.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -34,13 +31,7 @@ app.command("chat")(chat_cmd)
 app.command("models")(models_cmd)
 
 
-def _context(progress: Callable[[float, str], None]):
-    from tools import ToolContext
-
-    return ToolContext.from_settings(progress=progress)
-
-
-def _artifact_rows(refs: list[ArtifactRef], store: Any) -> list[dict[str, str]]:
+def _artifact_rows(refs: list[Any], store: Any) -> list[dict[str, str]]:
     return [{"kind": r.kind, "path": str(store.path(r)), "sha256": r.sha256} for r in refs]
 
 
@@ -48,37 +39,20 @@ def _artifact_rows(refs: list[ArtifactRef], store: Any) -> list[dict[str, str]]:
 @clear_errors
 def tools_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the specialist modules (letters, backends) and the saved workflows, which plans can call too."""
-    from tools import all_tools
-    from workflows import saved_workflows
+    from agent.service import tool_rows
 
-    rows = [{"kind": "tool", "code": t.code, "module": t.name, "title": t.title, "backends": list(t.backends),
-             "heavy": t.heavy, "description": t.description,
-             "input_schema": t.as_langchain_tool().tool_call_schema.model_json_schema()} for t in all_tools()]
-    flows = [{"kind": "workflow", "code": None, "module": name, "path": str(path), **_workflow_row(path)}
-             for name, path in saved_workflows().items()]
+    rows = tool_rows()
     if as_json:
-        print(json.dumps(rows + flows))
+        print(json.dumps(rows))
         return
     table = Table("code", "module", "backends", "description")
     for row in rows:
-        table.add_row(row["code"], row["module"], ", ".join(row["backends"]) or "[dim]none configured[/dim]",
-                      row["description"])
-    for row in flows:
-        table.add_row("", row["module"], "[dim]workflow[/dim]", row.get("description") or row.get("error", ""))
+        if row["kind"] == "tool":
+            table.add_row(row["code"], row["module"], ", ".join(row["backends"]) or "[dim]none configured[/dim]",
+                          row["description"])
+        else:
+            table.add_row("", row["module"], "[dim]workflow[/dim]", row.get("description") or row.get("error", ""))
     out.print(table)
-
-
-def _workflow_row(path: Path) -> dict[str, Any]:
-    """A saved workflow's description, inputs and outputs; a broken one says why instead of hiding the rest."""
-    from schemas import VitronError
-    from workflows import Workflow
-
-    try:
-        with Workflow.load(path) as flow:
-            described = flow.describe()
-    except VitronError as exc:
-        return {"error": exc.message}
-    return {"description": described["description"], "inputs": described["inputs"], "outputs": described["outputs"]}
 
 
 @app.command()
@@ -102,44 +76,23 @@ def invoke(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Run one tool directly on files."""
+    from agent.service import invoke_tool
+    from schemas import parse_box, parse_points
     from tools import get_tool
 
-    tool = get_tool(module)
-    regions = [r for r in (box, points, scribble) if r is not None]
-    if len(regions) > 1:
+    if len([r for r in (box, points, scribble) if r is not None]) > 1:
         fail("give one region: --box, --points or --scribble", 2)
+    tool = get_tool(module)
+    given: dict[str, Any] = {"image": image, "video": video, "mask": mask, "scribble": scribble, "command": command,
+                             "num_frames": frames, "fps": fps, "width": width, "height": height, "seed": seed,
+                             "region": parse_box(box) if box else parse_points(points) if points else None}
+    fields = tool.input_model.model_fields
+    for name, value in given.items():
+        if value is not None and name not in fields and name != "scribble":
+            flag = {"num_frames": "frames"}.get(name, name)
+            fail(f"{tool.name} takes no --{flag}; it takes {', '.join(f for f in fields if f != 'signal')}", 2)
     with progress_bar(enabled=not as_json) as progress:
-        ctx = _context(progress)
-        if weights is not None:  # this call only: the models file's entry for the module, overridden
-            ctx = dataclasses.replace(ctx, models_file=ctx.models.with_override(tool.name, backend, weights))
-        store = ctx.store
-        given: dict[str, Any] = {
-            "image": image and store.import_image(image),
-            "video": video and store.import_video(video),
-            "mask": mask and store.import_mask(mask),
-            "command": command,
-            "num_frames": frames,
-            "fps": fps,
-            "width": width,
-            "height": height,
-            "seed": seed,
-        }
-        if box is not None:
-            given["region"] = parse_box(box)
-        elif points is not None:
-            given["region"] = parse_points(points)
-        elif scribble is not None:
-            given["region"] = ScribbleRegion(mask=store.import_mask(scribble))
-        fields = tool.input_model.model_fields
-        data = {}
-        for name, value in given.items():
-            if value is None:
-                continue
-            if name not in fields:
-                flag = {"num_frames": "frames"}.get(name, name)
-                fail(f"{tool.name} takes no --{flag}; it takes {', '.join(f for f in fields if f != 'signal')}", 2)
-            data[name] = value
-        result = tool.run(data, ctx, backend=backend)
+        store, result = invoke_tool(tool.name, given, backend=backend, weights=weights, progress=progress)
     rows = _artifact_rows(result.artifacts(), store)
     if as_json:
         print(json.dumps({"module": tool.name, "backend": result.backend, "artifacts": rows}))

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.console import clear_errors, err, out
+from .console import clear_errors, err, out
 
 workflow_app = typer.Typer(help="Declarative workflows: validate, describe, run, batch; the blocks to compose with.",
                            no_args_is_help=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from agent.console import clear_errors, err
+from .console import clear_errors, err
 
 planner_app = typer.Typer(help="The mini planner: train it from scratch, or measure a checkpoint.",
                           no_args_is_help=True)

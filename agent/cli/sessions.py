@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.tree import Tree
 
-from agent.console import clear_errors, out
+from .console import clear_errors, out
 
 sessions_app = typer.Typer(help="Remembered sessions: list, show, delete; migrate the database.",
                            no_args_is_help=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agent.console import clear_errors, fail, out
+from .console import clear_errors, fail, out
 
 jobs_app = typer.Typer(help="Jobs: the steps sessions ran or are running, by executor job id.", no_args_is_help=True)
 
@@ -37,16 +37,9 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Jobs that are queued or running (with --all, finished ones too), newest last."""
-    from memory import SessionMemory
+    from agent.service import list_jobs
 
-    with SessionMemory.from_settings() as memory:
-        ids = [memory.resolve_session_id(session)] if session else [s.id for s in memory.list_sessions(limit=1000)]
-        steps = [st for sid in ids for st in memory.steps(sid) if st.job_id]
-    if not all_jobs:
-        steps = [st for st in steps if st.status in ("queued", "running")]
-    steps.sort(key=lambda st: st.created_at)
-    rows = [{"job_id": st.job_id, "session": st.session_id, "step": st.id, "module": st.module,
-             "status": st.status, "progress": st.progress, "message": st.message} for st in steps]
+    rows = list_jobs(session=session, include_finished=all_jobs)
     if as_json:
         print(json.dumps({"jobs": rows}))
         return
@@ -61,19 +54,9 @@ def list_cmd(
 @clear_errors
 def cancel_cmd(job_id: Annotated[str, typer.Argument(help="The job id (see `vitron jobs list`).")]) -> None:
     """Cancel a job: a queued one never starts, a running one stops at its next progress report."""
-    from agent.api import cancel_job
-    from memory import SessionMemory
-    from schemas import VitronSettings
+    from agent.service import cancel_job_anywhere
 
-    settings = VitronSettings()
-    executor = None
-    if settings.broker_url:  # reach the workers too; an in-process job stops when its agent sees the mark
-        from tools.celery_app import make_celery
-        from tools.executors import CeleryExecutor
-
-        executor = CeleryExecutor(make_celery(settings))
-    with SessionMemory.from_settings(settings) as memory:
-        step = cancel_job(memory, job_id, executor)
+    step = cancel_job_anywhere(job_id)
     out.print(f"cancelled job {job_id} ({step.module}, session {step.session_id[:8]})")
 
 
@@ -84,19 +67,9 @@ def workers_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The workers that answer: their queues, pool processes, jobs done and model cache (loads, hits, evictions)."""
-    from schemas import BackendUnavailable, VitronSettings
-    from tools.celery_app import make_celery
+    from agent.service import worker_rows
 
-    settings = VitronSettings()
-    if not settings.broker_url:
-        raise BackendUnavailable("no job broker is configured, so there are no workers to ask",
-                                 field="VITRON_BROKER_URL", fix="set VITRON_BROKER_URL to the workers' broker")
-    inspect = make_celery(settings).control.inspect(timeout=timeout)
-    stats, queues = inspect.stats() or {}, inspect.active_queues() or {}
-    rows = [{"worker": name, "queues": sorted(q["name"] for q in queues.get(name, [])),
-             "processes": info.get("pool", {}).get("processes", []),
-             "jobs_done": sum(info.get("total", {}).values()),
-             "models": info.get("models")} for name, info in sorted(stats.items())]
+    rows = worker_rows(timeout)
     if as_json:
         print(json.dumps({"workers": rows}))
         return
@@ -113,9 +86,6 @@ def workers_cmd(
     out.print(table)
 
 
-CHECKS = {"cpu": "image_editing", "gpu": "image_generation"}  # one tool of each queue
-
-
 @jobs_app.command("check")
 @clear_errors
 def check_cmd(
@@ -124,38 +94,11 @@ def check_cmd(
 ) -> None:
     """A dry run on each queue: a worker takes it, finds this machine's artifact in its store and imports the
     backend it would use, without running the tool (in-process when no broker is set). Exit 1 if one fails."""
-    import numpy as np
+    from agent.service import check_queues
 
-    from memory import ArtifactStore
-    from schemas import VitronError, VitronSettings
-    from tools.executors import make_executor
-    from tools.jobs import job_spec
-
-    settings = VitronSettings()
-    store = ArtifactStore.from_settings(settings)
-    # New content, written here and removed after: the worker finds it only if it sees this very store.
-    image = store.put_image(np.random.default_rng().integers(0, 256, (8, 8, 3), np.uint8))
-    inputs = {"image_editing": {"image": image, "command": "make it black and white"},
-              "image_generation": {"command": "a check"}}
-    executor = make_executor(settings, store)
-    rows = []
-    try:
-        handles = {queue: executor.submit(job_spec(module, inputs[module], store, dry_run=True))
-                   for queue, module in CHECKS.items()}
-        for queue, handle in handles.items():
-            row = {"queue": queue, "module": CHECKS[queue], "ok": False, "backend": None, "problem": None}
-            try:
-                row.update(ok=True, backend=handle.result(timeout=timeout).backend)
-            except TimeoutError:
-                handle.cancel()  # so it never runs later, on a worker that starts after this check
-                row["problem"] = (f"no worker took the job within {timeout:g} s "
-                                  f"(start one with `vitron worker --queues {queue}`)")
-            except VitronError as exc:
-                row["problem"] = exc.message
-            rows.append(row)
-    finally:
-        executor.close()
-        store.delete(image)
+    rows = [{k: v for k, v in row.items() if k != "no_worker"} | (
+        {"problem": f"{row['problem']} (start one with `vitron worker --queues {row['queue']}`)"}
+        if row["no_worker"] else {}) for row in check_queues(timeout)]
     if as_json:
         print(json.dumps({"checks": rows}))
     else:

@@ -10,8 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.console import clear_errors, err, fail, out
-from schemas import parse_box
+from .console import clear_errors, err, fail, out
 
 SessionOpt = Annotated[str | None, typer.Option("--session", help="Go on with this session (id or a prefix).")]
 ImageOpt = Annotated[Path | None, typer.Option(help="An image for this turn.")]
@@ -52,6 +51,8 @@ class _Bars:
 
 
 def _turn(session, text: str | None, image, video, box, show_bars: bool):
+    from schemas import parse_box
+
     region = parse_box(box) if box else None
     if not show_bars:
         for _ in session.stream(text, image=image, video=video, region=region):
@@ -113,60 +114,19 @@ def plan_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the plan a planner makes for a request, without running anything."""
-    from agent.api import make_planner
-    from agent.planners.base import PlanRequest
-    from memory import ArtifactStore, History
-    from schemas import VitronSettings
+    from agent.service import plan_request
+    from schemas import parse_box
 
-    settings = VitronSettings()
-    store = ArtifactStore.from_settings(settings)
-    inputs = {}
-    if image is not None:
-        inputs["img1"] = store.import_image(image)
-    if video is not None:
-        inputs["video1"] = store.import_video(video)
-    request = PlanRequest(text=text, history=History("", (), 0, 0), artifacts=(), inputs=inputs,
-                          region=parse_box(box) if box else None, store=store)
-    plan = make_planner(planner or settings.planner, settings).plan(request)
-    modules = [s.invocation.module for s in plan.steps]
-    steps = [{"module": s.invocation.module, "instruction": s.invocation.command,
-              "inputs": _named_inputs(s.invocation, modules),
-              "region": s.invocation.region.model_dump(mode="json") if s.invocation.region else None}
-             for s in plan.steps]
+    plan = plan_request(text, image=image, video=video, region=parse_box(box) if box else None, planner=planner)
     if as_json:
-        print(json.dumps({"reply": plan.reply, "steps": steps}))
+        print(json.dumps(plan))
         return
-    if plan.reply:
-        out.print(plan.reply, highlight=False)
+    if plan["reply"]:
+        out.print(plan["reply"], highlight=False)
     table = Table("step", "module", "instruction", "inputs")
-    for number, step in enumerate(steps, start=1):
+    for number, step in enumerate(plan["steps"], start=1):
         table.add_row(str(number), step["module"], step["instruction"], json.dumps(step["inputs"]))
     out.print(table)
-
-
-def _named_inputs(invocation, modules: list[str]) -> dict[str, str]:
-    """The step's inputs under the tool fields they will fill (`@1` from a segmentation is the mask)."""
-    from memory.sessions import ALIAS_PREFIXES
-    from schemas import step_number
-    from workflows.kinds import artifact_inputs
-    from workflows.resolve import output_kinds
-
-    fields = list(artifact_inputs(invocation.module))
-    kinds_of_alias = {prefix: kind for kind, prefix in ALIAS_PREFIXES.items()}
-    named: dict[str, str] = {}
-    for key, value in invocation.inputs.items():
-        text = value if isinstance(value, str) else "@" + (value.alias or value.sha256)
-        if key in fields:
-            named[key] = text
-            continue
-        if (number := step_number(text)) is not None:
-            kinds = output_kinds(modules[number - 1])
-        else:
-            kinds = tuple(kind for prefix, kind in sorted(kinds_of_alias.items(), key=lambda p: -len(p[0]))
-                          if text[1:].startswith(prefix))[:1]
-        field = next((f for f in fields if f in kinds and f not in named), key)
-        named[field] = text
-    return named
 
 
 @clear_errors
