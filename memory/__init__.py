@@ -4,6 +4,8 @@ from .artifacts import ArtifactStore, VideoInfo, VideoWriter
 from .batches import BatchInfo, BatchItem, BatchRecords
 from .checkpoints import delete_thread_checkpoints, open_checkpointer
 from .database import Database
+from .keys import ApiKey, ApiKeys
+from .runs import RunRecord, RunRecords, RunStatus
 from .sessions import (
     ArtifactEntry,
     DeletedSession,
@@ -17,6 +19,8 @@ from .sessions import (
 from .step_cache import CachedStep, StepCache
 
 __all__ = [
+    "ApiKey",
+    "ApiKeys",
     "ArtifactEntry",
     "ArtifactStore",
     "BatchInfo",
@@ -27,6 +31,9 @@ __all__ = [
     "DeletedSession",
     "History",
     "Lineage",
+    "RunRecord",
+    "RunRecords",
+    "RunStatus",
     "SessionInfo",
     "SessionMemory",
     "StepCache",

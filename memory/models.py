@@ -32,6 +32,7 @@ from schemas import STEP_STATUSES
 ROLES = ("user", "assistant", "system", "tool")
 ORIGINS = ("upload", "step", "planner")
 BATCH_ITEM_STATUSES = ("pending", "succeeded", "failed")
+RUN_STATUSES = ("pending", "running", "success", "error", "interrupted", "cancelled")
 
 # Named constraints so that later migrations can alter them by name on both backends.
 NAMING_CONVENTION = {
@@ -218,3 +219,58 @@ class BatchItemRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApiKeyRow(Base):
+    """An API key of the HTTP server: only its SHA-256 is kept; `owner` is whose threads and artifacts it reaches."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class RunRow(Base):
+    """One run of a thread (a session's turn through the HTTP server): its status and what it was asked."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in RUN_STATUSES)})", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RunEventRow(Base):
+    """A run's events in order; `seq` is the id a reconnecting client sends back (`Last-Event-ID`)."""
+
+    __tablename__ = "run_events"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column()
+
+
+class UploadRow(Base):
+    """An artifact an owner uploaded through the server, before (or without) any thread using it."""
+
+    __tablename__ = "uploads"
+
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    media_type: Mapped[str] = mapped_column(String(100))
+    shape: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

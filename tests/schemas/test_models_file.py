@@ -76,7 +76,7 @@ def test_invoke_overrides_one_module_for_one_call():
     other = models.with_override("B", backend="sam", weights="/sam.pth")
     assert other.spec("B") == ModelSpec(backend="sam", weights={"main": Path("/sam.pth")})
     assert models.spec("B") is None  # the original is untouched
-    with pytest.raises(InvalidInput, match="--backend"):
+    with pytest.raises(InvalidInput, match="weights need a backend"):
         models.with_override("D", weights="/x")
 
 
