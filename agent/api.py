@@ -7,6 +7,7 @@ artifact is remembered, and a turn interrupted by a crash or an approval pause g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -114,7 +115,8 @@ class VitronAgent:
             executor = make_executor(settings, memory.store)
             self._resources.callback(executor.close)
         self.executor = executor
-        self.graph = build_graph(Services(memory, planner, settings, executor), checkpointer)
+        self.services = Services(memory, planner, settings, executor)
+        self.graph = build_graph(self.services, checkpointer)
 
     @classmethod
     def from_settings(cls, settings: VitronSettings | None = None, *, planner: Planner | str | None = None,
@@ -202,6 +204,13 @@ class AgentSession:
 
     def approve(self, action: str = "approve", invocations: list[Invocation | dict] | None = None) -> Reply:
         """Answer an approval pause: `approve`, `deny`, or `edit` with the invocations to run instead."""
+        for _ in self.stream_answer(action, invocations):
+            pass
+        return self.reply()
+
+    def stream_answer(self, action: str = "approve",
+                      invocations: list[Invocation | dict] | None = None) -> Iterator[dict[str, Any]]:
+        """`approve`, yielding the turn's events as it goes on (as `stream` does)."""
         if action not in ("approve", "deny", "edit"):
             raise InvalidInput(f"unknown answer {action!r}", field="action", fix="approve, deny or edit")
         if not self.unfinished:
@@ -209,9 +218,16 @@ class AgentSession:
         decision: dict[str, Any] = {"action": action}
         if action == "edit":
             decision["invocations"] = [Invocation.model_validate(i) for i in invocations or []]
-        for _ in self._run(Command(resume=decision)):
-            pass
-        return self.reply()
+        yield from self._run(Command(resume=decision))
+
+    def cancel_turn(self) -> None:
+        """Stop the turn under way: its running steps stop at their jobs' next progress reports, its steps not
+        started are skipped; the turn then answers with what was made."""
+        self.agent.services.control(self.id).cancel()
+        for step in self.agent.memory.steps(self.id):
+            if step.status in ("queued", "running") and step.job_id:
+                with contextlib.suppress(InvalidInput, StepNotFound):
+                    cancel_job(self.agent.memory, step.job_id, self.agent.executor)
 
     def cancel(self, job_id: str) -> StepRecord:
         """Cancel one of this session's jobs (a `step_started` event's `job_id`, or a step's): a queued job never
@@ -252,6 +268,7 @@ class AgentSession:
             raise InvalidInput(f"session {self.id} has an unfinished turn", field="text",
                                fix="finish it first: resume it (no text), or answer its approval pause")
         memory = self.agent.memory
+        self.agent.services.new_turn(self.id)
         uploads = [u for u in (self._upload(image, "image"), self._upload(video, "video")) if u is not None]
         turn = memory.append_turn(self.id, "user", text, attachments=uploads)
         inputs = {r.alias: r.model_dump(mode="json") for r in turn.artifacts if r.alias}

@@ -30,6 +30,7 @@ from schemas import ArtifactRef, CompiledStep, Invocation, StepOutput, VitronErr
 from tools.executors import Executor
 from workflows import (
     Ambiguous,
+    RunControl,
     StartedStep,
     StepResult,
     StepRunner,
@@ -81,6 +82,14 @@ class Services:
     executor: Executor  # where steps run: in this process, or on Celery workers
     # Jobs started before their step's node, by (session id, step name); a session runs one turn at a time.
     ahead: dict[tuple[str, str], StartedStep] = field(default_factory=dict)
+    # What stops the turn under way, by session (`AgentSession.cancel_turn`).
+    controls: dict[str, RunControl] = field(default_factory=dict)
+
+    def control(self, session_id: str) -> RunControl:
+        return self.controls.setdefault(session_id, RunControl())
+
+    def new_turn(self, session_id: str) -> None:
+        self.controls[session_id] = RunControl()
 
 
 EVENTS = "vitron_events"
@@ -284,13 +293,18 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
     def execute(session_id: str, step: CompiledStep, step_ids: dict[str, int], outputs: dict[str, dict],
                 on_success: Callable[[dict[str, Any]], None] | None = None) -> StepResult:
         recorder = SessionRecorder(memory, step_ids)
+        control = services.control(session_id)
         started = ahead.pop((session_id, step.name), None)
-        if started is not None and started.inputs != input_hashes(step.tool_input(outputs)):
-            started.cancel()  # started on other inputs than the state now names: run it afresh
+        if started is not None and (control.skip_reason(step.name) or
+                                    started.inputs != input_hashes(step.tool_input(outputs))):
+            started.cancel()  # the turn was cancelled, or the job started on other inputs: run it afresh
             started = None
+        if (reason := control.skip_reason(step.name)) is not None:
+            return runner.skip(step, reason, recorder=recorder, emit=_sink())
         if started is None:
-            return runner.run(step, outputs, recorder=recorder, emit=_sink(), session_id=session_id)
-        return runner.finish(started, recorder=recorder, emit=_sink(), on_success=on_success)
+            return runner.run(step, outputs, recorder=recorder, emit=_sink(), session_id=session_id, control=control)
+        with control.running(step.name, started):
+            return runner.finish(started, recorder=recorder, emit=_sink(), on_success=on_success)
 
     # -- review and respond --------------------------------------------------------------------
 

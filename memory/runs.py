@@ -80,12 +80,15 @@ class RunRecords:
 
     # -- what an owner may read ---------------------------------------------------------------
 
-    def add_upload(self, owner: str, ref: ArtifactRef) -> None:
+    def add_upload(self, owner: str | None, ref: ArtifactRef) -> None:
+        """`owner` uploaded (or made) `ref`; None is the one user of a server without keys."""
+        key = owner or ""
+
         def work(c: Any) -> None:
-            found = c.execute(select(_uploads.c.sha256).where(_uploads.c.owner == owner,
+            found = c.execute(select(_uploads.c.sha256).where(_uploads.c.owner == key,
                                                               _uploads.c.sha256 == ref.sha256)).first()
             if found is None:
-                c.execute(insert(_uploads), {"owner": owner, "sha256": ref.sha256, "kind": ref.kind,
+                c.execute(insert(_uploads), {"owner": key, "sha256": ref.sha256, "kind": ref.kind,
                                              "media_type": ref.media_type, "shape": list(ref.shape),
                                              "created_at": utcnow()})
 
@@ -95,7 +98,8 @@ class RunRecords:
         """The artifact `sha256` if `owner` uploaded it or one of their threads holds it; else None (also for
         another owner's artifact, which must look like no artifact at all)."""
         def work(c: Any) -> Any:
-            row = c.execute(select(_uploads).where(_uploads.c.owner == owner, _uploads.c.sha256 == sha256)).first()
+            row = c.execute(select(_uploads).where(_uploads.c.owner == (owner or ""),
+                                                   _uploads.c.sha256 == sha256)).first()
             if row is not None:
                 return row
             owner_match = _sessions.c.owner.is_(None) if owner is None else _sessions.c.owner == owner

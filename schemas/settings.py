@@ -76,6 +76,18 @@ class VitronSettings(BaseSettings):
         "workers share one video; videos no longer than this run whole (0: never split).",
     )
 
+    secret_key: str | None = Field(
+        default=None, description="The HTTP server's key for signing download links; default a random one kept in "
+        "HOME/server.key.")
+    url_ttl_s: int = Field(default=86400, ge=10, description="Seconds a signed download link works.")
+    max_upload_bytes: int = Field(default=200_000_000, ge=1024,
+                                  description="The largest upload the HTTP server takes, in bytes.")
+    max_pixels: int = Field(default=50_000_000, ge=1,
+                            description="The most pixels an uploaded image (or a video frame) may have; checked from "
+                            "the file's header, before anything is decoded.")
+    fetch_urls: str = Field(default="", description="Hosts the OpenAI endpoint may fetch image URLs from "
+                            "(comma-separated); empty: images come as data URLs only.")
+
     @property
     def artifact_root(self) -> Path:
         return (self.artifacts_dir or self.home / "artifacts").expanduser()

@@ -113,12 +113,14 @@ class WorkflowResult:
         return self
 
     def to_json(self) -> dict[str, Any]:
-        """Outputs as `{kind, path, sha256}` (artifacts) or `{kind, value}`; steps with status, error, cached."""
+        """Outputs as `{kind, path, sha256, media_type}` (artifacts) or `{kind, value}`; steps with status, error,
+        cached."""
         outputs: dict[str, Any] = {}
         for name, value in self.outputs.items():
             if isinstance(value, ArtifactRef):
                 path = str(self.store.path(value)) if self.store is not None else None
-                outputs[name] = {"kind": value.kind, "path": path, "sha256": value.sha256}
+                outputs[name] = {"kind": value.kind, "path": path, "sha256": value.sha256,
+                                 "media_type": value.media_type}
             else:
                 outputs[name] = {"kind": self.kinds.get(name), "value": value}
         steps = {name: {k: v for k, v in {"status": r.status, "error": r.error, "cached": r.cached,

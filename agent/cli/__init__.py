@@ -14,6 +14,7 @@ from .console import clear_errors, fail, out, progress_bar
 from .jobs import jobs_app, worker_cmd
 from .models import models_cmd
 from .planner import planner_app
+from .serve import keys_app, serve_cmd
 from .sessions import sessions_app
 from .turns import chat_cmd, plan_cmd, run_cmd
 from .workflows import workflow_app
@@ -24,6 +25,8 @@ app.add_typer(sessions_app, name="sessions")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(planner_app, name="planner")
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(keys_app, name="keys")
+app.command("serve")(serve_cmd)
 app.command("worker")(worker_cmd)
 app.command("run")(run_cmd)
 app.command("plan")(plan_cmd)

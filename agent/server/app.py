@@ -1,0 +1,150 @@
+"""The FastAPI app: the routes, and one error boundary that turns every error into a JSON answer naming the field and
+the fix (OpenAI's error shape under `/v1`), so a bad request never takes the server down."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from memory import ApiKeys, RunRecords
+from schemas import VitronError, VitronSettings
+
+from ..api import VitronAgent
+from . import artifacts, catalog, openai_compat, threads
+from .context import ServerContext, Signer, Unauthorized
+from .runs import RunConflict, RunManager
+
+log = logging.getLogger("vitron.server")
+
+_NOT_FOUND = {"SessionNotFound", "StepNotFound", "AliasNotFound", "ArtifactNotFound"}
+_UNAVAILABLE = {"BackendUnavailable", "DatabaseUnavailable"}
+
+
+def status_of(exc: VitronError) -> int:
+    name = type(exc).__name__
+    if isinstance(exc, artifacts.TooLarge):
+        return 413
+    if isinstance(exc, RunConflict):
+        return 409
+    return 404 if name in _NOT_FOUND else 503 if name in _UNAVAILABLE else 400
+
+
+def error_body(request: Request, status: int, error: dict[str, Any]) -> dict[str, Any]:
+    """Our shape, `{"error": {type, field, problem, fix, message}}`, or OpenAI's under `/v1`."""
+    message = error.get("message") or error["problem"]
+    if request.url.path.startswith("/v1"):
+        kind = {401: "authentication_error", 404: "not_found_error", 409: "conflict_error",
+                413: "invalid_request_error", 503: "api_error"}.get(status, "invalid_request_error")
+        return {"error": {"message": message, "type": kind, "param": error.get("field"), "code": error.get("type")}}
+    return {"error": {**error, "message": message}}
+
+
+def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | None = None,
+               public_url: str | None = None) -> FastAPI:
+    """The server for these settings (its agent made on start, closed on stop; or `agent`, left open)."""
+    settings = settings or VitronSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = agent is None
+        served = agent or VitronAgent.from_settings(settings)
+        records = RunRecords(served.memory.db)
+        ctx = ServerContext(served, settings, records, ApiKeys(served.memory.db), Signer.from_settings(settings),
+                            public_url=public_url)
+        ctx.manager = RunManager(served, records, lambda ref: ctx.describe(ref))
+        app.state.context = ctx
+        try:
+            yield
+        finally:
+            if own:
+                served.close()
+
+    app = FastAPI(title="vitron-agent", version="1", lifespan=lifespan,
+                  description="Threads and runs of the vision agent, its tools and workflows, artifacts by signed "
+                              "URL, and an OpenAI-compatible chat endpoint.")
+
+    @app.middleware("http")
+    async def remember_address(request: Request, call_next: Any) -> Any:
+        # Links made away from a request (a background run's reply) use the address the server was last reached at.
+        ctx = getattr(request.app.state, "context", None)
+        if ctx is not None and ctx.public_url is None:
+            ctx.seen_url = str(request.base_url)
+        return await call_next(request)
+
+    @app.exception_handler(VitronError)
+    async def our_error(request: Request, exc: VitronError) -> JSONResponse:
+        status = status_of(exc)
+        body = {"type": type(exc).__name__, "field": exc.field, "problem": exc.problem, "fix": exc.fix,
+                "message": exc.message}
+        return JSONResponse(error_body(request, status, body), status_code=status)
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        body = {"type": "Unauthorized", "field": "Authorization", "problem": str(exc),
+                "fix": "send a key from `vitron keys create`"}
+        return JSONResponse(error_body(request, 401, body), status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
+        body = {"type": "InvalidInput", "field": field, "problem": str(err["msg"]).removeprefix("Value error, "),
+                "fix": "see the request's schema at /docs"}
+        return JSONResponse(error_body(request, 422, body), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = {"type": "HTTPError", "field": None, "problem": str(exc.detail), "fix": "see /docs"}
+        return JSONResponse(error_body(request, exc.status_code, body), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def fault(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        body = {"type": "InternalError", "field": None, "problem": f"{type(exc).__name__}: {exc}",
+                "fix": "this is a fault of the server; its log has the details"}
+        return JSONResponse(error_body(request, 500, body), status_code=500)
+
+    health = APIRouter()
+
+    @health.get("/healthz")
+    def healthz() -> dict[str, bool]:
+        """The process answers."""
+        return {"ok": True}
+
+    @health.get("/readyz")
+    def readyz(request: Request) -> JSONResponse:
+        """The parts it needs answer: the database, the artifact store, the broker when one is configured."""
+        ctx: ServerContext = request.app.state.context
+        checks: dict[str, str] = {}
+        checks["database"] = _check(lambda: ctx.agent.memory.db.read(lambda c: c.exec_driver_sql("SELECT 1")))
+        checks["store"] = _check(lambda: ctx.store.root.is_dir() or ctx.store.root.mkdir(parents=True))
+        if settings.broker_url:
+            from tools.celery_app import cancel_flags, make_celery
+
+            checks["broker"] = _check(lambda: cancel_flags(make_celery(settings)).ping())
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    app.include_router(health)
+    app.include_router(threads.router)
+    app.include_router(artifacts.router)
+    app.include_router(catalog.router)
+    app.include_router(openai_compat.router)
+    return app
+
+
+def _check(probe: Any) -> str:
+    try:
+        probe()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+

@@ -1,0 +1,253 @@
+"""Threads and runs, after LangGraph's Agent Protocol, so its SDK and similar clients fit: a thread is a session; a
+run is one turn, waited for, run in the background, or streamed as server-sent events (`Last-Event-ID` resumes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+
+from schemas import ArtifactNotFound, InvalidInput, Region, StepNotFound
+
+from .artifacts import context, owner
+from .runs import LiveRun, MultitaskStrategy, TurnRequest
+
+router = APIRouter()
+
+KEEP_ALIVE_S = 15  # a comment line this often while a long step runs, so proxies keep the stream open
+
+
+class ThreadCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    thread_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ThreadSearch(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    limit: int = Field(default=20, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class RunInput(BaseModel):
+    """A new turn: its text and what it works on (artifacts by sha256 from `POST /artifacts`, or the thread's
+    aliases `@img1`), or LangGraph-style messages whose last user message is the text."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | None = None
+    image: str | None = None
+    video: str | None = None
+    region: Region | None = None
+    messages: list[dict[str, Any]] | None = None
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    assistant_id: str | None = None
+    input: RunInput | None = None
+    command: dict[str, Any] | None = None  # {"resume": {"action": "approve" | "deny" | "edit", …}}
+    multitask_strategy: Literal["reject", "enqueue"] = "reject"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def thread_json(request: Request, thread_id: str, owner_name: str | None) -> dict[str, Any]:
+    ctx = context(request)
+    info = ctx.thread(thread_id, owner_name)
+    active = ctx.manager.active(thread_id)
+    session = ctx.agent.session(thread_id)
+    status = "busy" if active else "interrupted" if session.unfinished else "idle"
+    return {"thread_id": info.id, "created_at": info.created_at.isoformat(), "updated_at": info.updated_at.isoformat(),
+            "metadata": {"title": info.title, **({"owner": info.owner} if info.owner else {})}, "status": status,
+            "turns": info.turns, "artifacts": info.artifacts}
+
+
+@router.post("/threads")
+def create_thread(request: Request, body: ThreadCreate | None = None,
+                  owner_name: str | None = Depends(owner)) -> dict[str, Any]:
+    body = body or ThreadCreate()
+    title = str(body.metadata.get("title", ""))[:500]
+    info = context(request).agent.memory.create_session(title, owner=owner_name)
+    return thread_json(request, info.id, owner_name)
+
+
+@router.get("/threads")
+def list_threads(request: Request, limit: int = 20, offset: int = 0,
+                 owner_name: str | None = Depends(owner)) -> list[dict[str, Any]]:
+    sessions = context(request).agent.memory.list_sessions(owner=owner_name, limit=limit, offset=offset)
+    return [thread_json(request, s.id, owner_name) for s in sessions if s.owner == owner_name]
+
+
+@router.post("/threads/search")
+def search_threads(request: Request, body: ThreadSearch | None = None,
+                   owner_name: str | None = Depends(owner)) -> list[dict[str, Any]]:
+    body = body or ThreadSearch()
+    return list_threads(request, body.limit, body.offset, owner_name)
+
+
+@router.get("/threads/{thread_id}")
+def get_thread(request: Request, thread_id: str, owner_name: str | None = Depends(owner)) -> dict[str, Any]:
+    return thread_json(request, thread_id, owner_name)
+
+
+@router.delete("/threads/{thread_id}")
+def delete_thread(request: Request, thread_id: str, owner_name: str | None = Depends(owner)) -> dict[str, Any]:
+    ctx = context(request)
+    ctx.thread(thread_id, owner_name)
+    if ctx.manager.active(thread_id):
+        raise InvalidInput(f"thread {thread_id[:8]} has a run in progress", field="thread_id",
+                           fix="cancel the run first")
+    deleted = ctx.agent.memory.delete_session(thread_id)
+    return {"thread_id": thread_id, "turns": deleted.turns, "steps": deleted.steps, "artifacts": deleted.artifacts}
+
+
+@router.api_route("/threads/{thread_id}/history", methods=["GET", "POST"])
+def thread_history(request: Request, thread_id: str, owner_name: str | None = Depends(owner)) -> dict[str, Any]:
+    """The thread's turns, steps, and artifact table with lineage and signed links."""
+    ctx = context(request)
+    ctx.thread(thread_id, owner_name)
+    memory = ctx.agent.memory
+    table = memory.artifact_table(thread_id)
+    return {"thread_id": thread_id, "turns": [t.to_dict() for t in memory.turns(thread_id)],
+            "steps": [s.to_dict() for s in memory.steps(thread_id)],
+            "artifacts": [{**a.to_dict(), "lineage": a.describe(), **({"url": ctx.url(a.ref, request)}
+                                                                    if ctx.store.exists(a.ref) else {})}
+                          for a in table],
+            "runs": [{"run_id": r.id, "status": r.status, "created_at": r.created_at.isoformat()}
+                     for r in ctx.runs.of_session(thread_id)]}
+
+
+# -- runs --------------------------------------------------------------------------------------------
+
+
+def _turn(request: Request, thread_id: str, owner_name: str | None, body: RunCreate) -> TurnRequest:
+    ctx = context(request)
+    if body.command and body.command.get("resume") is not None:
+        resume = body.command["resume"]
+        if not isinstance(resume, dict) or resume.get("action") not in ("approve", "deny", "edit"):
+            raise InvalidInput("command.resume must be {action: approve | deny | edit, invocations: […]}",
+                               field="command.resume", fix='send {"resume": {"action": "approve"}}')
+        return TurnRequest(resume=resume)
+    given = body.input or RunInput()
+    text = given.text
+    if text is None and given.messages:
+        user = [m for m in given.messages if m.get("role", m.get("type")) in ("user", "human")]
+        content = user[-1].get("content") if user else None
+        text = content if isinstance(content, str) else " ".join(
+            p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text") or None
+    if not text:
+        raise InvalidInput("a run needs the turn's text", field="input.text",
+                           fix='send {"input": {"text": "segment the cup"}}, or messages, or command.resume')
+    return TurnRequest(text=text, image=_artifact(ctx, thread_id, owner_name, given.image, "image", "input.image"),
+                       video=_artifact(ctx, thread_id, owner_name, given.video, "video", "input.video"),
+                       region=given.region)
+
+
+def _artifact(ctx: Any, thread_id: str, owner_name: str | None, value: str | None, kind: str, field: str) -> Any:
+    if value is None:
+        return None
+    if value.startswith("@"):
+        return ctx.agent.memory.resolve_alias(thread_id, value)
+    ref = ctx.runs.owned(owner_name, value)
+    if ref is None or ref.kind != kind:
+        raise ArtifactNotFound(f"no {kind} {value[:12]}", field=field,
+                               fix="upload it first (POST /artifacts) and give its sha256, or an alias like @img1")
+    return ref
+
+
+def _start(request: Request, thread_id: str, owner_name: str | None, body: RunCreate) -> LiveRun:
+    ctx = context(request)
+    ctx.thread(thread_id, owner_name)
+    turn = _turn(request, thread_id, owner_name, body)
+    strategy: MultitaskStrategy = body.multitask_strategy
+    return ctx.manager.start(thread_id, owner_name, turn, strategy=strategy,
+                             raw=body.model_dump(mode="json", exclude_none=True))
+
+
+def run_json(run: LiveRun) -> dict[str, Any]:
+    return {"run_id": run.id, "thread_id": run.thread_id, "status": run.status,
+            **({"reply": run.reply} if run.reply else {})}
+
+
+def _run(request: Request, thread_id: str, run_id: str, owner_name: str | None) -> LiveRun:
+    ctx = context(request)
+    ctx.thread(thread_id, owner_name)
+    run = ctx.manager.get(run_id) or ctx.manager.from_records(run_id)
+    if run is None or run.thread_id != thread_id:
+        raise StepNotFound(f"no run {run_id!r} in this thread", field="run_id", fix="use a run id this thread gave")
+    return run
+
+
+@router.post("/threads/{thread_id}/runs")
+def create_run(request: Request, thread_id: str, body: RunCreate,
+               owner_name: str | None = Depends(owner)) -> dict[str, Any]:
+    """Start a run in the background: follow it with its stream, join it, or get it."""
+    return run_json(_start(request, thread_id, owner_name, body))
+
+
+@router.post("/threads/{thread_id}/runs/wait")
+async def wait_run(request: Request, thread_id: str, body: RunCreate,
+                   owner_name: str | None = Depends(owner)) -> dict[str, Any]:
+    """Start a run and answer when it ends (or pauses for an approval)."""
+    run = _start(request, thread_id, owner_name, body)
+    await asyncio.to_thread(run.done.wait)
+    return run_json(run)
+
+
+@router.post("/threads/{thread_id}/runs/stream")
+def stream_run(request: Request, thread_id: str, body: RunCreate,
+               owner_name: str | None = Depends(owner)) -> EventSourceResponse:
+    """Start a run and stream its events: metadata, plan, step_started, progress, step_finished, step_failed,
+    step_skipped, approval, message, error, end. Each event's id is its number in the run."""
+    run = _start(request, thread_id, owner_name, body)
+    return _event_stream(run, 0, headers={"Content-Location": f"/threads/{thread_id}/runs/{run.id}"})
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+def get_run(request: Request, thread_id: str, run_id: str, owner_name: str | None = Depends(owner)) -> dict[str, Any]:
+    return run_json(_run(request, thread_id, run_id, owner_name))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+def join_stream(request: Request, thread_id: str, run_id: str,
+                owner_name: str | None = Depends(owner)) -> EventSourceResponse:
+    """A run's events from the one after `Last-Event-ID` (all of them without it), then the live ones."""
+    run = _run(request, thread_id, run_id, owner_name)
+    last = request.headers.get("last-event-id", "0")
+    if not last.isdigit():
+        raise InvalidInput(f"Last-Event-ID {last!r} is not an event number", field="Last-Event-ID",
+                           fix="send the id of the last event received")
+    return _event_stream(run, int(last))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join")
+async def join_run(request: Request, thread_id: str, run_id: str,
+                   owner_name: str | None = Depends(owner)) -> dict[str, Any]:
+    run = _run(request, thread_id, run_id, owner_name)
+    await asyncio.to_thread(run.done.wait)
+    return run_json(run)
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+def cancel_run(request: Request, thread_id: str, run_id: str,
+               owner_name: str | None = Depends(owner)) -> JSONResponse:
+    run = _run(request, thread_id, run_id, owner_name)
+    if not run.done.is_set():
+        context(request).manager.cancel(run)
+    return JSONResponse(run_json(run), status_code=202)
+
+
+def _event_stream(run: LiveRun, after: int, headers: dict[str, str] | None = None) -> EventSourceResponse:
+    async def events() -> Any:
+        async for seq, name, data in run.follow(after):
+            yield ServerSentEvent(data=json.dumps(data), event=name, id=str(seq))
+
+    return EventSourceResponse(events(), ping=KEEP_ALIVE_S, headers=headers)

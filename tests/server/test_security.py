@@ -1,0 +1,125 @@
+"""Keys and isolation, and bad input: each owner sees only its own threads, runs and artifacts (another owner's ids
+answer 404, as if there were none); every bad request is a 4xx JSON error naming the field and the fix, stores
+nothing, and the server goes on serving."""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+import time
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from agent.server import create_app
+from memory import ApiKeys, ArtifactStore, Database
+from schemas import VitronSettings
+from tests.scenes import render_scene, render_video
+
+from .conftest import upload
+
+
+@pytest.fixture
+def keyed(tmp_path):
+    """A server with keys for alice and bob."""
+    settings = VitronSettings(home=tmp_path / "home", planner="explicit", max_upload_bytes=2_000_000,
+                              max_pixels=4_000_000)
+    with Database.open(settings.database) as db:
+        keys = ApiKeys(db)
+        alice, bob = keys.create("alice")[1], keys.create("bob")[1]
+        revoked_record, revoked = keys.create("carol")
+        keys.revoke(revoked_record.id)
+    with TestClient(create_app(settings)) as client:
+        yield client, {"alice": {"Authorization": f"Bearer {alice}"}, "bob": {"Authorization": f"Bearer {bob}"},
+                       "revoked": {"Authorization": f"Bearer {revoked}"}}
+
+
+def test_keys_are_required_and_each_owner_sees_only_its_own(keyed):
+    client, keys = keyed
+    assert client.get("/threads").status_code == 401
+    assert client.get("/threads", headers=keys["revoked"]).status_code == 401
+    assert client.get("/v1/models").json()["error"]["type"] == "authentication_error"
+    scene = render_scene(2, 160, 120)
+    photo = upload(client, scene.image, keys["alice"])
+    thread = client.post("/threads", headers=keys["alice"]).json()["thread_id"]
+    run = client.post(f"/threads/{thread}/runs/wait", headers=keys["alice"], json={"input": {
+        "text": "<module>C</module><instruction>make it sepia</instruction>", "image": photo["sha256"]}}).json()
+    made = run["reply"]["artifacts"][0]
+    # Bob: every id of alice's answers as if it did not exist.
+    for method, path, body in [("GET", f"/threads/{thread}", None), ("GET", f"/threads/{thread}/history", None),
+                               ("DELETE", f"/threads/{thread}", None),
+                               ("GET", f"/threads/{thread}/runs/{run['run_id']}", None),
+                               ("POST", f"/threads/{thread}/runs", {"input": {"text": "x"}}),
+                               ("GET", f"/artifacts/{photo['sha256']}", None),
+                               ("GET", f"/artifacts/{made['sha256']}", None)]:
+        response = client.request(method, path, json=body, headers=keys["bob"])
+        assert response.status_code == 404, (path, response.text)
+    own = client.post("/threads", headers=keys["bob"]).json()["thread_id"]
+    stolen = client.post(f"/threads/{own}/runs/wait", headers=keys["bob"], json={"input": {
+        "text": "<module>C</module><instruction>make it sepia</instruction>", "image": photo["sha256"]}})
+    assert stolen.status_code == 404 and stolen.json()["error"]["field"] == "input.image"
+    assert [t["thread_id"] for t in client.get("/threads", headers=keys["bob"]).json()] == [own]
+    assert [t["thread_id"] for t in client.get("/threads", headers=keys["alice"]).json()] == [thread]
+    assert client.get(made["url"]).status_code == 200  # a signed link is itself the permission
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims a size: its header, and one tiny compressed row (never decoded whole)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + \
+        chunk(b"IEND", b"")
+
+
+def test_bad_input_is_a_clear_4xx_and_stores_nothing(keyed):
+    client, keys = keyed
+    alice = keys["alice"]
+    store = client.app.state.context.store
+    before = sorted(p.name for p in store.root.rglob("*") if p.is_file())
+    cases = [
+        (client.post("/artifacts", content=b"x" * 2_100_000, headers=alice), 413, "file"),
+        (client.post("/artifacts", content=b"GIF89a not really", headers={**alice, "x-filename": "cat.png"}),
+         400, "file"),
+        (client.post("/artifacts", files={"file": ("cat.png", b"\x00\x01 plain bytes", "image/png")},
+                     headers=alice), 400, "file"),
+        (client.post("/artifacts", content=png_header(30000, 30000), headers=alice), 413, "file"),
+        (client.post("/threads", content=b"{not json", headers={**alice, "content-type": "application/json"}),
+         422, None),
+        (client.get("/threads/0123456789abcdef0123456789abcdef", headers=alice), 404, "thread_id"),
+        (client.post("/threads/nope/runs", json={"input": {"text": "x"}}, headers=alice), 404, "thread_id"),
+    ]
+    for response, status, field in cases:
+        body = response.json()
+        assert response.status_code == status, body
+        assert body["error"]["problem"] and body["error"]["fix"], body
+        if field:
+            assert body["error"]["field"] == field, body
+    after = sorted(p.name for p in store.root.rglob("*") if p.is_file())
+    assert after == before  # nothing stored
+    photo = upload(client, np.zeros((8, 8, 3), np.uint8), alice)
+    good = client.get(photo["url"])
+    assert good.status_code == 200
+    forged = photo["url"].replace("sig=", "sig=0")
+    expired = photo["url"].split("?")[0] + f"?exp={int(time.time()) - 10}&sig=" + photo["url"].split("sig=")[1]
+    for url in (forged, expired):
+        refused = client.get(url)
+        assert refused.status_code == 404 and refused.json()["error"]["field"] == "sig"
+    assert client.get("/healthz").json() == {"ok": True}  # still serving
+
+
+def test_videos_answer_range_requests(keyed):
+    client, keys = keyed
+
+
+    video = render_video(1, frames=10)
+    with tempfile.TemporaryDirectory() as folder:
+        local = ArtifactStore(folder)
+        data = local.get_bytes(local.put_video(video.frames, video.fps))
+    clip = client.post("/artifacts", content=data, headers=keys["alice"]).json()
+    assert clip["kind"] == "video" and clip["shape"][0] == 10
+    part = client.get(clip["url"], headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == data[:100]
