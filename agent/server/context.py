@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,11 +15,37 @@ from typing import Any
 from fastapi import Request
 
 from memory import ApiKeys, ArtifactStore, RunRecords, SessionInfo
-from schemas import ArtifactRef, SessionNotFound, VitronSettings
+from schemas import ArtifactRef, InvalidInput, SessionNotFound, VitronSettings
 
 from ..api import VitronAgent
 
 KEYS_RECHECK_S = 2.0  # how long "are any keys configured?" is taken as known
+
+
+_AGENTS_LOCK = threading.Lock()
+
+
+def model_ids(settings: VitronSettings) -> list[str]:
+    """The planners that can answer, as model ids: the built-in ones, and those configured."""
+    ids = ["vitron-mini", "vitron-explicit"]
+    if settings.chat_model:
+        ids.append("vitron-chat")
+    if settings.planner_model:
+        ids.append("vitron")
+    return ids
+
+
+def planner_of(model: str | None, settings: VitronSettings, field_name: str = "model") -> str:
+    """The planner a model id names; the settings' planner for none."""
+    from ..api import PLANNERS
+
+    if not model or model in ("agent", "default"):
+        return settings.planner
+    name = "vitron" if model == "vitron" else model.removeprefix("vitron-")
+    if name not in PLANNERS:
+        raise InvalidInput(f"no model {model!r}", field=field_name,
+                           fix=f"use one of {', '.join(model_ids(settings))}")
+    return name
 
 
 class Unauthorized(Exception):
@@ -65,6 +92,7 @@ class ServerContext:
     keys: ApiKeys
     signer: Signer
     manager: Any = None  # the RunManager, made with the context
+    agents: dict[str, VitronAgent] = field(default_factory=dict)  # by planner, made on first use (`agent_for`)
     public_url: str | None = None  # the base of signed links; default the request's own
     seen_url: str = ""  # the address the server was last reached at, for links made away from a request
     _keys_known: tuple[float, bool] = field(default=(0.0, False))
@@ -72,6 +100,21 @@ class ServerContext:
     @property
     def store(self) -> ArtifactStore:
         return self.agent.memory.store
+
+    def agent_for(self, model: str | None, field_name: str = "model") -> VitronAgent:
+        """The agent whose planner a model id names (`vitron-mini`, `vitron-explicit`, `vitron-chat`, `vitron`, or a
+        planner's own name); the server's own planner for none. All of them share the database and the store."""
+        planner = planner_of(model, self.settings, field_name)
+        if planner == self.settings.planner:
+            return self.agent
+        with _AGENTS_LOCK:
+            if planner not in self.agents:
+                self.agents[planner] = VitronAgent.from_settings(self.settings, planner=planner)
+            return self.agents[planner]
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.close()
 
     def keys_required(self) -> bool:
         checked, required = self._keys_known

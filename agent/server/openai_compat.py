@@ -22,11 +22,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
-from schemas import ArtifactRef, InvalidInput, VitronSettings
+from schemas import ArtifactRef, InvalidInput
 
-from ..api import PLANNERS
 from .artifacts import TooLarge, context, owner, store_upload
-from .context import ServerContext
+from .context import ServerContext, model_ids
 
 router = APIRouter(prefix="/v1")
 
@@ -43,16 +42,6 @@ class ChatRequest(BaseModel):
     user: str | None = None
 
 
-def model_ids(settings: VitronSettings) -> list[str]:
-    """The planners that can answer here, as OpenAI model ids."""
-    ids = ["vitron-mini", "vitron-explicit"]
-    if settings.chat_model:
-        ids.append("vitron-chat")
-    if settings.planner_model:
-        ids.append("vitron")
-    return ids
-
-
 @router.get("/models")
 def models(request: Request, owner_name: str | None = Depends(owner)) -> dict[str, Any]:
     created = int(time.time())
@@ -64,13 +53,11 @@ def models(request: Request, owner_name: str | None = Depends(owner)) -> dict[st
 async def chat_completions(request: Request, body: ChatRequest,
                            owner_name: str | None = Depends(owner)) -> Any:
     ctx = context(request)
-    known = model_ids(ctx.settings)
-    if body.model not in known and body.model.removeprefix("vitron-") not in PLANNERS:
-        raise InvalidInput(f"no model {body.model!r}", field="model", fix=f"use one of {', '.join(known)}")
+    agent = await asyncio.to_thread(ctx.agent_for, body.model)
     thread_id, text, image = await _conversation(request, ctx, body, owner_name)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
-        reply = await asyncio.to_thread(_send, ctx, thread_id, text, image)
+        reply = await asyncio.to_thread(_send, agent, thread_id, text, image)
         content, images = _answer(request, ctx, reply)
         return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": body.model,
                 "choices": [{"index": 0, "finish_reason": "stop",
@@ -85,7 +72,7 @@ async def chat_completions(request: Request, body: ChatRequest,
                                                                  "finish_reason": finish}]})
 
         yield chunk({"role": "assistant", "content": ""})
-        reply = await asyncio.to_thread(_send, ctx, thread_id, text, image)
+        reply = await asyncio.to_thread(_send, agent, thread_id, text, image)
         content, images = _answer(request, ctx, reply)
         yield chunk({"content": content, "images": images})
         yield chunk({}, "stop")
@@ -94,8 +81,8 @@ async def chat_completions(request: Request, body: ChatRequest,
     return EventSourceResponse(chunks(), ping=15, headers={"X-Vitron-Thread": thread_id})
 
 
-def _send(ctx: ServerContext, thread_id: str, text: str, image: ArtifactRef | None) -> Any:
-    return ctx.agent.session(thread_id).send(text, image=image)
+def _send(agent: Any, thread_id: str, text: str, image: ArtifactRef | None) -> Any:
+    return agent.session(thread_id).send(text, image=image)
 
 
 def _answer(request: Request, ctx: ServerContext, reply: Any) -> tuple[str, list[dict[str, Any]]]:

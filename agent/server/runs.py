@@ -56,6 +56,7 @@ class LiveRun:
     thread_id: str
     owner: str | None
     status: str = "pending"
+    agent: Any = None  # the agent (its planner) the run goes through
     cancel_requested: bool = False
     events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
     reply: dict[str, Any] | None = None
@@ -130,10 +131,11 @@ class RunManager:
         self._active: dict[str, list[str]] = {}  # thread id → its runs not ended, the first one running
 
     def start(self, thread_id: str, owner: str | None, request: TurnRequest, *,
-              strategy: MultitaskStrategy = "reject", raw: dict[str, Any] | None = None) -> LiveRun:
-        """Start a run (or queue it behind the thread's active run); `RunConflict` when the thread is busy and
-        the strategy is `reject`."""
-        run = LiveRun(uuid.uuid4().hex, thread_id, owner)
+              strategy: MultitaskStrategy = "reject", raw: dict[str, Any] | None = None,
+              agent: VitronAgent | None = None) -> LiveRun:
+        """Start a run (or queue it behind the thread's active run) through `agent` (default the server's);
+        `RunConflict` when the thread is busy and the strategy is `reject`."""
+        run = LiveRun(uuid.uuid4().hex, thread_id, owner, agent=agent or self.agent)
         with self._lock:
             active = self._active.setdefault(thread_id, [])
             if active and strategy == "reject":
@@ -178,7 +180,7 @@ class RunManager:
         run.cancel_requested = True
         if run.status == "pending":
             return  # it never starts: its thread sees the request when its turn comes
-        self.agent.session(run.thread_id).cancel_turn()
+        run.agent.session(run.thread_id).cancel_turn()
 
     # -- the run's own thread ------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class RunManager:
             run.status = "running"
             self.records.set_status(run.id, "running")
             flusher.start()
-            session = self.agent.session(run.thread_id)
+            session = run.agent.session(run.thread_id)
             for event in self._events(session, request):
                 run.add(event.pop("event"), event)
             reply = session.reply()

@@ -169,7 +169,8 @@ def _start(request: Request, thread_id: str, owner_name: str | None, body: RunCr
     turn = _turn(request, thread_id, owner_name, body)
     strategy: MultitaskStrategy = body.multitask_strategy
     return ctx.manager.start(thread_id, owner_name, turn, strategy=strategy,
-                             raw=body.model_dump(mode="json", exclude_none=True))
+                             raw=body.model_dump(mode="json", exclude_none=True),
+                             agent=ctx.agent_for(body.assistant_id, "assistant_id"))
 
 
 def run_json(run: LiveRun) -> dict[str, Any]:

@@ -154,3 +154,15 @@ def test_runs_of_many_threads_at_once_do_not_mix(client):
         worker.join()
     shas = {r["reply"]["artifacts"][0]["sha256"] for r in results.values()}
     assert all(r["status"] == "success" for r in results.values()) and len(shas) == len(scenes)
+
+
+def test_the_assistant_id_picks_the_planner(client):
+    photo = upload(client, render_scene(1, 160, 120).image)
+    thread = client.post("/threads").json()["thread_id"]
+    words = {"text": "make it a pencil sketch", "image": photo["sha256"]}
+    by_grammar = client.post(f"/threads/{thread}/runs/wait", json={"input": words}).json()  # the server's: explicit
+    assert by_grammar["status"] == "success" and by_grammar["reply"]["steps"] == []
+    by_mini = client.post(f"/threads/{thread}/runs/wait", json={"input": words, "assistant_id": "vitron-mini"}).json()
+    assert [s["module"] for s in by_mini["reply"]["steps"]] == ["image_editing"]
+    unknown = client.post(f"/threads/{thread}/runs", json={"input": words, "assistant_id": "gpt-4"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "assistant_id"
