@@ -2,7 +2,7 @@
 
 - `api_overhead_ratio`: a 3-step chained plan (pencil sketch, cartoon, sepia on a ~1 MP photo) streamed through
   `POST /threads/{id}/runs/stream` until its `end` event, against the same plan through `session.send` in this
-  process (goal ≤ 1.05). Median of 7 runs each, the two sides taking turns.
+  process (goal ≤ 1.05). Median of 15 runs each, the two sides taking turns.
 - `first_event_ms_p50`: from sending the POST to receiving the `plan` event, for a one-step explicit plan (goal ≤ 30).
 - `concurrent_threads`, `errors`: 50 threads, each uploading a photo and waiting for a run, all at once.
 - `openai_roundtrip_ms_p50`: a one-step edit through the official `openai` client (a 256×256 image in as a data
@@ -97,7 +97,7 @@ def main() -> None:
                     events(http, http.post("/threads").json()["thread_id"], {"input": {"text": PLAN, "image": big}})
                     agent.session().send(PLAN, image=local_photo)
                 over_http, in_process = [], []
-                for _ in range(7):
+                for _ in range(15):
                     over_http.append(events(http, http.post("/threads").json()["thread_id"],
                                             {"input": {"text": PLAN, "image": big}})[0])
                     started = time.perf_counter()

@@ -63,6 +63,7 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
         try:
             yield
         finally:
+            ctx.manager.close()
             ctx.close()
             if own:
                 served.close()

@@ -28,7 +28,7 @@ log = logging.getLogger("vitron.server")
 MultitaskStrategy = Literal["reject", "enqueue"]
 """What a run asked for while another run of its thread is active does: refused (409), or waits its turn."""
 
-FLUSH_EVERY_S = 0.1  # events reach SQL at least this often (and always before the run's end)
+FLUSH_EVERY_S = 0.5  # events reach SQL at least this often (always before the run ends); live readers read memory
 KEPT_RUNS = 512  # finished runs whose events stay in memory for quick replay; older ones replay from SQL
 FINISHED = frozenset({"success", "error", "cancelled", "interrupted"})
 
@@ -58,6 +58,8 @@ class LiveRun:
     status: str = "pending"
     agent: Any = None  # the agent (its planner) the run goes through
     cancel_requested: bool = False
+    error: dict[str, Any] | None = None
+    saver: threading.Thread | None = None  # writes the run and its events to SQL, off the run's own thread
     events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
     reply: dict[str, Any] | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -149,10 +151,18 @@ class RunManager:
                 if not self._runs[oldest].done.is_set():
                     break
                 self._runs.pop(oldest)
-        self.records.create(run.id, thread_id, owner=owner, request=raw or {})
         run.add("metadata", {"run_id": run.id, "thread_id": thread_id})
+        run.saver = threading.Thread(target=self._save, args=(run, raw or {}), name=f"vitron-save-{run.id[:8]}",
+                                     daemon=True)
+        run.saver.start()
         threading.Thread(target=self._work, args=(run, request), name=f"vitron-run-{run.id[:8]}", daemon=True).start()
         return run
+
+    def close(self) -> None:
+        """Wait (a while) for every run's record to be written, as the server stops."""
+        for run in list(self._runs.values()):
+            if run.saver is not None:
+                run.saver.join(timeout=10)
 
     def get(self, run_id: str) -> LiveRun | None:
         return self._runs.get(run_id)
@@ -185,16 +195,13 @@ class RunManager:
     # -- the run's own thread ------------------------------------------------------------------
 
     def _work(self, run: LiveRun, request: TurnRequest) -> None:
-        flusher = threading.Thread(target=self._flush_while_running, args=(run,), daemon=True)
         try:
             self._wait_turn(run)
             if run.cancel_requested:
                 self._end(run, "cancelled", {"problem": "cancelled before it started"})
                 return
             run.status = "running"
-            self.records.set_status(run.id, "running")
-            flusher.start()
-            session = run.agent.session(run.thread_id)
+            session = AgentSession(run.agent, run.thread_id)  # the route checked the thread and its owner
             for event in self._events(session, request):
                 run.add(event.pop("event"), event)
             reply = session.reply()
@@ -225,22 +232,30 @@ class RunManager:
             time.sleep(0.02)  # queued behind another run of the thread
 
     def _end(self, run: LiveRun, status: str, error: dict[str, Any] | None) -> None:
-        run.status = status
+        run.status, run.error = status, error
         run.add("end", {"run_id": run.id, "status": status, **({"reply": run.reply} if run.reply else {}),
                         **({"error": error} if error else {})})
-        self.records.add_events(run.id, run.take_unsaved())
-        self.records.set_status(run.id, status, error)
         with self._lock:
             self._active[run.thread_id].remove(run.id)
             if not self._active[run.thread_id]:
                 del self._active[run.thread_id]
-        run.close()
+        run.close()  # the saver writes what is left, and the status
 
-    def _flush_while_running(self, run: LiveRun) -> None:
-        while not run.done.wait(FLUSH_EVERY_S):
-            events = run.take_unsaved()
-            try:
-                self.records.add_events(run.id, events)
-            except Exception:  # kept in memory; the next flush (or the end's) tries again
-                run.keep_unsaved(events)
-                log.warning("could not save run %s's events yet", run.id, exc_info=True)
+    def _save(self, run: LiveRun, request: dict[str, Any]) -> None:
+        """The run's record in SQL, its events every FLUSH_EVERY_S, and its end: none of it on the run's path."""
+        try:
+            self.records.create(run.id, run.thread_id, owner=run.owner, request=request)
+            while True:
+                ended = run.done.wait(FLUSH_EVERY_S)
+                events = run.take_unsaved()
+                try:
+                    self.records.add_events(run.id, events)
+                except Exception:  # kept in memory; the next flush tries again
+                    run.keep_unsaved(events)
+                    log.warning("could not save run %s's events yet", run.id, exc_info=True)
+                    continue
+                if ended:
+                    self.records.set_status(run.id, run.status, run.error)
+                    return
+        except Exception:  # the run goes on in memory; only a later process's replay misses it
+            log.exception("could not record run %s", run.id)
