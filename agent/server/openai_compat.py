@@ -26,6 +26,7 @@ from schemas import ArtifactRef, InvalidInput
 
 from .artifacts import TooLarge, context, owner, store_upload
 from .context import ServerContext, model_ids
+from .runs import TurnRequest
 
 router = APIRouter(prefix="/v1")
 
@@ -56,9 +57,19 @@ async def chat_completions(request: Request, body: ChatRequest,
     agent = await asyncio.to_thread(ctx.agent_for, body.model)
     thread_id, text, image = await _conversation(request, ctx, body, owner_name)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+
+    async def answer() -> tuple[str, list[dict[str, Any]]]:
+        # A run like any other: one at a time on a thread (a second message waits its turn), recorded, cancellable.
+        run = ctx.manager.start(thread_id, owner_name, TurnRequest(text=text, image=image), strategy="enqueue",
+                                raw={"openai": body.model}, agent=agent)
+        await asyncio.to_thread(run.done.wait)
+        if run.reply is None:
+            error = run.error or {"problem": "the run ended without a reply"}
+            raise InvalidInput(error.get("problem", ""), field=error.get("field") or "messages", fix=error.get("fix"))
+        return _answer(run.reply)
+
     if not body.stream:
-        reply = await asyncio.to_thread(_send, agent, thread_id, text, image)
-        content, images = _answer(request, ctx, reply)
+        content, images = await answer()
         return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": body.model,
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": content, "images": images}}],
@@ -72,8 +83,7 @@ async def chat_completions(request: Request, body: ChatRequest,
                                                                  "finish_reason": finish}]})
 
         yield chunk({"role": "assistant", "content": ""})
-        reply = await asyncio.to_thread(_send, agent, thread_id, text, image)
-        content, images = _answer(request, ctx, reply)
+        content, images = await answer()
         yield chunk({"content": content, "images": images})
         yield chunk({}, "stop")
         yield "[DONE]"
@@ -81,20 +91,15 @@ async def chat_completions(request: Request, body: ChatRequest,
     return EventSourceResponse(chunks(), ping=15, headers={"X-Vitron-Thread": thread_id})
 
 
-def _send(agent: Any, thread_id: str, text: str, image: ArtifactRef | None) -> Any:
-    return agent.session(thread_id).send(text, image=image)
-
-
-def _answer(request: Request, ctx: ServerContext, reply: Any) -> tuple[str, list[dict[str, Any]]]:
-    """The reply's text, then a Markdown link per artifact made; images also as `images` parts."""
-    lines, images = [reply.text], []
-    for entry in reply.artifacts:
-        url = ctx.url(entry.ref, request)
-        if entry.ref.kind == "image":
-            lines.append(f"![{entry.alias}]({url})")
-            images.append({"type": "image_url", "image_url": {"url": url}})
-        elif entry.ref.kind in ("video", "mask", "masks"):
-            lines.append(f"[{entry.alias}]({url})")
+def _answer(reply: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """A run's reply as a message: its text, then a Markdown link per artifact made; images also as `images`."""
+    lines, images = [reply["text"]], []
+    for artifact in reply["artifacts"]:
+        if artifact["kind"] == "image":
+            lines.append(f"![{artifact['alias']}]({artifact['url']})")
+            images.append({"type": "image_url", "image_url": {"url": artifact["url"]}})
+        elif artifact["kind"] in ("video", "mask", "masks"):
+            lines.append(f"[{artifact['alias']}]({artifact['url']})")
     return "\n\n".join(line for line in lines if line), images
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from agent.server import create_app
 from tests.scenes import iou, render_scene
 
-from .conftest import sse, upload
+from .conftest import png_bytes, sse, upload
 
 
 def test_tools_are_listed_and_one_runs_as_a_job(client):
@@ -63,3 +63,44 @@ def test_a_run_outlives_the_server_that_ran_it(server_settings):
         mask_url = again["reply"]["artifacts"][0]["url"]
         mask = np.asarray(Image.open(io.BytesIO(second.get(mask_url).content))) > 127
         assert iou(mask, scene.mask) > 0.95
+
+
+def test_the_smaller_endpoints(client):
+    scene = render_scene(0, 96, 64)
+    sent = client.post("/artifacts", files={"file": ("any-name.bin", png_bytes(scene.image), "text/plain")})
+    assert sent.status_code == 201 and sent.json()["kind"] == "image"  # sniffed, not trusted by name or type
+    mask = client.post("/artifacts?kind=mask", content=png_bytes(scene.image)).json()
+    assert mask["kind"] == "mask" and mask["shape"] == [64, 96]
+    assert client.get(f"/artifacts/{sent.json()['sha256']}").json()["url"].startswith("http://testserver/files/")
+    thread = client.post("/threads", json={"metadata": {"title": "found"}}).json()["thread_id"]
+    assert [t["thread_id"] for t in client.post("/threads/search", json={"limit": 5}).json()] == [thread]
+    saved = {w["module"] for w in client.get("/workflows").json()}
+    assert {"product_cutout", "video_privacy", "photo_to_clip"} <= saved
+    assert client.get("/readyz").json() == {"ok": True, "checks": {"database": "ok", "store": "ok"}}
+
+
+def test_an_image_url_is_fetched_only_from_an_allowed_host(tmp_path):
+    import http.server
+    import threading
+
+    from openai import OpenAI
+
+    from schemas import VitronSettings
+
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "cat.png").write_bytes(png_bytes(render_scene(1, 64, 48).image))
+    handler = lambda *args: http.server.SimpleHTTPRequestHandler(*args, directory=str(served))  # noqa: E731
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{web.server_address[1]}/cat.png"
+    settings = VitronSettings(home=tmp_path / "home", planner="explicit", fetch_urls="127.0.0.1")
+    try:
+        with TestClient(create_app(settings)) as client:
+            openai = OpenAI(base_url="http://testserver/v1", api_key="x", http_client=client)
+            answer = openai.chat.completions.create(model="vitron-explicit", messages=[{"role": "user", "content": [
+                {"type": "text", "text": "<module>C</module><instruction>make it sepia</instruction>"},
+                {"type": "image_url", "image_url": url}]}])  # a bare string, as some clients send
+            assert "Made @img2" in answer.choices[0].message.content
+    finally:
+        web.shutdown()

@@ -101,6 +101,12 @@ def test_fifty_threads_over_five_keys_all_finish_without_cross_talk(tmp_path):
             seen = {t["thread_id"] for t in httpx.get(f"{base}/threads", params={"limit": 100},
                                                       headers={"Authorization": f"Bearer {key}"}).json()}
             assert seen == {thread for who, thread, _ in results if who == owner}  # its own ten, no other
+        listed = json.loads(vitron(env, "keys", "list", "--json").stdout)["keys"]
+        assert sorted(k["owner"] for k in listed) == sorted(keys) and all("key" not in k for k in listed)
+        first = next(k for k in listed if k["owner"] == "owner0")
+        assert vitron(env, "keys", "revoke", first["id"]).returncode == 0
+        revoked = httpx.get(f"{base}/threads", headers={"Authorization": f"Bearer {keys['owner0']}"})
+        assert revoked.status_code == 401  # at once (the server rechecks keys on every request)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
