@@ -16,10 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent import VitronAgent
 from schemas import VitronSettings
+from tests.cli import cli_env, vitron_serve
 
 PLAN = ("<module>C</module><instruction>pencil sketch</instruction>"
         "<module>C</module><instruction>cartoon</instruction><input>@1</input>"
@@ -48,12 +46,6 @@ def png(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def events(http: httpx.Client, thread: str, body: dict, until: str = "end") -> tuple[float, float | None]:
@@ -76,19 +68,8 @@ def main() -> None:
     photo = cv2.resize(data.astronaut(), (1000, 1000), interpolation=cv2.INTER_CUBIC)
     small = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("VITRON_")},
-               "VITRON_HOME": str(Path(tmp) / "server"), "VITRON_PLANNER": "explicit"}
-        port = free_port()
-        server = subprocess.Popen([VITRON, "serve", "--port", str(port), "--log-level", "warning"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    httpx.get(f"{base}/healthz", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+        env = {**cli_env(Path(tmp) / "server"), "VITRON_PLANNER": "explicit"}
+        with vitron_serve(env) as base:
             settings = VitronSettings(home=Path(tmp) / "local", planner="explicit")
             with httpx.Client(base_url=base, timeout=300) as http, VitronAgent.from_settings(settings) as agent:
                 big = http.post("/artifacts", content=png(photo)).json()["sha256"]
@@ -128,9 +109,6 @@ def main() -> None:
                     client.chat.completions.create(model="vitron-explicit", messages=[{"role": "user", "content": [
                         {"type": "text", "text": ONE_STEP}, {"type": "image_url", "image_url": {"url": url}}]}])
                     roundtrips.append(time.perf_counter() - started)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     print(json.dumps({
         "api_overhead_ratio": round(statistics.median(over_http) / statistics.median(in_process), 3),
         "plan_seconds_over_http": round(statistics.median(over_http), 3),

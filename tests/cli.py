@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -32,3 +36,37 @@ def one_json(proc: subprocess.CompletedProcess) -> dict:
 def png(path: Path, rgb: np.ndarray) -> Path:
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def vitron_serve(env: dict[str, str], timeout: float = 60) -> Iterator[str]:
+    """`vitron serve` on a free loopback port, as a user starts it: its base URL once `/healthz` answers; stopped
+    on leaving. RuntimeError, with what it printed, if it never answers."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([VITRON, "serve", "--port", str(port), "--log-level", "warning"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"vitron serve did not answer: {proc.communicate()[0][-2000:]}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -4,48 +4,24 @@ once all finish, with no error and no cross-talk; without keys the server refuse
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.cli import VITRON, cli_env, vitron
+from tests.cli import cli_env, vitron, vitron_serve
 from tests.scenes import render_scene
 
 from .conftest import png_bytes
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path):
-    """`vitron serve` on a free port with the explicit planner: (base URL, env)."""
+    """`vitron serve` with the explicit planner: (base URL, env)."""
     env = {**cli_env(tmp_path / "home"), "VITRON_PLANNER": "explicit"}
-    port = free_port()
-    proc = subprocess.Popen([VITRON, "serve", "--port", str(port), "--log-level", "warning"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail(f"vitron serve did not answer: {proc.communicate()[0]}")
-    yield base, env
-    proc.terminate()
-    proc.wait(timeout=30)
+    with vitron_serve(env) as base:
+        yield base, env
 
 
 def test_langgraphs_sdk_drives_threads_and_runs(served):
@@ -70,17 +46,7 @@ def test_fifty_threads_over_five_keys_all_finish_without_cross_talk(tmp_path):
     env = {**cli_env(tmp_path / "home"), "VITRON_PLANNER": "explicit"}
     keys = {f"owner{i}": json.loads(vitron(env, "keys", "create", "--owner", f"owner{i}", "--json").stdout)["key"]
             for i in range(5)}
-    port = free_port()
-    proc = subprocess.Popen([VITRON, "serve", "--port", str(port), "--log-level", "warning"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with vitron_serve(env) as base:
         image = png_bytes(np.full((32, 32, 3), 90, np.uint8))
 
         def one(index: int) -> tuple[str, str, str]:
@@ -107,9 +73,6 @@ def test_fifty_threads_over_five_keys_all_finish_without_cross_talk(tmp_path):
         assert vitron(env, "keys", "revoke", first["id"]).returncode == 0
         revoked = httpx.get(f"{base}/threads", headers={"Authorization": f"Bearer {keys['owner0']}"})
         assert revoked.status_code == 401  # at once (the server rechecks keys on every request)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_without_keys_it_listens_on_loopback_only(tmp_path):
