@@ -115,8 +115,15 @@ class VitronAgent:
             executor = make_executor(settings, memory.store)
             self._resources.callback(executor.close)
         self.executor = executor
+        self.checkpointer = checkpointer
         self.services = Services(memory, planner, settings, executor)
         self.graph = build_graph(self.services, checkpointer)
+
+    def with_planner(self, planner: Planner | str) -> VitronAgent:
+        """Another agent over this one's memory, checkpointer and executor, planning with `planner` (closing it
+        closes nothing of theirs)."""
+        chosen = planner if not isinstance(planner, str) else make_planner(planner, self.settings)
+        return VitronAgent(self.memory, chosen, self.settings, self.checkpointer, executor=self.executor)
 
     @classmethod
     def from_settings(cls, settings: VitronSettings | None = None, *, planner: Planner | str | None = None,

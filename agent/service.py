@@ -19,7 +19,7 @@ CHECKS = {"cpu": "image_editing", "gpu": "image_generation"}  # one tool of each
 # -- tools and models ------------------------------------------------------------------------------
 
 
-def tool_rows() -> list[dict[str, Any]]:
+def tool_rows(settings: VitronSettings | None = None) -> list[dict[str, Any]]:
     """Every specialist (letter, backends, LLM-facing input schema), then every saved workflow (its inputs and
     outputs, or why it does not compile)."""
     from tools import all_tools
@@ -29,7 +29,7 @@ def tool_rows() -> list[dict[str, Any]]:
              "heavy": t.heavy, "description": t.description,
              "input_schema": t.as_langchain_tool().tool_call_schema.model_json_schema()} for t in all_tools()]
     return rows + [{"kind": "workflow", "code": None, "module": name, "path": str(path), **_workflow_row(path)}
-                   for name, path in saved_workflows().items()]
+                   for name, path in saved_workflows(settings).items()]
 
 
 def _workflow_row(path: Path) -> dict[str, Any]:

@@ -77,7 +77,9 @@ class ApiKeys:
             raise InvalidInput(f"no API key {key_id!r}", field="key_id", fix="give an id the key list shows")
         return ApiKey(row.id, row.owner, row.label, row.created_at, row.revoked_at)
 
-    def any(self) -> bool:
-        """Whether any key that works exists (else the server serves loopback only, without keys)."""
-        query = select(_keys.c.id).where(_keys.c.revoked_at.is_(None)).limit(1)
+    def any(self, *, include_revoked: bool = False) -> bool:
+        """Whether any key that works exists (with `include_revoked`: whether any key was ever made)."""
+        query = select(_keys.c.id).limit(1)
+        if not include_revoked:
+            query = query.where(_keys.c.revoked_at.is_(None))
         return self.db.read(lambda c: c.execute(query).first() is not None)

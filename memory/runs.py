@@ -6,12 +6,14 @@ client that reconnects with the last number it saw gets exactly the events it mi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Table, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from schemas import ArtifactRef
 
@@ -68,10 +70,20 @@ class RunRecords:
             status=status, error=error, updated_at=utcnow())))
 
     def add_events(self, run_id: str, events: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
-        """Events (seq, name, data) in one transaction."""
-        if events:
-            self.db.write(lambda c: c.execute(insert(_events), [
-                {"run_id": run_id, "seq": seq, "event": name, "data": data} for seq, name, data in events]))
+        """Events (seq, name, data) in one transaction; those already saved (a retry after a lost answer) are
+        skipped."""
+        if not events:
+            return
+
+        def work(c: Any) -> None:
+            saved = set(c.scalars(select(_events.c.seq).where(_events.c.run_id == run_id,
+                                                              _events.c.seq >= events[0][0])))
+            rows = [{"run_id": run_id, "seq": seq, "event": name, "data": data}
+                    for seq, name, data in events if seq not in saved]
+            if rows:
+                c.execute(insert(_events), rows)
+
+        self.db.write(work)
 
     def events(self, run_id: str, *, after: int = 0) -> list[tuple[int, str, dict[str, Any]]]:
         query = (select(_events.c.seq, _events.c.event, _events.c.data)
@@ -92,7 +104,8 @@ class RunRecords:
                                              "media_type": ref.media_type, "shape": list(ref.shape),
                                              "created_at": utcnow()})
 
-        self.db.write(work)
+        with contextlib.suppress(IntegrityError):  # the same upload recorded at once by another request
+            self.db.write(work)
 
     def owned(self, owner: str | None, sha256: str) -> ArtifactRef | None:
         """The artifact `sha256` if `owner` uploaded it or one of their threads holds it; else None (also for

@@ -52,6 +52,7 @@ from .models import (
     SessionRow,
     StepRow,
     TurnRow,
+    UploadRow,
     utcnow,
 )
 
@@ -361,6 +362,7 @@ class SessionMemory:
             shas = sorted({r.sha256 for r in rows})
             for chunk in _chunks(shas):
                 still_used.update(c.scalars(select(_artifacts.c.sha256).where(_artifacts.c.sha256.in_(chunk))))
+                still_used.update(c.scalars(select(_uploads.c.sha256).where(_uploads.c.sha256.in_(chunk))))
             orphans = {r.sha256: ArtifactRef(sha256=r.sha256, kind=r.kind, media_type=r.media_type)
                        for r in rows if r.sha256 not in still_used}
             return DeletedSession(session_id, *counts), list(orphans.values())
@@ -697,6 +699,7 @@ _turns: Table = TurnRow.__table__  # type: ignore[assignment]
 _steps: Table = StepRow.__table__  # type: ignore[assignment]
 _artifacts: Table = ArtifactRow.__table__  # type: ignore[assignment]
 _parents: Table = ArtifactParentRow.__table__  # type: ignore[assignment]
+_uploads: Table = UploadRow.__table__  # type: ignore[assignment]  # what the server's users uploaded or made
 _parent = _artifacts.alias("parent")
 
 # The statements every step and turn runs, built once: building a statement costs as much as running it.

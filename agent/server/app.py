@@ -19,7 +19,7 @@ from schemas import VitronError, VitronSettings
 from ..api import VitronAgent
 from . import artifacts, catalog, openai_compat, threads
 from .context import ServerContext, Signer, Unauthorized
-from .runs import RunConflict, RunManager
+from .runs import RunConflict, RunFailed, RunManager
 
 log = logging.getLogger("vitron.server")
 
@@ -27,12 +27,18 @@ _NOT_FOUND = {"SessionNotFound", "StepNotFound", "AliasNotFound", "ArtifactNotFo
 _UNAVAILABLE = {"BackendUnavailable", "DatabaseUnavailable"}
 
 
+def kind_of(exc: VitronError) -> str:
+    return exc.kind if isinstance(exc, RunFailed) else type(exc).__name__
+
+
 def status_of(exc: VitronError) -> int:
-    name = type(exc).__name__
-    if isinstance(exc, artifacts.TooLarge):
+    name = kind_of(exc)
+    if isinstance(exc, artifacts.TooLarge) or name == "TooLarge":
         return 413
-    if isinstance(exc, RunConflict):
+    if isinstance(exc, RunConflict) or name == "RunConflict":
         return 409
+    if name == "InternalError":
+        return 500
     return 404 if name in _NOT_FOUND else 503 if name in _UNAVAILABLE else 400
 
 
@@ -44,6 +50,13 @@ def error_body(request: Request, status: int, error: dict[str, Any]) -> dict[str
                 413: "invalid_request_error", 503: "api_error"}.get(status, "invalid_request_error")
         return {"error": {"message": message, "type": kind, "param": error.get("field"), "code": error.get("type")}}
     return {"error": {**error, "message": message}}
+
+
+def error_response(request: Request, exc: VitronError) -> JSONResponse:
+    status = status_of(exc)
+    body = {"type": kind_of(exc), "field": exc.field, "problem": exc.problem, "fix": exc.fix,
+            "message": exc.message}
+    return JSONResponse(error_body(request, status, body), status_code=status)
 
 
 def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | None = None,
@@ -58,7 +71,7 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
         records = RunRecords(served.memory.db)
         ctx = ServerContext(served, settings, records, ApiKeys(served.memory.db), Signer.from_settings(settings),
                             public_url=public_url)
-        ctx.manager = RunManager(served, records, lambda ref: ctx.describe(ref))
+        ctx.manager = RunManager(served, records, lambda ref, base: ctx.describe(ref, base))
         app.state.context = ctx
         try:
             yield
@@ -72,20 +85,11 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
                   description="Threads and runs of the vision agent, its tools and workflows, artifacts by signed "
                               "URL, and an OpenAI-compatible chat endpoint.")
 
-    @app.middleware("http")
-    async def remember_address(request: Request, call_next: Any) -> Any:
-        # Links made away from a request (a background run's reply) use the address the server was last reached at.
-        ctx = getattr(request.app.state, "context", None)
-        if ctx is not None and ctx.public_url is None:
-            ctx.seen_url = str(request.base_url)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 2**20)
 
     @app.exception_handler(VitronError)
     async def our_error(request: Request, exc: VitronError) -> JSONResponse:
-        status = status_of(exc)
-        body = {"type": type(exc).__name__, "field": exc.field, "problem": exc.problem, "fix": exc.fix,
-                "message": exc.message}
-        return JSONResponse(error_body(request, status, body), status_code=status)
+        return error_response(request, exc)
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
@@ -110,7 +114,7 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
     @app.exception_handler(Exception)
     async def fault(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        body = {"type": "InternalError", "field": None, "problem": f"{type(exc).__name__}: {exc}",
+        body = {"type": "InternalError", "field": None, "problem": "the server failed to answer this request",
                 "fix": "this is a fault of the server; its log has the details"}
         return JSONResponse(error_body(request, 500, body), status_code=500)
 
@@ -126,12 +130,11 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
         """The parts it needs answer: the database, the artifact store, the broker when one is configured."""
         ctx: ServerContext = request.app.state.context
         checks: dict[str, str] = {}
-        checks["database"] = _check(lambda: ctx.agent.memory.db.read(lambda c: c.exec_driver_sql("SELECT 1")))
-        checks["store"] = _check(lambda: ctx.store.root.is_dir() or ctx.store.root.mkdir(parents=True))
+        checks["database"] = _check("database", lambda: ctx.agent.memory.db.read(
+            lambda c: c.exec_driver_sql("SELECT 1")))
+        checks["store"] = _check("store", lambda: ctx.store.root.is_dir() or ctx.store.root.mkdir(parents=True))
         if settings.broker_url:
-            from tools.celery_app import cancel_flags, make_celery
-
-            checks["broker"] = _check(lambda: cancel_flags(make_celery(settings)).ping())
+            checks["broker"] = _check("broker", lambda: _ping_broker(settings.broker_url))
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
 
@@ -143,10 +146,46 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
     return app
 
 
-def _check(probe: Any) -> str:
+class BodyLimit:
+    """Refuses a request body over `limit` bytes, by its Content-Length or as it streams in, so no route reads an
+    unbounded body (an upload carries its own, tighter limit; a JSON body may hold an image in base64)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            error = artifacts.too_large(f"a request body of {int(declared)} bytes", self.limit, field="body")
+            return await error_response(Request(scope), error)(scope, receive, send)
+        seen = 0
+
+        async def bounded() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise artifacts.too_large("a request body", self.limit, field="body")
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+def _check(part: str, probe: Any) -> str:
+    """"ok", or "unavailable" (the reason goes to the log, not to whoever asked: it can name hosts and paths)."""
     try:
         probe()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        log.warning("readiness: the %s does not answer", part, exc_info=True)
+        return "unavailable"
     return "ok"
+
+
+def _ping_broker(url: str) -> None:
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=2) as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
 

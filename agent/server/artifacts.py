@@ -1,5 +1,5 @@
-"""Artifacts over HTTP: uploads, checked before anything is decoded (a byte limit, a pixel limit read from the
-header, the content sniffed, never trusted by its name), and downloads by signed URL (Range requests answered)."""
+"""Artifacts over HTTP: uploads, checked before anything is decoded or stored (a byte limit, a pixel limit read
+from the header, the content sniffed, never trusted by its name), and downloads by signed URL (Range answered)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from fastapi.responses import FileResponse
 
 from schemas import MEDIA_TYPES, ArtifactNotFound, ArtifactRef, InvalidInput, VitronError
 
-from .context import ServerContext
+from .context import ServerContext, context, owner
 
 router = APIRouter()
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
+MULTIPART_OVERHEAD = 64 * 1024  # a form's own framing around its one file
 _SUFFIX_TO_MEDIA = {suffix: media for media, suffix in MEDIA_TYPES.items()}
 
 
@@ -27,53 +28,53 @@ class TooLarge(InvalidInput):
     """An upload over the server's byte or pixel limit."""
 
 
-def context(request: Request) -> ServerContext:
-    return request.app.state.context
+def too_large(what: str, limit: int, field: str = "file") -> TooLarge:
+    unit = "pixels" if "pixel" in what else "bytes"
+    setting = "VITRON_MAX_PIXELS" if unit == "pixels" else "VITRON_MAX_UPLOAD_BYTES"
+    return TooLarge(f"{what}, over the limit of {limit} {unit}", field=field,
+                    fix=f"send a smaller file, or raise {setting}")
 
 
-def owner(request: Request) -> str | None:
-    return context(request).owner_of(request)
-
-
-async def read_body(request: Request, limit: int) -> tuple[bytes, str]:
-    """The upload's bytes and the name it came with: a multipart form's one file, or the raw body. More than `limit`
-    bytes is refused as soon as it is seen (by Content-Length, or while reading)."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit + 64 * 1024:
-        raise TooLarge(f"the upload is {int(length)} bytes, over the limit of {limit}", field="file",
-                       fix="upload a smaller file, or raise VITRON_MAX_UPLOAD_BYTES")
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=8, max_part_size=limit)
-        upload = next((v for v in form.values() if not isinstance(v, str)), None)
-        if upload is None:
-            raise InvalidInput("the form holds no file", field="file", fix="send the file in a form field `file`")
-        data = await upload.read(limit + 1)
-        name = upload.filename or ""
-    else:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"the upload is over the limit of {limit} bytes", field="file",
-                               fix="upload a smaller file, or raise VITRON_MAX_UPLOAD_BYTES")
-            chunks.append(chunk)
-        data, name = b"".join(chunks), request.headers.get("x-filename", "")
-    if len(data) > limit:
-        raise TooLarge(f"the upload is over the limit of {limit} bytes", field="file",
-                       fix="upload a smaller file, or raise VITRON_MAX_UPLOAD_BYTES")
-    if not data:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The upload's bytes: a multipart form's one file, or the raw body. More than `limit` bytes is refused as soon
+    as it is seen (by Content-Length, or while reading a chunked body), before anything is parsed or stored."""
+    form = request.headers.get("content-type", "").startswith("multipart/form-data")
+    cap = limit + (MULTIPART_OVERHEAD if form else 0)
+    length = request.headers.get("content-length", "")
+    if length.isascii() and length.isdigit() and int(length) > cap:
+        raise too_large(f"the upload is {int(length)} bytes", limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise too_large("the upload is larger", limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if form:
+        request._body = body  # the form is parsed from these bytes, already counted
+        parsed = await request.form(max_files=1, max_fields=8)
+        try:
+            upload = next((v for v in parsed.values() if not isinstance(v, str)), None)
+            if upload is None:
+                raise InvalidInput("the form holds no file", field="file", fix="send the file in a form field `file`")
+            body = await upload.read(limit + 1)
+        finally:
+            await parsed.close()
+    if len(body) > limit:
+        raise too_large("the upload is larger", limit)
+    if not body:
         raise InvalidInput("the upload is empty", field="file", fix="send an image or a video")
-    return data, name
+    return body
 
 
 def store_upload(ctx: ServerContext, data: bytes, kind: str | None = None) -> ArtifactRef:
     """Store an image, mask or video from its bytes, by what they are: the name and the content type are not
-    trusted. Refused before decoding: an image whose header says more pixels than the limit."""
+    trusted. Refused before decoding: an image or video frame whose header says more pixels than the limit."""
     max_pixels = ctx.settings.max_pixels
-    if _is_video(data):
+    if (suffix := _video_suffix(data)) is not None:
         if kind not in (None, "video"):
             raise InvalidInput(f"the upload is a video, not {kind}", field="kind", fix="send kind=video, or none")
-        return _store_video(ctx, data, max_pixels)
+        return _store_video(ctx, data, suffix, max_pixels)
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -82,12 +83,10 @@ def store_upload(ctx: ServerContext, data: bytes, kind: str | None = None) -> Ar
             if image.format not in IMAGE_FORMATS:
                 raise UnidentifiedImageError(image.format)
             if width * height > max_pixels:
-                raise TooLarge(f"the image is {width}x{height} ({width * height} pixels), over the limit of "
-                               f"{max_pixels}", field="file", fix="send a smaller image, or raise VITRON_MAX_PIXELS")
+                raise too_large(f"the image is {width}x{height}, {width * height} pixels", max_pixels)
             pixels = np.asarray(image.convert("L" if kind == "mask" else "RGB"))
     except Image.DecompressionBombError:  # Pillow's own guard, far above ours: the header says too many pixels
-        raise TooLarge(f"the image's header says more than {max_pixels} pixels", field="file",
-                       fix="send a smaller image, or raise VITRON_MAX_PIXELS") from None
+        raise too_large("the image's header says more pixels", max_pixels) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, VitronError):
             raise
@@ -111,31 +110,34 @@ def _video_suffix(data: bytes) -> str | None:
     return None
 
 
-def _is_video(data: bytes) -> bool:
-    return _video_suffix(data) is not None
+def _store_video(ctx: ServerContext, data: bytes, suffix: str, max_pixels: int) -> ArtifactRef:
+    import av
 
-
-def _store_video(ctx: ServerContext, data: bytes, max_pixels: int) -> ArtifactRef:
+    unreadable = InvalidInput("the video cannot be read", field="file", fix="send an MP4, MOV, WebM, MKV or AVI file")
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"upload{_video_suffix(data)}"
+        path = Path(folder) / f"upload{suffix}"
         path.write_bytes(data)
         try:
-            ref = ctx.store.import_video(path)
-        except VitronError as exc:
-            raise InvalidInput(exc.problem, field="file", fix=exc.fix or "send a video PyAV can read") from None
-    height, width = (ref.shape[1], ref.shape[2]) if len(ref.shape) >= 3 else (0, 0)
-    if width * height > max_pixels:
-        ctx.store.delete(ref)
-        raise TooLarge(f"the video's frames are {width}x{height}, over the limit of {max_pixels} pixels",
-                       field="file", fix="send a smaller video, or raise VITRON_MAX_PIXELS")
-    return ref
+            with av.open(str(path)) as container:  # the frame size from the stream's header, before storing
+                stream = next(iter(container.streams.video), None)
+                width, height = (stream.width, stream.height) if stream is not None else (0, 0)
+        except (av.error.FFmpegError, OSError, ValueError):
+            raise unreadable from None
+        if not width or not height:
+            raise unreadable
+        if width * height > max_pixels:
+            raise too_large(f"the video's frames are {width}x{height}, {width * height} pixels", max_pixels)
+        try:
+            return ctx.store.import_video(path)
+        except VitronError:
+            raise unreadable from None
 
 
 @router.post("/artifacts", status_code=201)
 async def upload(request: Request, kind: str | None = None, owner: str | None = Depends(owner)) -> dict[str, Any]:
     """Upload an image, a mask (`?kind=mask`) or a video: multipart (one file) or the raw body."""
     ctx = context(request)
-    data, _ = await read_body(request, ctx.settings.max_upload_bytes)
+    data = await read_body(request, ctx.settings.max_upload_bytes)
     ref = await asyncio.to_thread(store_upload, ctx, data, kind)
     ctx.runs.add_upload(owner, ref)
     return ctx.describe(ref, request)
@@ -145,11 +147,7 @@ async def upload(request: Request, kind: str | None = None, owner: str | None = 
 def artifact(request: Request, sha256: str, owner: str | None = Depends(owner)) -> dict[str, Any]:
     """An artifact the key's owner uploaded or made: its ref and a signed download link."""
     ctx = context(request)
-    ref = ctx.runs.owned(owner, sha256)
-    if ref is None:
-        raise ArtifactNotFound(f"no artifact {sha256[:12]}", field="sha256", fix="use an artifact this key uploaded "
-                               "or one of its threads made")
-    return ctx.describe(ref, request)
+    return ctx.describe(ctx.artifact(owner, sha256, "sha256"), request)
 
 
 @router.get("/files/{name}")
@@ -158,15 +156,13 @@ def download(request: Request, name: str, exp: int, sig: str) -> FileResponse:
     ctx = context(request)
     sha256, _, suffix = name.partition(".")
     media_type = _SUFFIX_TO_MEDIA.get(f".{suffix}")
+    gone = ArtifactNotFound("no such file, or the link expired", field="sig",
+                            fix="ask the API for a new link (GET /artifacts/{sha256})")
     if media_type is None or not ctx.signer.check(sha256, exp, sig):
-        raise ArtifactNotFound("no such file, or the link expired", field="sig",
-                               fix="ask the API for a new link (GET /artifacts/{sha256})")
+        raise gone
+    kind = {"video": "video", "image": "image"}.get(media_type.split("/")[0], "text")
     try:
-        path = ctx.store.path(ArtifactRef(sha256=sha256, kind=_kind_of(media_type), media_type=media_type))
-    except ValueError:
-        raise ArtifactNotFound("no such file", field="name", fix="use a link the API gave") from None
+        path = ctx.store.path(ArtifactRef(sha256=sha256, kind=kind, media_type=media_type))
+    except (VitronError, ValueError):
+        raise gone from None  # never the store's own words: they name where it lives
     return FileResponse(path, media_type=media_type, filename=name)
-
-
-def _kind_of(media_type: str) -> str:
-    return {"video": "video", "image": "image"}.get(media_type.split("/")[0], "text")

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from schemas import ARTIFACT_KINDS, ArtifactNotFound, ArtifactRef, InvalidInput, VitronError, error_text
+from schemas import ARTIFACT_KINDS, ArtifactRef, InvalidInput, VitronError
 
 from ..service import tool_rows
-from .artifacts import context, owner
-from .context import ServerContext
+from .context import ServerContext, context, owner
+from .runs import error_json
 
 router = APIRouter()
+log = logging.getLogger("vitron.server")
 
 
 class ToolCall(BaseModel):
@@ -41,10 +43,15 @@ class WorkflowCall(BaseModel):
     restart: bool = False
 
 
+def _rows(request: Request) -> list[dict[str, Any]]:
+    # The server's own files stay on the server: a row names a workflow, not where it lies.
+    return [{k: v for k, v in row.items() if k != "path"} for row in tool_rows(context(request).settings)]
+
+
 @router.get("/tools")
-def tools(owner_name: str | None = Depends(owner)) -> list[dict[str, Any]]:
+def tools(request: Request, owner_name: str | None = Depends(owner)) -> list[dict[str, Any]]:
     """Every specialist with its LLM-facing input schema, then every saved workflow with its inputs and outputs."""
-    return tool_rows()
+    return _rows(request)
 
 
 @router.post("/tools/{module}/invoke")
@@ -56,7 +63,7 @@ async def invoke(request: Request, module: str, body: ToolCall,
 
     ctx = context(request)
     tool = get_tool(module)
-    data = {field: _owned(ctx, owner_name, value, f"input.{field}") if field in ("image", "mask", "video", "masks")
+    data = {field: ctx.artifact(owner_name, value, f"input.{field}") if field in ("image", "mask", "video", "masks")
             else value for field, value in body.input.items()}
     spec = job_spec(tool.name, data, ctx.store, backend=body.backend)
     result = await asyncio.to_thread(lambda: ctx.agent.executor.submit(spec).result())
@@ -69,50 +76,60 @@ async def invoke(request: Request, module: str, body: ToolCall,
                        if isinstance(value, dict) and "sha256" in value else value for name, value in fields.items()}}
 
 
-def _owned(ctx: ServerContext, owner_name: str | None, value: Any, field: str) -> ArtifactRef:
-    sha = value.get("sha256") if isinstance(value, dict) else value
-    ref = ctx.runs.owned(owner_name, str(sha)) if isinstance(sha, str) else None
-    if ref is None:
-        raise ArtifactNotFound(f"no artifact {str(sha)[:12]}", field=field,
-                               fix="upload it first (POST /artifacts) and give its sha256")
-    return ref
-
-
-def _workflow(ctx: ServerContext, body: WorkflowCall) -> Any:
-    from workflows import Runtime, Workflow, load_workflow
+def _workflow(ctx: ServerContext, owner_name: str | None, body: WorkflowCall) -> Any:
+    """The workflow a request gives: a document (whose literal artifacts the owner may read), or a saved one's name
+    (never a path: the server's files are not the client's to name)."""
+    from workflows import Runtime, Workflow, saved_workflows
 
     runtime = Runtime(ctx.settings, store=ctx.store, executor=ctx.agent.executor, database=ctx.agent.memory.db)
     if body.workflow is not None:
+        _check_literals(ctx, owner_name, body.workflow, "workflow")
         return Workflow(body.workflow, runtime=runtime)
     if body.name:
-        return load_workflow(body.name, ctx.settings, runtime=runtime)
+        known = saved_workflows(ctx.settings)
+        if body.name not in known:
+            raise InvalidInput(f"no saved workflow {body.name[:40]!r}", field="name",
+                               fix=f"use one of {', '.join(known) or 'none (save one first)'}")
+        return Workflow.load(known[body.name], settings=ctx.settings, runtime=runtime)
     raise InvalidInput("give a workflow document or a saved workflow's name", field="workflow",
                        fix='send {"workflow": {...}} or {"name": "product_cutout"}')
 
 
+def _check_literals(ctx: ServerContext, owner_name: str | None, value: Any, where: str) -> None:
+    """Every artifact a document names by sha256 must be one the owner may read."""
+    if isinstance(value, dict):
+        if isinstance(value.get("sha256"), str):
+            ctx.artifact(owner_name, value, where)
+        for key, item in value.items():
+            _check_literals(ctx, owner_name, item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_literals(ctx, owner_name, item, f"{where}[{index}]")
+
+
 def _inputs(ctx: ServerContext, flow: Any, owner_name: str | None, given: dict[str, Any], where: str) -> dict:
     specs = flow.validate().inputs
-    return {name: _owned(ctx, owner_name, value, f"{where}.{name}")
+    return {name: ctx.artifact(owner_name, value, f"{where}.{name}")
             if name in specs and specs[name].type in ARTIFACT_KINDS else value for name, value in given.items()}
 
 
 @router.get("/workflows")
-def saved(owner_name: str | None = Depends(owner)) -> list[dict[str, Any]]:
+def saved(request: Request, owner_name: str | None = Depends(owner)) -> list[dict[str, Any]]:
     """The saved workflows (and the examples), with their inputs and outputs."""
-    return [row for row in tool_rows() if row["kind"] == "workflow"]
+    return [row for row in _rows(request) if row["kind"] == "workflow"]
 
 
 @router.post("/workflows/validate")
 def validate(request: Request, body: WorkflowCall, owner_name: str | None = Depends(owner)) -> dict[str, Any]:
     """Compile a workflow: 400 naming the step and field on a mistake."""
-    with _workflow(context(request), body) as flow:
+    with _workflow(context(request), owner_name, body) as flow:
         compiled = flow.validate()
     return {"ok": True, "steps": [s.name for s in compiled.steps]}
 
 
 @router.post("/workflows/describe")
 def describe(request: Request, body: WorkflowCall, owner_name: str | None = Depends(owner)) -> dict[str, Any]:
-    with _workflow(context(request), body) as flow:
+    with _workflow(context(request), owner_name, body) as flow:
         return flow.describe()
 
 
@@ -121,7 +138,7 @@ async def run(request: Request, body: WorkflowCall, owner_name: str | None = Dep
     """Run a workflow once: its events as server-sent events, the last one `end` with the outputs' signed links
     (`"stream": false`: one JSON answer)."""
     ctx = context(request)
-    flow = _workflow(ctx, body)
+    flow = _workflow(ctx, owner_name, body)
     inputs = _inputs(ctx, flow, owner_name, body.inputs, "inputs")
 
     def finish(result: Any) -> dict[str, Any]:
@@ -148,9 +165,9 @@ async def run(request: Request, body: WorkflowCall, owner_name: str | None = Dep
                 for event in started.events():
                     loop.call_soon_threadsafe(queue.put_nowait, event)
             except Exception as exc:  # the run could not start (its inputs): the stream says so and ends
-                error = exc.to_dict() if isinstance(exc, VitronError) else {"error": type(exc).__name__,
-                                                                            "problem": error_text(exc)}
-                loop.call_soon_threadsafe(queue.put_nowait, {"event": "error", **error})
+                if not isinstance(exc, VitronError):
+                    log.exception("a workflow run failed")
+                loop.call_soon_threadsafe(queue.put_nowait, {"event": "error", **error_json(exc)})
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -169,7 +186,7 @@ async def run(request: Request, body: WorkflowCall, owner_name: str | None = Dep
 async def batch(request: Request, body: WorkflowCall, owner_name: str | None = Depends(owner)) -> dict[str, Any]:
     """Run a workflow over `items` (each a mapping of inputs); items done before (the same batch) are not redone."""
     ctx = context(request)
-    flow = _workflow(ctx, body)
+    flow = _workflow(ctx, owner_name, body)
     items = [_inputs(ctx, flow, owner_name, item, f"items[{i}]") for i, item in enumerate(body.items)]
     result = await asyncio.to_thread(flow.batch, items, parallel=body.parallel, restart=body.restart,
                                      cache=body.cache)

@@ -24,11 +24,13 @@ from sse_starlette.sse import EventSourceResponse
 
 from schemas import ArtifactRef, InvalidInput
 
-from .artifacts import TooLarge, context, owner, store_upload
-from .context import ServerContext, model_ids
-from .runs import TurnRequest
+from .artifacts import TooLarge, store_upload
+from .context import ServerContext, context, model_ids, owner
+from .runs import RunFailed, TurnRequest, error_json
 
 router = APIRouter(prefix="/v1")
+
+FETCH_TIMEOUT_S = 15  # the whole fetch of an image from an allowed host, however slowly it trickles in
 
 _LINK = re.compile(r"/files/([0-9a-f]{64})\.[a-z0-9]+\?exp=[0-9]+&sig=[0-9a-f]+")
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[^,]*)?;base64,(?P<data>.*)$", re.S)
@@ -61,11 +63,10 @@ async def chat_completions(request: Request, body: ChatRequest,
     async def answer() -> tuple[str, list[dict[str, Any]]]:
         # A run like any other: one at a time on a thread (a second message waits its turn), recorded, cancellable.
         run = ctx.manager.start(thread_id, owner_name, TurnRequest(text=text, image=image), strategy="enqueue",
-                                raw={"openai": body.model}, agent=agent)
-        await asyncio.to_thread(run.done.wait)
+                                raw={"openai": body.model}, agent=agent, base_url=str(request.base_url))
+        await run.wait()
         if run.reply is None:
-            error = run.error or {"problem": "the run ended without a reply"}
-            raise InvalidInput(error.get("problem", ""), field=error.get("field") or "messages", fix=error.get("fix"))
+            raise RunFailed(run.error or {"type": "InternalError"})
         return _answer(run.reply)
 
     if not body.stream:
@@ -83,9 +84,15 @@ async def chat_completions(request: Request, body: ChatRequest,
                                                                  "finish_reason": finish}]})
 
         yield chunk({"role": "assistant", "content": ""})
-        content, images = await answer()
-        yield chunk({"content": content, "images": images})
-        yield chunk({}, "stop")
+        try:
+            content, images = await answer()
+        except Exception as exc:  # the status was sent: the error goes in the stream, as OpenAI's does
+            error = error_json(exc)
+            yield json.dumps({"error": {"message": error["message"], "type": error["type"],
+                                        "param": error["field"], "code": error["type"]}})
+        else:
+            yield chunk({"content": content, "images": images})
+            yield chunk({}, "stop")
         yield "[DONE]"
 
     return EventSourceResponse(chunks(), ping=15, headers={"X-Vitron-Thread": thread_id})
@@ -110,14 +117,15 @@ async def _conversation(request: Request, ctx: ServerContext, body: ChatRequest,
     last = body.messages[-1]
     if last.get("role") != "user":
         raise InvalidInput("the last message must be the user's", field="messages", fix="end with a user message")
-    text, images = await _parts(ctx, last.get("content"), f"messages[{len(body.messages) - 1}]")
+    text, images = await _parts(ctx, owner_name, last.get("content"), f"messages[{len(body.messages) - 1}]")
     memory = ctx.agent.memory
     header = request.headers.get("x-vitron-thread")
     if header:
         thread_id = ctx.thread(header, owner_name).id
     elif body.user:
         title = f"openai user {body.user}"[:500]
-        found = [s for s in memory.list_sessions(owner=owner_name, limit=1000) if s.title == title]
+        found = [s for s in memory.list_sessions(owner=owner_name, limit=1000)
+                 if s.title == title and s.owner == owner_name]
         thread_id = found[0].id if found else memory.create_session(title, owner=owner_name).id
     else:
         thread_id = memory.create_session("openai conversation", owner=owner_name).id
@@ -132,7 +140,7 @@ async def _replay(ctx: ServerContext, thread_id: str, owner_name: str | None, me
     an assistant's links name (this owner's only), so later turns can build on them."""
     memory = ctx.agent.memory
     if message.get("role") == "user":
-        text, images = await _parts(ctx, message.get("content"), where)
+        text, images = await _parts(ctx, owner_name, message.get("content"), where)
         if images:
             memory.append_turn(thread_id, "user", text or "", attachments=images)
     elif message.get("role") == "assistant":
@@ -144,7 +152,7 @@ async def _replay(ctx: ServerContext, thread_id: str, owner_name: str | None, me
             memory.append_turn(thread_id, "assistant", reply=_LINK.sub("", text), attachments=refs)
 
 
-async def _parts(ctx: ServerContext, content: Any, where: str) -> tuple[str, list[ArtifactRef]]:
+async def _parts(ctx: ServerContext, owner_name: str | None, content: Any, where: str) -> tuple[str, list[ArtifactRef]]:
     if isinstance(content, str):
         return content, []
     if not isinstance(content, list):
@@ -158,14 +166,18 @@ async def _parts(ctx: ServerContext, content: Any, where: str) -> tuple[str, lis
         elif kind == "image_url":
             url = part.get("image_url")
             url = url.get("url") if isinstance(url, dict) else url
-            images.append(await _image(ctx, str(url or ""), f"{where}.content[{index}].image_url"))
+            images.append(await _image(ctx, owner_name, str(url or ""), f"{where}.content[{index}].image_url"))
         else:
             raise InvalidInput(f"unknown content part {kind!r}", field=f"{where}.content[{index}]",
                                fix="use text and image_url parts")
     return " ".join(t for t in texts if t), images
 
 
-async def _image(ctx: ServerContext, url: str, where: str) -> ArtifactRef:
+async def _image(ctx: ServerContext, owner_name: str | None, url: str, where: str) -> ArtifactRef:
+    """An image part's artifact: a data URL's bytes, a link this server gave (the owner's own), or an allowed host's
+    image."""
+    if link := _LINK.search(url):
+        return ctx.artifact(owner_name, link.group(1), where, "image")
     limit = ctx.settings.max_upload_bytes
     if match := _DATA_URL.match(url):
         data = match.group("data")
@@ -178,9 +190,6 @@ async def _image(ctx: ServerContext, url: str, where: str) -> ArtifactRef:
             raise InvalidInput("the data URL is not base64", field=where, fix="send data:image/png;base64,…") from None
     elif url.startswith(("http://", "https://")):
         raw = await _fetch(ctx, url, where)
-    elif _LINK.search(url):
-        raise InvalidInput("an image link of this server is given by content, not fetched", field=where,
-                           fix="send the image itself as a data URL")
     else:
         raise InvalidInput("an image_url is a data URL (or an http(s) URL from an allowed host)", field=where,
                            fix="send data:image/png;base64,…")
@@ -197,21 +206,33 @@ async def _fetch(ctx: ServerContext, url: str, where: str) -> bytes:
 
     import httpx
 
-    host = urlparse(url).hostname or ""
+    try:
+        host = urlparse(url).hostname or ""
+    except ValueError:
+        raise InvalidInput("the image URL cannot be read", field=where, fix="check the URL") from None
     allowed = {h.strip().lower() for h in (ctx.settings.fetch_urls or "").split(",") if h.strip()}
     if host.lower() not in allowed:
         raise InvalidInput(f"fetching images from {host or url!r} is off", field=where,
                            fix="send the image as a data URL, or list the host in VITRON_FETCH_URLS")
     limit = ctx.settings.max_upload_bytes
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client, \
-            client.stream("GET", url) as response:
-        if response.status_code != 200:
-            raise InvalidInput(f"fetching the image gave HTTP {response.status_code}", field=where,
-                               fix="check the URL")
-        data = bytearray()
-        async for chunk in response.aiter_bytes():
-            data += chunk
-            if len(data) > limit:
-                raise TooLarge(f"the image is over the limit of {limit} bytes", field=where,
-                               fix="send a smaller image")
+    too_large = TooLarge(f"the image is over the limit of {limit} bytes", field=where, fix="send a smaller image")
+    try:
+        async with asyncio.timeout(FETCH_TIMEOUT_S), httpx.AsyncClient(timeout=10.0) as client, \
+                client.stream("GET", url) as response:  # redirects are not followed: they could leave the host
+            if response.status_code != 200:
+                raise InvalidInput(f"fetching the image gave HTTP {response.status_code}", field=where,
+                                   fix="check the URL")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise too_large
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise too_large
+    except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+        if isinstance(exc, InvalidInput):
+            raise
+        raise InvalidInput("the image could not be fetched", field=where,
+                           fix="check the URL, or send the image as a data URL") from None
     return bytes(data)

@@ -3,19 +3,19 @@ run is one turn, waited for, run in the background, or streamed as server-sent e
 
 from __future__ import annotations
 
-import asyncio
 import json
+import re
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from schemas import ArtifactNotFound, InvalidInput, Region, StepNotFound
+from schemas import InvalidInput, Region, StepNotFound
 
-from .artifacts import context, owner
-from .runs import LiveRun, MultitaskStrategy, TurnRequest
+from .context import context, owner
+from .runs import LiveRun, MultitaskStrategy, RunConflict, TurnRequest
 
 router = APIRouter()
 
@@ -25,7 +25,6 @@ KEEP_ALIVE_S = 15  # a comment line this often while a long step runs, so proxie
 class ThreadCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    thread_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -80,7 +79,7 @@ def create_thread(request: Request, body: ThreadCreate | None = None,
 
 
 @router.get("/threads")
-def list_threads(request: Request, limit: int = 20, offset: int = 0,
+def list_threads(request: Request, limit: int = Query(20, ge=1, le=1000), offset: int = Query(0, ge=0),
                  owner_name: str | None = Depends(owner)) -> list[dict[str, Any]]:
     sessions = context(request).agent.memory.list_sessions(owner=owner_name, limit=limit, offset=offset)
     return [thread_json(request, s.id, owner_name) for s in sessions if s.owner == owner_name]
@@ -103,8 +102,8 @@ def delete_thread(request: Request, thread_id: str, owner_name: str | None = Dep
     ctx = context(request)
     ctx.thread(thread_id, owner_name)
     if ctx.manager.active(thread_id):
-        raise InvalidInput(f"thread {thread_id[:8]} has a run in progress", field="thread_id",
-                           fix="cancel the run first")
+        raise RunConflict(f"thread {thread_id[:8]} has a run in progress", field="thread_id",
+                          fix="cancel the run first (POST /threads/{thread_id}/runs/{run_id}/cancel)")
     deleted = ctx.agent.memory.delete_session(thread_id)
     return {"thread_id": thread_id, "turns": deleted.turns, "steps": deleted.steps, "artifacts": deleted.artifacts}
 
@@ -118,7 +117,7 @@ def thread_history(request: Request, thread_id: str, owner_name: str | None = De
     table = memory.artifact_table(thread_id)
     return {"thread_id": thread_id, "turns": [t.to_dict() for t in memory.turns(thread_id)],
             "steps": [s.to_dict() for s in memory.steps(thread_id)],
-            "artifacts": [{**a.to_dict(), "lineage": a.describe(), **({"url": ctx.url(a.ref, request)}
+            "artifacts": [{**a.to_dict(), "lineage": a.describe(), **({"url": ctx.url(a.ref, str(request.base_url))}
                                                                     if ctx.store.exists(a.ref) else {})}
                           for a in table],
             "runs": [{"run_id": r.id, "status": r.status, "created_at": r.created_at.isoformat()}
@@ -139,28 +138,26 @@ def _turn(request: Request, thread_id: str, owner_name: str | None, body: RunCre
     given = body.input or RunInput()
     text = given.text
     if text is None and given.messages:
-        user = [m for m in given.messages if m.get("role", m.get("type")) in ("user", "human")]
-        content = user[-1].get("content") if user else None
-        text = content if isinstance(content, str) else " ".join(
-            p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text") or None
+        text = _last_user_text(given.messages)
     if not text:
         raise InvalidInput("a run needs the turn's text", field="input.text",
                            fix='send {"input": {"text": "segment the cup"}}, or messages, or command.resume')
-    return TurnRequest(text=text, image=_artifact(ctx, thread_id, owner_name, given.image, "image", "input.image"),
-                       video=_artifact(ctx, thread_id, owner_name, given.video, "video", "input.video"),
-                       region=given.region)
+    image = given.image and ctx.artifact(owner_name, given.image, "input.image", "image", thread_id)
+    video = given.video and ctx.artifact(owner_name, given.video, "input.video", "video", thread_id)
+    return TurnRequest(text=text, image=image or None, video=video or None, region=given.region)
 
 
-def _artifact(ctx: Any, thread_id: str, owner_name: str | None, value: str | None, kind: str, field: str) -> Any:
-    if value is None:
-        return None
-    if value.startswith("@"):
-        return ctx.agent.memory.resolve_alias(thread_id, value)
-    ref = ctx.runs.owned(owner_name, value)
-    if ref is None or ref.kind != kind:
-        raise ArtifactNotFound(f"no {kind} {value[:12]}", field=field,
-                               fix="upload it first (POST /artifacts) and give its sha256, or an alias like @img1")
-    return ref
+def _last_user_text(messages: list[dict[str, Any]]) -> str | None:
+    """The text of the last user message: a string, or the text parts of a list of parts."""
+    user = [m for m in messages if m.get("role", m.get("type")) in ("user", "human")]
+    content = user[-1].get("content") if user else None
+    if content is None or isinstance(content, str):
+        return content or None
+    if not isinstance(content, list):
+        raise InvalidInput("a message's content must be text or a list of parts", field="input.messages",
+                           fix='send {"role": "user", "content": "segment the cup"}')
+    return " ".join(p["text"] for p in content
+                    if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)) or None
 
 
 def _start(request: Request, thread_id: str, owner_name: str | None, body: RunCreate) -> LiveRun:
@@ -170,7 +167,7 @@ def _start(request: Request, thread_id: str, owner_name: str | None, body: RunCr
     strategy: MultitaskStrategy = body.multitask_strategy
     return ctx.manager.start(thread_id, owner_name, turn, strategy=strategy,
                              raw=body.model_dump(mode="json", exclude_none=True),
-                             agent=ctx.agent_for(body.assistant_id, "assistant_id"))
+                             agent=ctx.agent_for(body.assistant_id, "assistant_id"), base_url=str(request.base_url))
 
 
 def run_json(run: LiveRun) -> dict[str, Any]:
@@ -199,7 +196,7 @@ async def wait_run(request: Request, thread_id: str, body: RunCreate,
                    owner_name: str | None = Depends(owner)) -> dict[str, Any]:
     """Start a run and answer when it ends (or pauses for an approval)."""
     run = _start(request, thread_id, owner_name, body)
-    await asyncio.to_thread(run.done.wait)
+    await run.wait()
     return run_json(run)
 
 
@@ -223,7 +220,7 @@ def join_stream(request: Request, thread_id: str, run_id: str,
     """A run's events from the one after `Last-Event-ID` (all of them without it), then the live ones."""
     run = _run(request, thread_id, run_id, owner_name)
     last = request.headers.get("last-event-id", "0")
-    if not last.isdigit():
+    if not re.fullmatch(r"[0-9]{1,9}", last):
         raise InvalidInput(f"Last-Event-ID {last!r} is not an event number", field="Last-Event-ID",
                            fix="send the id of the last event received")
     return _event_stream(run, int(last))
@@ -233,7 +230,7 @@ def join_stream(request: Request, thread_id: str, run_id: str,
 async def join_run(request: Request, thread_id: str, run_id: str,
                    owner_name: str | None = Depends(owner)) -> dict[str, Any]:
     run = _run(request, thread_id, run_id, owner_name)
-    await asyncio.to_thread(run.done.wait)
+    await run.wait()
     return run_json(run)
 
 

@@ -9,9 +9,10 @@ import re
 
 import numpy as np
 import pytest
-from openai import BadRequestError, OpenAI
+from openai import APIError, BadRequestError, InternalServerError, OpenAI
 from PIL import Image
 
+from schemas import BackendUnavailable
 from tests.measure import hue, hue_gap, luminance, shrink
 from tests.scenes import render_scene
 from tools.embedded.colours import COLOURS
@@ -76,3 +77,21 @@ def test_errors_come_in_openais_shape(openai):
         openai.chat.completions.create(model="vitron-mini", messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "http://example.com/cat.png"}}]}])
     assert "VITRON_FETCH_URLS" in caught.value.body["message"]
+
+
+def test_a_failed_turn_is_an_error_streamed_or_not(openai, monkeypatch):
+    from agent.server.runs import RunManager
+
+    def unavailable(self, session, request):
+        raise BackendUnavailable("the segmenter's weights are missing", field="VITRON_MODELS",
+                                 fix="run `vitron models pull`")
+
+    monkeypatch.setattr(RunManager, "_events", unavailable)
+    asked = [{"role": "user", "content": "segment the cup"}]
+    with pytest.raises(InternalServerError) as caught:
+        openai.with_options(max_retries=0).chat.completions.create(model="vitron-explicit", messages=asked)
+    assert caught.value.status_code == 503 and caught.value.body["param"] == "VITRON_MODELS"
+    with pytest.raises(APIError) as caught:
+        for _ in openai.chat.completions.create(model="vitron-explicit", messages=asked, stream=True):
+            pass
+    assert "weights are missing" in caught.value.message

@@ -123,3 +123,51 @@ def test_videos_answer_range_requests(keyed):
     assert clip["kind"] == "video" and clip["shape"][0] == 10
     part = client.get(clip["url"], headers={"Range": "bytes=0-99"})
     assert part.status_code == 206 and part.content == data[:100]
+
+
+def test_no_side_door_reaches_another_owners_artifacts_or_the_servers_files(keyed):
+    client, keys = keyed
+    photo = upload(client, render_scene(2, 160, 120).image, keys["alice"])
+    bob = keys["bob"]
+    literal = {"version": 1, "name": "peek", "inputs": {}, "outputs": {"out": "$steps.look.image"},
+               "steps": [{"name": "look", "type": "image_editing@v1", "command": "make it red",
+                          "image": {"sha256": photo["sha256"], "kind": "image", "media_type": "image/png"}}]}
+    refused = client.post("/workflows/validate", json={"workflow": literal}, headers=bob)
+    assert refused.status_code == 404 and refused.json()["error"]["field"] == "workflow.steps[0].image"
+    invoked = client.post("/tools/image_editing/invoke", headers=bob,
+                          json={"input": {"image": photo["sha256"], "command": "make it red"}})
+    assert invoked.status_code == 404 and invoked.json()["error"]["field"] == "input.image"
+    linked = client.post("/v1/chat/completions", headers=bob, json={"model": "vitron-explicit", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "<module>C</module><instruction>x</instruction>"},
+                                     {"type": "image_url", "image_url": {"url": photo["url"]}}]}]})
+    assert linked.status_code == 404 and linked.json()["error"]["param"].endswith("image_url")
+    by_path = client.post("/workflows/describe", json={"name": "/etc/passwd"}, headers=bob)
+    assert by_path.status_code == 400 and by_path.json()["error"]["field"] == "name"
+    rows = client.get("/tools", headers=bob).json()
+    assert rows and all("path" not in row for row in rows)
+
+
+def test_limits_hold_and_a_fault_says_nothing_of_the_server(keyed, monkeypatch):
+    client, keys = keyed
+    alice = keys["alice"]
+    limit = client.app.state.context.settings.max_upload_bytes * 4 // 3 + 2**20
+    huge = client.post("/threads", content=b"{}", headers={**alice, "content-type": "application/json",
+                                                           "content-length": str(limit + 1)})
+    assert huge.status_code == 413 and huge.json()["error"]["field"] == "body"
+    thread = client.post("/threads", headers=alice).json()["thread_id"]
+    odd = client.post(f"/threads/{thread}/runs/wait", headers=alice,
+                      json={"input": {"messages": [{"role": "user", "content": 42}]}})
+    assert odd.status_code == 400 and odd.json()["error"]["field"] == "input.messages"
+    run = client.post(f"/threads/{thread}/runs/wait", headers=alice, json={"input": {"text": "hello"}}).json()
+    resumed = client.get(f"/threads/{thread}/runs/{run['run_id']}/stream", headers={**alice, "Last-Event-ID": "1e3"})
+    assert resumed.status_code == 400 and resumed.json()["error"]["field"] == "Last-Event-ID"
+    assert client.get("/threads?limit=0", headers=alice).status_code == 422
+    memory = client.app.state.context.agent.memory
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot open /srv/secret/vitron.db")
+
+    monkeypatch.setattr(memory, "list_sessions", broken)
+    fault = TestClient(client.app, raise_server_exceptions=False).get("/threads", headers=alice)
+    assert fault.status_code == 500 and "secret" not in fault.text
+    assert fault.json()["error"]["type"] == "InternalError"

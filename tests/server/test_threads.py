@@ -105,6 +105,8 @@ def test_a_run_is_cancelled_and_a_busy_thread_refuses_or_queues(client):
     assert busy.status_code == 409 and busy.json()["error"]["field"] == "multitask_strategy"
     queued = client.post(f"/threads/{thread}/runs", json={"input": track, "multitask_strategy": "enqueue"}).json()
     assert queued["status"] == "pending"
+    held = client.delete(f"/threads/{thread}")
+    assert held.status_code == 409 and held.json()["error"]["field"] == "thread_id"
     with client.stream("GET", f"/threads/{thread}/runs/{run['run_id']}/stream") as response:
         for event in sse(response.iter_lines()):
             if event["event"] == "step_started":
