@@ -17,7 +17,7 @@ from memory import ApiKeys, RunRecords
 from schemas import VitronError, VitronSettings
 
 from ..api import VitronAgent
-from . import artifacts, catalog, openai_compat, threads
+from . import artifacts, catalog, openai_compat, page, threads
 from .context import ServerContext, Signer, Unauthorized
 from .runs import RunConflict, RunFailed, RunManager
 
@@ -143,6 +143,7 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
     app.include_router(artifacts.router)
     app.include_router(catalog.router)
     app.include_router(openai_compat.router)
+    page.mount(app)
     return app
 
 

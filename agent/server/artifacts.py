@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, Response
 
 from schemas import MEDIA_TYPES, ArtifactNotFound, ArtifactRef, InvalidInput, VitronError
 
@@ -150,9 +150,11 @@ def artifact(request: Request, sha256: str, owner: str | None = Depends(owner)) 
     return ctx.describe(ctx.artifact(owner, sha256, "sha256"), request)
 
 
-@router.get("/files/{name}")
-def download(request: Request, name: str, exp: int, sig: str) -> FileResponse:
-    """The file behind a signed link (no key needed: the signature is the permission). Answers Range requests."""
+@router.get("/files/{name}", response_model=None)
+def download(request: Request, name: str, exp: int, sig: str,
+             frame: int | None = Query(None, ge=0, le=10**7)) -> FileResponse | Response:
+    """The file behind a signed link (no key needed: the signature is the permission). Answers Range requests.
+    `frame=N` on a video's link: that frame as a PNG (a page shows a video's per-frame masks over its player)."""
     ctx = context(request)
     sha256, _, suffix = name.partition(".")
     media_type = _SUFFIX_TO_MEDIA.get(f".{suffix}")
@@ -165,4 +167,23 @@ def download(request: Request, name: str, exp: int, sig: str) -> FileResponse:
         path = ctx.store.path(ArtifactRef(sha256=sha256, kind=kind, media_type=media_type))
     except (VitronError, ValueError):
         raise gone from None  # never the store's own words: they name where it lives
+    if frame is not None:
+        if kind != "video":
+            raise InvalidInput("only a video's link takes frame=N", field="frame", fix="leave frame out")
+        return Response(_frame_png(ctx, ArtifactRef(sha256=sha256, kind="video", media_type=media_type), frame),
+                        media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
     return FileResponse(path, media_type=media_type, filename=name)
+
+
+def _frame_png(ctx: ServerContext, ref: ArtifactRef, index: int) -> bytes:
+    from PIL import Image
+
+    try:
+        pixels = next(iter(ctx.store.iter_frames(ref, index, index + 1)), None)
+    except VitronError:
+        pixels = None
+    if pixels is None:
+        raise ArtifactNotFound(f"the video has no frame {index}", field="frame", fix="ask for a frame it has")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

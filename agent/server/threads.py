@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from schemas import InvalidInput, Region, StepNotFound
+from schemas import InvalidInput, Region, ScribbleRegion, StepNotFound
 
 from .context import context, owner
 from .runs import LiveRun, MultitaskStrategy, RunConflict, TurnRequest
@@ -23,6 +23,12 @@ KEEP_ALIVE_S = 15  # a comment line this often while a long step runs, so proxie
 
 
 class ThreadCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ThreadUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -97,6 +103,17 @@ def get_thread(request: Request, thread_id: str, owner_name: str | None = Depend
     return thread_json(request, thread_id, owner_name)
 
 
+@router.patch("/threads/{thread_id}")
+def update_thread(request: Request, thread_id: str, body: ThreadUpdate,
+                  owner_name: str | None = Depends(owner)) -> dict[str, Any]:
+    """Rename a thread (`metadata.title`)."""
+    ctx = context(request)
+    ctx.thread(thread_id, owner_name)
+    if "title" in body.metadata:
+        ctx.agent.memory.rename_session(thread_id, str(body.metadata["title"])[:500])
+    return thread_json(request, thread_id, owner_name)
+
+
 @router.delete("/threads/{thread_id}")
 def delete_thread(request: Request, thread_id: str, owner_name: str | None = Depends(owner)) -> dict[str, Any]:
     ctx = context(request)
@@ -144,7 +161,11 @@ def _turn(request: Request, thread_id: str, owner_name: str | None, body: RunCre
                            fix='send {"input": {"text": "segment the cup"}}, or messages, or command.resume')
     image = given.image and ctx.artifact(owner_name, given.image, "input.image", "image", thread_id)
     video = given.video and ctx.artifact(owner_name, given.video, "input.video", "video", thread_id)
-    return TurnRequest(text=text, image=image or None, video=video or None, region=given.region)
+    region = given.region
+    if isinstance(region, ScribbleRegion):  # its mask must be one the owner uploaded, like the image
+        mask = ctx.artifact(owner_name, region.mask.sha256, "input.region.mask", "mask", thread_id)
+        region = region.model_copy(update={"mask": mask})
+    return TurnRequest(text=text, image=image or None, video=video or None, region=region)
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str | None:
@@ -241,6 +262,18 @@ def cancel_run(request: Request, thread_id: str, run_id: str,
     if not run.done.is_set():
         context(request).manager.cancel(run)
     return JSONResponse(run_json(run), status_code=202)
+
+
+@router.post("/threads/{thread_id}/jobs/{job_id}/cancel")
+def cancel_job(request: Request, thread_id: str, job_id: str,
+               owner_name: str | None = Depends(owner)) -> JSONResponse:
+    """Cancel one step of a running turn (a `step_started` event's `job_id`): it stops at its job's next progress
+    report and the steps that need its output are skipped; the turn's other steps go on."""
+    ctx = context(request)
+    ctx.thread(thread_id, owner_name)
+    step = ctx.agent.session(thread_id).cancel(job_id)
+    return JSONResponse({"job_id": job_id, "position": step.position, "module": step.module, "status": step.status},
+                        status_code=202)
 
 
 def _event_stream(run: LiveRun, after: int, headers: dict[str, str] | None = None) -> EventSourceResponse:

@@ -1,0 +1,356 @@
+"""The page as a person uses it, in Chromium: upload, sketch a region, send, watch the plan and the progress, read the
+result's pixels; points and scribbles reach the run; a reload mid-run loses and repeats nothing; an approval is
+answered and a step cancelled from the page; a bad upload is an error the thread survives; threads are renamed and
+deleted; keys are asked for; the layout at 375 px and 1440 px."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.measure import hue, hue_gap, shrink
+from tests.page.conftest import SHOTS
+from tests.scenes import iou, render_scene, render_video
+from tests.server.test_threads import _mp4
+from tools.embedded.colours import COLOURS
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def open_page(page, base: str, thread: str | None = None) -> None:
+    page.goto(f"{base}/" + (f"#thread={thread}" if thread else ""))
+    page.wait_for_selector("body[data-ready]")
+
+
+def attach(page, path: Path) -> None:
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#attachment:not([hidden]) canvas.sketch")
+
+
+def to_screen(page, x: float, y: float) -> tuple[float, float]:
+    """A picture pixel's place on the screen, over the sketch canvas."""
+    box = page.locator("canvas.sketch").bounding_box()
+    width, height = page.evaluate("() => [document.querySelector('canvas.sketch').width, "
+                                  "document.querySelector('canvas.sketch').height]")
+    return box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height
+
+
+def drag(page, start: tuple[float, float], end: tuple[float, float], steps: int = 6) -> None:
+    page.mouse.move(*to_screen(page, *start))
+    page.mouse.down()
+    page.mouse.move(*to_screen(page, *end), steps=steps)
+    page.mouse.up()
+
+
+def click_at(page, x: float, y: float) -> None:
+    page.mouse.click(*to_screen(page, x, y))
+
+
+def send(page, text: str, by_keyboard: bool = False) -> None:
+    """Send a turn; back once the page shows its run."""
+    runs = page.locator("li.run").count()
+    if by_keyboard:
+        page.focus("#text")
+        page.keyboard.type(text)
+        page.keyboard.press("Enter")
+    else:
+        page.fill("#text", text)
+        page.click("#send")
+    page.wait_for_function(f"() => document.querySelectorAll('li.run').length > {runs}")
+
+
+def last_run(page, status: str = "success", timeout: float = 60_000):
+    run = page.locator("li.run").last
+    run.locator(f"xpath=self::*[@data-status='{status}']").wait_for(timeout=timeout)
+    return run
+
+
+def history(base: str, page) -> dict:
+    thread = page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('thread')")
+    return httpx.get(f"{base}/threads/{thread}/history", timeout=30).json()
+
+
+def fetch_pixels(url: str, grey: bool = False) -> np.ndarray:
+    response = httpx.get(url, timeout=30)
+    assert response.status_code == 200
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("L" if grey else "RGB"))
+
+
+def scene_file(tmp_path: Path, seed: int, width: int = 240, height: int = 160):
+    scene = render_scene(seed, width, height)
+    path = tmp_path / f"scene{seed}.png"
+    Image.fromarray(scene.image).save(path)
+    return scene, path
+
+
+def video_file(tmp_path: Path, seed: int, frames: int):
+    video = render_video(seed, frames=frames, width=160, height=120)
+    path = tmp_path / f"clip{seed}.mp4"
+    path.write_bytes(_mp4(video))
+    return video, path
+
+
+def check_recoloured(edited: np.ndarray, scene, colour: str) -> None:
+    want = hue(np.array(COLOURS[colour]))[0]
+    assert np.mean(hue_gap(hue(edited[shrink(scene.mask, 3)]), want) < 15) > 0.9  # the object took the colour
+    outside = ~cv2.dilate(scene.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert np.abs(edited.astype(int) - scene.image)[outside].max() <= 2  # nothing else moved
+
+
+def test_a_drawn_box_segments_and_recolours_the_object(page, server, tmp_path):
+    scene, path = scene_file(tmp_path, 3)
+    assert scene.colour != "blue"
+    open_page(page, server)
+    attach(page, path)
+    x1, y1, x2, y2 = scene.box
+    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    assert page.input_value("#region-text") == f"{x1 - 2}, {y1 - 2}, {x2 + 2}, {y2 + 2}"
+    send(page, "segment the object and then recolour it blue")
+
+    run = last_run(page)
+    steps = run.locator(".plan .step")
+    assert steps.count() == 2  # the plan, shown as it was made
+    assert steps.nth(0).locator(".module").inner_text() == "1. Segmentation"
+    assert steps.nth(1).locator(".module").inner_text() == "2. Image editing"
+    assert [steps.nth(i).get_attribute("data-status") for i in range(2)] == ["succeeded", "succeeded"]
+    assert [steps.nth(i).locator("progress").evaluate("p => p.value") for i in range(2)] == [1, 1]
+    logged = run.locator(".event-log li").evaluate_all("items => items.map(i => i.dataset.event)")
+    assert logged[:3] == ["metadata", "plan", "step_started"] and "progress" in logged and logged[-1] == "end"
+
+    # The result the page shows, read back from the link it shows it by.
+    edited_src = run.locator('figure[data-alias="img2"] img').get_attribute("src")
+    check_recoloured(fetch_pixels(edited_src), scene, "blue")
+    mask = fetch_pixels(run.locator('figure[data-alias="mask1"] .overlay').evaluate(
+        "o => o.style.maskImage.slice(5, -2)"), grey=True) > 127
+    assert iou(mask, scene.mask) >= 0.9
+    region = history(server, page)["turns"][1]["invocations"][0]["region"]
+    assert region == {"kind": "box", "box": [x1 - 2.0, y1 - 2.0, x2 + 2.0, y2 + 2.0]}
+
+    # The mask's overlay toggles; every artifact downloads; the gallery tells the lineage.
+    toggle = run.locator('figure[data-alias="mask1"] button.toggle')
+    toggle.click()
+    assert toggle.get_attribute("aria-pressed") == "false"
+    assert not run.locator('figure[data-alias="mask1"] .overlay').is_visible()
+    toggle.click()
+    assert run.locator('figure[data-alias="mask1"] .overlay').is_visible()
+    for link in run.locator("a.download").all():
+        assert httpx.get(link.get_attribute("href"), timeout=30).status_code == 200
+    gallery = page.locator("#gallery-list").inner_text()
+    assert "@img2 image, image editing of @img1, @mask1" in gallery.replace("\n", " ")
+
+    # Opened again (a reload): the history shows the same results inline.
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
+    assert page.locator('#log figure[data-alias="img2"] img').get_attribute("src")
+    assert page.locator("#log .turn.assistant .step").count() == 2
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18: the default planner drops the last action of 'segment it and "
+                                       "make it blue' (it plans the segmentation only)")
+def test_the_issue_sentence_segments_and_makes_it_blue(page, server, tmp_path):
+    scene, path = scene_file(tmp_path, 3)
+    open_page(page, server)
+    attach(page, path)
+    x1, y1, x2, y2 = scene.box
+    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    send(page, "segment it and make it blue")
+    run = last_run(page)
+    edited = run.locator('figure[data-alias="img2"] img')
+    assert edited.count() == 1
+    check_recoloured(fetch_pixels(edited.get_attribute("src")), scene, "blue")
+
+
+def test_points_and_a_scribble_reach_the_run(page, server, tmp_path):
+    scene, path = scene_file(tmp_path, 5)
+    ys, xs = np.nonzero(shrink(scene.mask, 3))
+    inside = (int(np.median(xs)), int(np.median(ys)))
+    open_page(page, server)
+    attach(page, path)
+
+    # Points: + on the object, − beside it; undone, cleared, and typed by keyboard too.
+    page.click("[data-tool=positive]")
+    click_at(page, *inside)
+    page.click("[data-tool=negative]")
+    click_at(page, 5, 5)
+    assert page.input_value("#region-text") == f"+{inside[0]},{inside[1]} -5,5"
+    page.click("#undo")
+    assert page.input_value("#region-text") == f"+{inside[0]},{inside[1]}"
+    page.click("#clear")
+    assert page.input_value("#region-text") == ""
+    page.click("#undo")
+    page.fill("#region-text", f"+{inside[0]},{inside[1]} -5,5")
+    page.press("#region-text", "Tab")
+    assert page.evaluate("() => document.querySelector('#region-kind').textContent") == "(points)"
+    send(page, "segment the object", by_keyboard=True)
+    run = last_run(page)
+    region = history(server, page)["turns"][1]["invocations"][0]["region"]
+    assert region == {"kind": "points", "points": [list(map(float, inside)), [5.0, 5.0]], "labels": [1, 0]}
+    mask_src = run.locator('figure[data-alias="mask1"] .overlay').evaluate("o => o.style.maskImage.slice(5, -2)")
+    assert iou(fetch_pixels(mask_src, grey=True) > 127, scene.mask) >= 0.8
+
+    # A scribble across the object: uploaded as a mask the run reads as its region.
+    attach(page, path)
+    page.click("[data-tool=scribble]")
+    top = (int(xs[np.argmin(ys)]), int(ys.min()))
+    bottom = (int(xs[np.argmax(ys)]), int(ys.max()))
+    drag(page, top, bottom, steps=12)
+    assert page.evaluate("() => document.querySelector('#region-kind').textContent") == "(scribble)"
+    send(page, "segment the object")
+    run = last_run(page)
+    past = history(server, page)
+    region = past["turns"][3]["invocations"][0]["region"]
+    assert region["kind"] == "scribble" and region["mask"]["kind"] == "mask"
+    link = httpx.get(f"{server}/artifacts/{region['mask']['sha256']}", timeout=30).json()["url"]
+    painted = fetch_pixels(link, grey=True) > 127
+    assert painted.shape == scene.mask.shape
+    assert painted[top[1], top[0]] and painted[bottom[1], bottom[0]]  # the stroke's ends, in picture pixels
+    assert painted.sum() < scene.mask.sum()  # a stroke, not a fill
+    made = run.locator("figure.artifact.mask .overlay").last.evaluate("o => o.style.maskImage.slice(5, -2)")
+    assert iou(fetch_pixels(made, grey=True) > 127, scene.mask) >= 0.8
+
+
+def test_a_reload_mid_run_finishes_the_run_on_the_page_with_every_event_once(page, server, tmp_path):
+    video, path = video_file(tmp_path, 3, frames=400)
+    open_page(page, server)
+    attach(page, path)
+    x1, y1, x2, y2 = video.box(0)
+    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    send(page, "track the object and blur it")
+    page.wait_for_function("() => document.querySelectorAll('li.run .event-log li[data-event=progress]').length >= 3")
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
+    run = last_run(page)
+    seqs = run.locator(".event-log li").evaluate_all("items => items.map(i => Number(i.dataset.seq))")
+    run_id = run.get_attribute("data-run-id")
+    thread = page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('thread')")
+    whole = [line for line in httpx.get(f"{server}/threads/{thread}/runs/{run_id}/stream", timeout=30).text.splitlines()
+             if line.startswith("id:")]
+    assert seqs == list(range(1, len(whole) + 1))  # every event, once, in order
+    statuses = run.locator(".plan .step").evaluate_all("steps => steps.map(s => s.dataset.status)")
+    assert statuses == ["succeeded", "succeeded"]
+    # The tracked masks play over their video, frame by frame.
+    player = run.locator("figure.artifact.masks")
+    player.locator("video").evaluate("v => { v.currentTime = v.duration / 2; }")
+    page.wait_for_function("() => Number(document.querySelector('figure.artifact.masks canvas.overlay')"
+                           "?.dataset.frame) > 100")
+
+
+def test_a_running_step_is_cancelled_from_the_page(page, server, tmp_path):
+    video, path = video_file(tmp_path, 4, frames=400)
+    open_page(page, server)
+    attach(page, path)
+    x1, y1, x2, y2 = video.box(0)
+    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    send(page, "track the object and blur it")
+    cancel = page.locator("li.run .step[data-position='1'] button.cancel-step")
+    cancel.wait_for(state="visible")
+    cancel.click()
+    run = last_run(page, "success")
+    statuses = run.locator(".plan .step").evaluate_all("steps => steps.map(s => s.dataset.status)")
+    assert statuses == ["failed", "skipped"]
+    assert "cancel" in run.locator(".step[data-position='1']").inner_text().lower()
+    assert [s["status"] for s in history(server, page)["steps"]] == ["cancelled", "skipped"]
+
+
+def test_a_bad_upload_shows_its_error_and_the_thread_goes_on(page, server, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("these are notes, not a picture")
+    scene, path = scene_file(tmp_path, 2)
+    open_page(page, server)
+    page.set_input_files("#file", str(fake))
+    error = page.locator("#composer-error .error")
+    error.wait_for()
+    assert "neither an image" in error.inner_text() and "Fix: send an image or a video" in error.inner_text()
+    assert page.locator("#attachment").is_hidden()
+    attach(page, path)  # the same tab goes on
+    assert page.locator("#composer-error").is_hidden()
+    x1, y1, x2, y2 = scene.box
+    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    send(page, "segment the object")
+    run = last_run(page)
+    assert run.locator('figure[data-alias="mask1"]').count() == 1
+
+
+def test_threads_are_made_renamed_opened_and_deleted(page, server, tmp_path):
+    open_page(page, server)
+    page.click("#new-thread")
+    page.wait_for_function("() => location.hash.startsWith('#thread=')")
+    thread = page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('thread')")
+    item = page.locator(f'#thread-list li[data-thread-id="{thread}"]')
+    item.get_by_role("button", name="Rename").click()
+    page.fill("#thread-list input", "Cat edits")
+    page.press("#thread-list input", "Enter")
+    page.locator(f'#thread-list li[data-thread-id="{thread}"] .thread-title', has_text="Cat edits").wait_for()
+    assert httpx.get(f"{server}/threads/{thread}", timeout=30).json()["metadata"]["title"] == "Cat edits"
+    assert page.inner_text("#thread-title") == "Cat edits"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(f'#thread-list li[data-thread-id="{thread}"]').get_by_role("button", name="Delete").click()
+    page.locator(f'#thread-list li[data-thread-id="{thread}"]').wait_for(state="detached")
+    assert httpx.get(f"{server}/threads/{thread}", timeout=30).status_code == 404
+    assert page.inner_text("#thread-title") == ""
+
+
+def test_with_keys_the_page_asks_for_one_and_an_approval_is_answered(page, guarded_server, tmp_path):
+    base, key = guarded_server
+    video, path = video_file(tmp_path, 1, frames=24)
+    page.goto(f"{base}/")
+    dialog = page.locator("#key-dialog")
+    dialog.wait_for(state="visible")
+    page.fill("#key-input", key)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-ready]")
+    assert page.evaluate("() => sessionStorage.getItem('vitron.key')") == key  # kept for the tab
+    attach(page, path)
+    x1, y1, x2, y2 = video.box(0)
+    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    send(page, "track the object")
+    last_run(page, "interrupted")
+    paused = page.locator("li.run").nth(0)
+    approval = paused.locator("section.approval")
+    assert approval.locator("li").count() == 1 and "Video segmentation" in approval.inner_text()
+    assert paused.locator(".step").first.get_attribute("data-status") == "waiting"
+    approval.get_by_role("button", name="Approve").click()
+    done = last_run(page)
+    assert done.locator(".step").first.get_attribute("data-status") == "succeeded"
+    assert done.locator("figure.artifact.masks video").count() == 1
+    assert approval.get_attribute("data-answered") == "approve"
+
+
+def test_the_layout_at_375_and_1440_pixels(page, server, tmp_path):
+    scene, path = scene_file(tmp_path, 1)
+    open_page(page, server)
+    attach(page, path)
+    x1, y1, x2, y2 = scene.box
+    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    send(page, "segment the object and then recolour it blue")
+    last_run(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "chat-1440.png"))
+    attach(page, path)
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.screenshot(path=str(SHOTS / "composer-375.png"))
+    overflow = page.evaluate("() => document.documentElement.scrollWidth")
+    assert overflow <= 375  # nothing runs off a phone's screen
+    for selector in ("#send", "#upload", "#text", "#menu"):
+        box = page.locator(selector).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375, selector
+    assert page.locator("#threads").is_hidden()
+    page.click("#menu")
+    assert page.locator("#threads").is_visible()
+    page.screenshot(path=str(SHOTS / "threads-375.png"))
+    page.keyboard.press("Escape")
+    assert page.locator("#threads").is_hidden()
+    page.click("#remove-attachment")
+    page.locator("#log").evaluate("log => log.scrollTop = log.scrollHeight")
+    page.screenshot(path=str(SHOTS / "chat-375.png"))
+    for shot in ("chat-1440.png", "composer-375.png", "threads-375.png", "chat-375.png"):
+        with Image.open(SHOTS / shot) as image:
+            assert image.width in (375, 1440)
+    assert json.loads(json.dumps(page.evaluate("() => document.title"))) == "vitron"
