@@ -131,7 +131,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         except VitronError as exc:
             return _refused(state, exc.message)
         replies = [*state.get("replies", []), proposal.reply] if proposal.reply else state.get("replies", [])
-        invocations = [s.invocation for s in proposal.steps]
+        invocations = _on_drawn_frame([s.invocation for s in proposal.steps], request.region)
         if invocations:
             _emit("plan", round=state.get("round", 1), reply=proposal.reply,
                   steps=[{"module": i.module, "command": i.command} for i in invocations])
@@ -355,6 +355,23 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
 
 def _region(data: dict | None) -> Any:
     return as_region(data) if data else None
+
+
+def _on_drawn_frame(invocations: list[Invocation], drawn: Any) -> list[Invocation]:
+    """A region the user drew on a later frame of a video keeps its frame in the plan: planners copy the drawn
+    region, but the grammar (and a chat model's tool schema) has no place for a frame, so the copy gets it back."""
+    if drawn is None or drawn.frame == 0:
+        return invocations
+    return [i.model_copy(update={"region": drawn}) if i.region is not None and _same_place(i.region, drawn) else i
+            for i in invocations]
+
+
+def _same_place(region: Any, drawn: Any) -> bool:
+    if region.kind != drawn.kind or region.frame not in (0, drawn.frame):
+        return False
+    if region.kind == "scribble":
+        return bool(region.mask.sha256 == drawn.mask.sha256)
+    return bool(region.model_dump(exclude={"frame"}) == drawn.model_dump(exclude={"frame"}))
 
 
 def _round(state: TurnState) -> list[CompiledStep]:

@@ -7,7 +7,16 @@ import re
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .artifacts import ArtifactRef
 from .errors import InvalidInput
@@ -19,7 +28,21 @@ def _finite(value: float) -> float:
     return value
 
 
-class BoxRegion(BaseModel):
+class _OnFrame(BaseModel):
+    """The frame a region is drawn on: 0, the first (an image's only one), unless a user drew on a later frame of a
+    video. Left out of the JSON when 0, so every region drawn on a first frame reads as before."""
+
+    frame: int = Field(default=0, ge=0, le=10**7, description="The video frame the region marks (0: the first).")
+
+    @model_serializer(mode="wrap")
+    def _without_first_frame(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("frame") == 0:
+            del data["frame"]
+        return data
+
+
+class BoxRegion(_OnFrame):
     """An axis-aligned box in pixels: (x1, y1, x2, y2), top-left inclusive, bottom-right exclusive."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -51,7 +74,7 @@ class BoxRegion(BaseModel):
         return math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)
 
 
-class PointsRegion(BaseModel):
+class PointsRegion(_OnFrame):
     """Clicked points in pixels; label 1 marks the object, 0 the background."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -84,7 +107,7 @@ class PointsRegion(BaseModel):
                 )
 
 
-class ScribbleRegion(BaseModel):
+class ScribbleRegion(_OnFrame):
     """A mask the user painted over the object."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -128,11 +128,17 @@ class VisionTool(Generic[In, Out]):
             ctx.store.path(ref)
         return self.backend(backend, ctx.models)
 
+    def prepare(self, inp: In, ctx: ToolContext, backend: str | None = None) -> In:
+        """The input as every backend can take it (a video tool moves a region drawn on a later frame to the first);
+        the input itself by default. Run before the backend, and before a long video is split into chunks."""
+        return inp
+
     def run(self, data: In | dict[str, Any], ctx: ToolContext | None = None, *, backend: str | None = None) -> Out:
         """Validate, check that the input artifacts exist, run the backend, return its typed output."""
         inp = self.parse_input(data)
         ctx = ctx or ToolContext.from_settings()
         backend_name, fn = self.check(inp, ctx, backend=backend)
+        inp = self.prepare(inp, ctx, backend_name)
         ctx.progress(0.0, f"{self.name}: starting ({backend_name})")
         started = time.perf_counter()
         out = fn(inp, ctx)

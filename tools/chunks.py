@@ -48,7 +48,7 @@ from memory import ArtifactStore
 from schemas import ArtifactRef, InvalidInput, JobResult, JobSpec, VitronError
 
 from .base import ToolContext, input_refs
-from .jobs import job_input
+from .jobs import job_input, prepare_job
 from .registry import get_tool
 from .specialists import EditVideoInput, EditVideoOutput, SegmentVideoInput, SegmentVideoOutput
 
@@ -368,7 +368,7 @@ def finish(spec: JobSpec, plan: ChunkPlan, chunk_refs: list[ArtifactRef], ctx: T
 def run_chunked(spec: JobSpec, ctx: ToolContext, chunk: int = 30, *, workers: int = 2) -> JobResult:
     """Run a video job in chunks on `workers` threads here (on Celery workers, a job's chunks are a chord: a job
     with `chunk_frames` set, `tools.celery_app`)."""
-    spec = pin_backend(spec, ctx)
+    spec = prepare_job(pin_backend(spec, ctx), ctx)
     plan = plan_chunks(spec, ctx, chunk)
     lock, done = threading.Lock(), [0]
 

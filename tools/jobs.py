@@ -44,12 +44,28 @@ def run_job(spec: JobSpec, ctx: ToolContext, split: Splitter | None = None) -> J
         started = time.perf_counter()
         backend, _ = tool.check(inp, ctx, backend=spec.backend)
         return JobResult(job_id=spec.job_id, output={}, seconds=time.perf_counter() - started, backend=backend)
-    if split is not None and (result := split(spec, inp, ctx)) is not None:
-        return result
+    if split is not None:
+        spec, inp = _prepared(tool, spec, inp, ctx)  # before the split: each chunk reads the spec's input
+        if (result := split(spec, inp, ctx)) is not None:
+            return result
     started = time.perf_counter()
     out = tool.run(inp, ctx, backend=spec.backend)
     return JobResult(job_id=spec.job_id, output=out.model_dump(mode="json", context={"store": ctx.store}),
                      seconds=time.perf_counter() - started, backend=out.backend)
+
+
+def prepare_job(spec: JobSpec, ctx: ToolContext) -> JobSpec:
+    """The spec with its input as every backend takes it (`VisionTool.prepare`: a region drawn on a later frame of a
+    video moved to the first), for a job split into chunks that each read the spec."""
+    tool = get_tool(spec.module)
+    return _prepared(tool, spec, _validate(tool, spec.input, ctx.store), job_context(spec, ctx))[0]
+
+
+def _prepared(tool: VisionTool, spec: JobSpec, inp: BaseModel, ctx: ToolContext) -> tuple[JobSpec, BaseModel]:
+    ready = tool.prepare(inp, ctx, spec.backend)
+    if ready is inp:
+        return spec, inp
+    return spec.model_copy(update={"input": ready.model_dump(mode="json", context={"store": ctx.store})}), ready
 
 
 def job_context(spec: JobSpec, ctx: ToolContext) -> ToolContext:

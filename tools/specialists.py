@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas import BoxRegion, Region, SignalEmbedding, ToolOutput
+from schemas import ArtifactRef, BoxRegion, InvalidInput, Region, SignalEmbedding, ToolOutput
 
-from .base import VisionTool
+from .base import ToolContext, VisionTool
 from .fields import BoxesRef, Command, ImageRef, MaskRef, MasksRef, OfKind, VideoRef, check_same_size, frame_size
 
 Signal = Annotated[SignalEmbedding | None, InjectedToolArg(), Field(
     description="The planner's signal embedding; injected by the agent, never written by the model.")]
+
+_In = TypeVar("_In", bound=BaseModel)
 
 Seed = Annotated[int | None, Field(description="Seed of a diffusion backend's noise: the same seed, the same output.")]
 
@@ -33,11 +35,33 @@ class _Input(BaseModel):
         size = frame_size(media) if media is not None else None
         if region is not None and size is not None:
             region.check_within(*size)
+        if region is not None and region.frame and media is not None:
+            _check_frame(region.frame, media)
         for name in ("mask", "masks"):
             ref = getattr(self, name, None)
             if ref is not None and media is not None:
                 check_same_size(media, ref, name)
         return self
+
+
+def _on_first_frame(tool: VisionTool, inp: _In, ctx: ToolContext, backend: str | None) -> _In:
+    """A region drawn on a later frame, moved to the first (`tools.anchor`); loaded only when one is."""
+    if inp.region is None or inp.region.frame == 0:
+        return inp
+    from .anchor import first_frame_region
+
+    return first_frame_region(inp, ctx, tool.backend_name(backend, ctx.models))
+
+
+def _check_frame(frame: int, media: ArtifactRef) -> None:
+    """A region drawn on a later frame: only of a video, and one of its frames."""
+    if media.kind != "video":
+        raise InvalidInput(f"a region on an image has no frame (got frame {frame})", field="region.frame",
+                           fix="leave frame out, or 0")
+    frames = media.shape[0] if media.shape else None
+    if frames is not None and frame >= frames:
+        raise InvalidInput(f"frame {frame} is past the video's last frame, {frames - 1}", field="region.frame",
+                           fix=f"give a frame from 0 to {frames - 1}")
 
 
 # -- B: image segmentation -----------------------------------------------------------------------
@@ -122,6 +146,9 @@ class VideoSegmentation(VisionTool[SegmentVideoInput, SegmentVideoOutput]):
                 "sam": "tools.real.video_segmentation:segment_video"}
     heavy = True
 
+    def prepare(self, inp: SegmentVideoInput, ctx: ToolContext, backend: str | None = None) -> SegmentVideoInput:
+        return _on_first_frame(self, inp, ctx, backend)
+
 
 # -- F: video editing ----------------------------------------------------------------------------
 
@@ -151,6 +178,9 @@ class VideoEditing(VisionTool[EditVideoInput, EditVideoOutput]):
                 "stable_diffusion": "tools.real.video_editing:edit_video"}
     random_backends = frozenset({"stable_diffusion"})
     heavy = True
+
+    def prepare(self, inp: EditVideoInput, ctx: ToolContext, backend: str | None = None) -> EditVideoInput:
+        return _on_first_frame(self, inp, ctx, backend) if inp.masks is None else inp
 
 
 # -- G: image to video ---------------------------------------------------------------------------

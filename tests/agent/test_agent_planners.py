@@ -67,3 +67,26 @@ def test_vitron_planner_signals_reach_the_steps_by_reference(agent_settings, tmp
         table = agent.memory.artifact_table(session.id)
         assert [a.ref.kind for a in table].count("embedding") == 4  # two steps × (specific, invariant)
         assert iou(agent.memory.store.get_mask(reply.artifacts[0].ref), scene.mask) >= 0.9
+
+
+def test_a_region_drawn_on_a_later_frame_keeps_its_frame_through_any_planner(agent_settings):
+    from tests.scenes import render_video
+
+    video = render_video(3, frames=60, width=160, height=120)
+    drawn = {"kind": "box", "box": list(video.box(40)), "frame": 40}
+    model = fake(calls(call("video_segmentation", "a", video="@video1", command="track the object",
+                            region={"kind": "box", "box": list(video.box(40))})),  # copied without its frame
+                 AIMessage(content="Tracked."))
+    mini = agent_settings.model_copy(update={"planner": "mini"})
+    for settings, planner in ((agent_settings, ChatModelPlanner(model)), (mini, None)):
+        with VitronAgent.from_settings(settings, planner=planner) as agent:
+            session = agent.session()
+            reply = session.send("track the object", video=agent.memory.store.put_video(video.frames, video.fps),
+                                 region=drawn)
+            assert len(reply.steps) == 1, reply.text
+            (step,) = reply.steps
+            assert step.status == "succeeded"
+            invocation = agent.memory.turns(session.id)[1].invocations[0]
+            assert invocation["region"]["frame"] == 40
+            masks = list(agent.memory.store.iter_frames(reply.artifacts[0].ref))
+            assert min(iou(m, truth) for m, truth in zip(masks, video.masks, strict=True)) >= 0.85

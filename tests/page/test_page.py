@@ -354,3 +354,29 @@ def test_the_layout_at_375_and_1440_pixels(page, server, tmp_path):
         with Image.open(SHOTS / shot) as image:
             assert image.width in (375, 1440)
     assert json.loads(json.dumps(page.evaluate("() => document.title"))) == "vitron"
+
+
+def test_a_region_sketched_on_a_chosen_frame_of_a_video(page, server, tmp_path):
+    video, path = video_file(tmp_path, 2, frames=60)
+    open_page(page, server)
+    attach(page, path)
+    page.wait_for_function("() => document.querySelector('#stage video').readyState >= 2")
+    page.focus("#frame")
+    page.keyboard.press("Home")
+    for _ in range(40):  # the frame chosen from the keyboard
+        page.keyboard.press("ArrowRight")
+    assert page.inner_text("#frame-number") == "40"
+    shown = page.evaluate("() => document.querySelector('#stage video').currentTime")
+    assert int(shown * video.fps) == 40  # the player shows that frame to draw on
+    x1, y1, x2, y2 = video.box(40)
+    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    send(page, "track the object")
+    run = last_run(page)
+    region = history(server, page)["turns"][1]["invocations"][0]["region"]
+    assert region == {"kind": "box", "box": [x1 - 2.0, y1 - 2.0, x2 + 2.0, y2 + 2.0], "frame": 40}
+    assert "on frame 40" in page.locator("li.turn.user").last.inner_text()
+    assert run.locator("figure.artifact.masks").count() == 1
+    (made,) = [a for a in history(server, page)["artifacts"] if a["kind"] == "masks"]
+    link = made["url"]
+    for index in (0, 40, 59):  # followed back to the first frame and on to the last
+        assert iou(fetch_pixels(f"{link}&frame={index}", grey=True) > 127, video.masks[index]) >= 0.8, index

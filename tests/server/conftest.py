@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from agent.server import create_app
+from memory import ApiKeys, Database
 from schemas import VitronSettings
 
 
@@ -26,6 +27,21 @@ def server_settings(tmp_path) -> VitronSettings:
 def client(server_settings) -> Iterator[TestClient]:
     with TestClient(create_app(server_settings)) as client:
         yield client
+
+
+@pytest.fixture
+def keyed(tmp_path):
+    """A server with keys for alice and bob."""
+    settings = VitronSettings(home=tmp_path / "home", planner="explicit", max_upload_bytes=2_000_000,
+                              max_pixels=4_000_000)
+    with Database.open(settings.database) as db:
+        keys = ApiKeys(db)
+        alice, bob = keys.create("alice")[1], keys.create("bob")[1]
+        revoked_record, revoked = keys.create("carol")
+        keys.revoke(revoked_record.id)
+    with TestClient(create_app(settings)) as client:
+        yield client, {"alice": {"Authorization": f"Bearer {alice}"}, "bob": {"Authorization": f"Bearer {bob}"},
+                       "revoked": {"Authorization": f"Bearer {revoked}"}}
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

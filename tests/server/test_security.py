@@ -10,30 +10,12 @@ import time
 import zlib
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
-from agent.server import create_app
-from memory import ApiKeys, ArtifactStore, Database
-from schemas import VitronSettings
+from memory import ArtifactStore
 from tests.scenes import render_scene, render_video
 
 from .conftest import upload
-
-
-@pytest.fixture
-def keyed(tmp_path):
-    """A server with keys for alice and bob."""
-    settings = VitronSettings(home=tmp_path / "home", planner="explicit", max_upload_bytes=2_000_000,
-                              max_pixels=4_000_000)
-    with Database.open(settings.database) as db:
-        keys = ApiKeys(db)
-        alice, bob = keys.create("alice")[1], keys.create("bob")[1]
-        revoked_record, revoked = keys.create("carol")
-        keys.revoke(revoked_record.id)
-    with TestClient(create_app(settings)) as client:
-        yield client, {"alice": {"Authorization": f"Bearer {alice}"}, "bob": {"Authorization": f"Bearer {bob}"},
-                       "revoked": {"Authorization": f"Bearer {revoked}"}}
 
 
 def test_keys_are_required_and_each_owner_sees_only_its_own(keyed):

@@ -273,3 +273,10 @@ def test_a_long_sam_track_splits_into_chunks_from_a_keyframe_pass(sam_ctx):
     opencv = spec.model_copy(update={"backend": "opencv", "input": {**spec.input, "signal": None}})
     assert run_chunked(opencv, sam_ctx, chunk=8).backend == "opencv"
     assert (COMPUTED - before)["track"] == 6
+
+
+def test_a_region_on_a_later_frame_is_followed_back_by_sam(sam_ctx, progress_log):
+    later = {**BOX, "frame": FRAMES - 2}
+    out = get_tool("E").run({"video": video(sam_ctx), "region": later, "signal": signal(0)}, sam_ctx)
+    assert out.backend == "sam" and sam_ctx.store.video_info(out.masks).frames == FRAMES
+    assert any("back to frame 0" in message for _, message in progress_log)  # SAM's own tracker went back

@@ -201,7 +201,7 @@ async function attach(file) {
 function showAttachment(entry) {
   const [height, width] = entry.kind === "video" ? entry.shape.slice(1, 3) : entry.shape.slice(0, 2);
   const media = entry.kind === "video"
-    ? el("video", { src: entry.url, muted: true, preload: "auto", playsinline: true, "aria-label": "The uploaded video's first frame" })
+    ? el("video", { src: entry.url, muted: true, preload: "auto", playsinline: true, "aria-label": "The uploaded video, at the chosen frame" })
     : el("img", { src: entry.url, alt: "The uploaded image" });
   const canvas = el("canvas", { class: "sketch", tabindex: "-1", "aria-label": "Draw the region here" });
   const stage = el("div", { class: "stage sketching" }, media, canvas);
@@ -211,13 +211,29 @@ function showAttachment(entry) {
     $("region-text").value = sketch.toText();
     $("region-kind").textContent = sketch.kind ? `(${sketch.kind})` : "";
   });
-  app.attachment = { entry, sketch };
+  app.attachment = { entry, sketch, frame: 0 };
   $("attachment").hidden = false;
-  $("video-note").hidden = entry.kind !== "video";
+  $("video-note").hidden = $("frame-field").hidden = entry.kind !== "video";
+  if (entry.kind === "video") chooseFrames(media, entry.shape[0]);
   $("region-text").value = "";
   $("region-kind").textContent = "";
   setTool("box");
   new ResizeObserver(() => sketch.redraw()).observe(canvas);
+}
+
+/** The frame slider of a video: the player shows the chosen frame, and the region is drawn on it. */
+function chooseFrames(video, frames) {
+  const slider = $("frame");
+  slider.max = String(Math.max(0, frames - 1));
+  slider.value = "0";
+  $("frame-number").textContent = "0";
+  slider.oninput = () => {
+    const frame = Number(slider.value);
+    const fps = video.duration ? frames / video.duration : 8;
+    video.currentTime = (frame + 0.5) / fps; // the middle of the frame's time: that frame, whatever the rounding
+    $("frame-number").textContent = String(frame);
+    app.attachment.frame = frame;
+  };
 }
 
 function setTool(tool) {
@@ -228,6 +244,7 @@ function setTool(tool) {
 function dropAttachment() {
   app.attachment = null;
   $("attachment").hidden = true;
+  $("frame-field").hidden = true;
   $("stage").replaceChildren();
   $("upload-status").textContent = "";
 }
@@ -245,8 +262,9 @@ async function send(event) {
       input[entry.kind] = entry.sha256;
       const region = await sketch.region((blob, kind) => api.upload(blob, kind));
       if (region) {
+        if (app.attachment.frame) region.frame = app.attachment.frame;
         input.region = region;
-        regionText = `${region.kind} ${sketch.toText()}`;
+        regionText = `${region.kind} ${sketch.toText()}` + (region.frame ? ` on frame ${region.frame}` : "");
       }
     }
     if (!app.threadId) await newThread(text.slice(0, 60));

@@ -1,4 +1,4 @@
-// Region sketching over an image or a video's first frame: a box, positive and negative points, or a scribble,
+// Region sketching over an image or a chosen frame of a video: a box, positive and negative points, or a scribble,
 // drawn with a pointer or typed as text, undone step by step, cleared, and turned into the turn's region.
 
 const TOOLS = ["box", "positive", "negative", "scribble"];
