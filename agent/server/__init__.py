@@ -1,12 +1,14 @@
 """The HTTP server (`vitron serve`): FastAPI on uvicorn, a thin skin over the agent's API.
 
-- threads (a thread is a session): `POST /threads`, `GET /threads`, `POST /threads/search`, `GET|DELETE
+- the web page at `/` (`static/`: a chat with region sketching, a client of the routes below);
+- threads (a thread is a session): `POST /threads`, `GET /threads`, `POST /threads/search`, `GET|PATCH|DELETE
   /threads/{id}`, `GET|POST /threads/{id}/history`;
 - runs, after LangGraph's Agent Protocol: `POST /threads/{id}/runs` (background), `/runs/wait`, `/runs/stream`
   (server-sent events, each numbered; `GET …/runs/{run}/stream` with `Last-Event-ID` resumes), `GET …/runs/{run}`,
-  `…/join`, `POST …/cancel`; an approval pause is answered by a run with `command.resume`;
+  `…/join`, `POST …/cancel`, and one step's `POST /threads/{id}/jobs/{job}/cancel`; an approval pause is answered
+  by a run with `command.resume`;
 - artifacts: `POST /artifacts` (limits on bytes and pixels, content sniffed), `GET /artifacts/{sha256}`, and
-  `GET /files/{name}` behind signed links (Range answered);
+  `GET /files/{name}` behind signed links (Range answered; `&frame=N` on a video's: that frame as a PNG);
 - tools and workflows: `GET /tools`, `POST /tools/{module}/invoke`, `GET /workflows`, `POST /workflows/validate`,
   `/describe`, `/run` (streamed), `/batch`;
 - OpenAI-compatible: `GET /v1/models`, `POST /v1/chat/completions`;

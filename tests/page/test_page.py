@@ -322,6 +322,14 @@ def test_with_keys_the_page_asks_for_one_and_an_approval_is_answered(page, guard
     assert done.locator("figure.artifact.masks video").count() == 1
     assert approval.get_attribute("data-answered") == "approve"
 
+    # Denied: the heavy step is skipped, nothing is made, the thread goes on.
+    send(page, "track the object")
+    last_run(page, "interrupted")
+    page.locator("li.run").nth(2).get_by_role("button", name="Deny").click()
+    denied = last_run(page)
+    assert denied.locator(".step").first.get_attribute("data-status") == "skipped"
+    assert "not approved" in denied.inner_text()
+
 
 def test_the_layout_at_375_and_1440_pixels(page, server, tmp_path):
     scene, path = scene_file(tmp_path, 1)
@@ -380,3 +388,30 @@ def test_a_region_sketched_on_a_chosen_frame_of_a_video(page, server, tmp_path):
     link = made["url"]
     for index in (0, 40, 59):  # followed back to the first frame and on to the last
         assert iou(fetch_pixels(f"{link}&frame={index}", grey=True) > 127, video.masks[index]) >= 0.8, index
+
+
+def test_an_image_dropped_or_pasted_is_attached(page, server, tmp_path):
+    scene, path = scene_file(tmp_path, 6, 96, 64)
+    open_page(page, server)
+    data = list(path.read_bytes())
+    make_file = "bytes => new File([new Uint8Array(bytes)], 'photo.png', {type: 'image/png'})"
+    page.evaluate(f"""bytes => {{
+        const transfer = new DataTransfer();
+        transfer.items.add(({make_file})(bytes));
+        document.querySelector('#chat').dispatchEvent(new DragEvent('drop', {{dataTransfer: transfer, bubbles: true,
+                                                                            cancelable: true}}));
+    }}""", data)
+    page.wait_for_selector("#attachment:not([hidden]) canvas.sketch")
+    dropped = page.locator("#stage img").get_attribute("src")
+    page.click("#remove-attachment")
+    assert page.locator("#attachment").is_hidden()
+    page.evaluate(f"""bytes => {{
+        const transfer = new DataTransfer();
+        transfer.items.add(({make_file})(bytes));
+        document.dispatchEvent(new ClipboardEvent('paste', {{clipboardData: transfer, bubbles: true,
+                                                            cancelable: true}}));
+    }}""", data)
+    page.wait_for_selector("#attachment:not([hidden]) canvas.sketch")
+    pasted = page.locator("#stage img").get_attribute("src")
+    assert dropped.split("?")[0] == pasted.split("?")[0]  # the same photo, stored once
+    assert np.array_equal(fetch_pixels(pasted), scene.image)

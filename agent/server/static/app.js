@@ -205,7 +205,7 @@ function showAttachment(entry) {
     : el("img", { src: entry.url, alt: "The uploaded image" });
   const canvas = el("canvas", { class: "sketch", tabindex: "-1", "aria-label": "Draw the region here" });
   const stage = el("div", { class: "stage sketching" }, media, canvas);
-  stage.style.width = `min(100%, 560px, calc(42vh * ${width / height}))`; // the picture's shape, on any screen
+  stage.style.width = `min(100%, 560px, calc(34vh * ${width / height}))`; // the picture's shape, on any screen
   $("stage").replaceChildren(stage);
   const sketch = new Sketch(canvas, width, height, () => {
     $("region-text").value = sketch.toText();

@@ -210,18 +210,18 @@ export class Sketch {
     }
     for (const p of points) {
       g.beginPath();
-      g.arc(p.x, p.y, 6 * scale, 0, 2 * Math.PI);
+      g.arc(p.x, p.y, 8 * scale, 0, 2 * Math.PI);
       g.fillStyle = p.label ? "#1a9c3a" : "#c62828";
       g.fill();
       g.lineWidth = 2 * scale;
       g.strokeStyle = "#fff";
       g.stroke();
       g.beginPath();
-      g.moveTo(p.x - 3 * scale, p.y);
-      g.lineTo(p.x + 3 * scale, p.y);
+      g.moveTo(p.x - 4 * scale, p.y);
+      g.lineTo(p.x + 4 * scale, p.y);
       if (p.label) {
-        g.moveTo(p.x, p.y - 3 * scale);
-        g.lineTo(p.x, p.y + 3 * scale);
+        g.moveTo(p.x, p.y - 4 * scale);
+        g.lineTo(p.x, p.y + 4 * scale);
       }
       g.stroke();
     }
