@@ -24,9 +24,10 @@ Tracker = Callable[[list[np.ndarray], np.ndarray | None], Iterator[np.ndarray]]
 
 
 def first_frame_region(inp: Any, ctx: ToolContext, backend: str) -> Any:
-    """`inp` with its region on frame 0; the input itself when it already is (or has none)."""
+    """`inp` with its region on frame 0; the input itself when it already is, has none, or has per-frame masks (the
+    region is not read then)."""
     region = getattr(inp, "region", None)
-    if region is None or region.frame == 0:
+    if region is None or region.frame == 0 or getattr(inp, "masks", None) is not None:
         return inp
     drawn = region.frame
     track = _tracker(inp, ctx, backend)

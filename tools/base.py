@@ -79,6 +79,8 @@ class VisionTool(Generic[In, Out]):
     version: ClassVar[int] = 1
     # Backends whose output depends on random noise: the same input gives the same output only with a seed.
     random_backends: ClassVar[frozenset[str]] = frozenset()
+    # "module:function" that readies an input for every backend (see `prepare`), loaded when used, like a backend.
+    preparer: ClassVar[str | None] = None
 
     @property
     def code(self) -> str:
@@ -129,9 +131,15 @@ class VisionTool(Generic[In, Out]):
         return self.backend(backend, ctx.models)
 
     def prepare(self, inp: In, ctx: ToolContext, backend: str | None = None) -> In:
-        """The input as every backend can take it (a video tool moves a region drawn on a later frame to the first);
-        the input itself by default. Run before the backend, and before a long video is split into chunks."""
-        return inp
+        """The input as every backend can take it, by the tool's `preparer` (a video tool moves a region drawn on a
+        later frame to the first); the input itself without one. Run before the backend, and before a long video is
+        split into chunks."""
+        if self.preparer is None:
+            return inp
+        module_name, _, attr = self.preparer.partition(":")
+        ready: In = getattr(importlib.import_module(module_name), attr)(inp, ctx, self.backend_name(backend,
+                                                                                                  ctx.models))
+        return ready
 
     def run(self, data: In | dict[str, Any], ctx: ToolContext | None = None, *, backend: str | None = None) -> Out:
         """Validate, check that the input artifacts exist, run the backend, return its typed output."""

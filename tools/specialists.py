@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import ArtifactRef, BoxRegion, InvalidInput, Region, SignalEmbedding, ToolOutput
 
-from .base import ToolContext, VisionTool
+from .base import VisionTool
 from .fields import BoxesRef, Command, ImageRef, MaskRef, MasksRef, OfKind, VideoRef, check_same_size, frame_size
 
 Signal = Annotated[SignalEmbedding | None, InjectedToolArg(), Field(
     description="The planner's signal embedding; injected by the agent, never written by the model.")]
-
-_In = TypeVar("_In", bound=BaseModel)
 
 Seed = Annotated[int | None, Field(description="Seed of a diffusion backend's noise: the same seed, the same output.")]
 
@@ -42,15 +40,6 @@ class _Input(BaseModel):
             if ref is not None and media is not None:
                 check_same_size(media, ref, name)
         return self
-
-
-def _on_first_frame(tool: VisionTool, inp: _In, ctx: ToolContext, backend: str | None) -> _In:
-    """A region drawn on a later frame, moved to the first (`tools.anchor`); loaded only when one is."""
-    if inp.region is None or inp.region.frame == 0:
-        return inp
-    from .anchor import first_frame_region
-
-    return first_frame_region(inp, ctx, tool.backend_name(backend, ctx.models))
 
 
 def _check_frame(frame: int, media: ArtifactRef) -> None:
@@ -145,9 +134,7 @@ class VideoSegmentation(VisionTool[SegmentVideoInput, SegmentVideoOutput]):
     backends = {"opencv": "tools.embedded.video_segmentation:segment_video",
                 "sam": "tools.real.video_segmentation:segment_video"}
     heavy = True
-
-    def prepare(self, inp: SegmentVideoInput, ctx: ToolContext, backend: str | None = None) -> SegmentVideoInput:
-        return _on_first_frame(self, inp, ctx, backend)
+    preparer = "tools.anchor:first_frame_region"  # a region drawn on a later frame, moved to the first
 
 
 # -- F: video editing ----------------------------------------------------------------------------
@@ -178,9 +165,7 @@ class VideoEditing(VisionTool[EditVideoInput, EditVideoOutput]):
                 "stable_diffusion": "tools.real.video_editing:edit_video"}
     random_backends = frozenset({"stable_diffusion"})
     heavy = True
-
-    def prepare(self, inp: EditVideoInput, ctx: ToolContext, backend: str | None = None) -> EditVideoInput:
-        return _on_first_frame(self, inp, ctx, backend) if inp.masks is None else inp
+    preparer = "tools.anchor:first_frame_region"
 
 
 # -- G: image to video ---------------------------------------------------------------------------

@@ -49,6 +49,13 @@ def drag(page, start: tuple[float, float], end: tuple[float, float], steps: int 
     page.mouse.up()
 
 
+def box_around(page, box, margin: int = 2) -> tuple[int, int, int, int]:
+    """Drag a box a few pixels around `box` (picture pixels); the box drawn."""
+    x1, y1, x2, y2 = box
+    drag(page, (x1 - margin, y1 - margin), (x2 + margin, y2 + margin))
+    return x1 - margin, y1 - margin, x2 + margin, y2 + margin
+
+
 def click_at(page, x: float, y: float) -> None:
     page.mouse.click(*to_screen(page, x, y))
 
@@ -109,9 +116,8 @@ def test_a_drawn_box_segments_and_recolours_the_object(page, server, tmp_path):
     assert scene.colour != "blue"
     open_page(page, server)
     attach(page, path)
-    x1, y1, x2, y2 = scene.box
-    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
-    assert page.input_value("#region-text") == f"{x1 - 2}, {y1 - 2}, {x2 + 2}, {y2 + 2}"
+    drawn = box_around(page, scene.box)
+    assert page.input_value("#region-text") == ", ".join(map(str, drawn))
     send(page, "segment the object and then recolour it blue")
 
     run = last_run(page)
@@ -131,7 +137,7 @@ def test_a_drawn_box_segments_and_recolours_the_object(page, server, tmp_path):
         "o => o.style.maskImage.slice(5, -2)"), grey=True) > 127
     assert iou(mask, scene.mask) >= 0.9
     region = history(server, page)["turns"][1]["invocations"][0]["region"]
-    assert region == {"kind": "box", "box": [x1 - 2.0, y1 - 2.0, x2 + 2.0, y2 + 2.0]}
+    assert region == {"kind": "box", "box": list(map(float, drawn))}
 
     # The mask's overlay toggles; every artifact downloads; the gallery tells the lineage.
     toggle = run.locator('figure[data-alias="mask1"] button.toggle')
@@ -158,8 +164,7 @@ def test_the_issue_sentence_segments_and_makes_it_blue(page, server, tmp_path):
     scene, path = scene_file(tmp_path, 3)
     open_page(page, server)
     attach(page, path)
-    x1, y1, x2, y2 = scene.box
-    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    box_around(page, scene.box)
     send(page, "segment it and make it blue")
     run = last_run(page)
     edited = run.locator('figure[data-alias="img2"] img')
@@ -220,8 +225,7 @@ def test_a_reload_mid_run_finishes_the_run_on_the_page_with_every_event_once(pag
     video, path = video_file(tmp_path, 3, frames=400)
     open_page(page, server)
     attach(page, path)
-    x1, y1, x2, y2 = video.box(0)
-    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    box_around(page, video.box(0))
     send(page, "track the object and blur it")
     page.wait_for_function("() => document.querySelectorAll('li.run .event-log li[data-event=progress]').length >= 3")
     page.reload()
@@ -246,8 +250,7 @@ def test_a_running_step_is_cancelled_from_the_page(page, server, tmp_path):
     video, path = video_file(tmp_path, 4, frames=400)
     open_page(page, server)
     attach(page, path)
-    x1, y1, x2, y2 = video.box(0)
-    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    box_around(page, video.box(0))
     send(page, "track the object and blur it")
     cancel = page.locator("li.run .step[data-position='1'] button.cancel-step")
     cancel.wait_for(state="visible")
@@ -257,6 +260,17 @@ def test_a_running_step_is_cancelled_from_the_page(page, server, tmp_path):
     assert statuses == ["failed", "skipped"]
     assert "cancel" in run.locator(".step[data-position='1']").inner_text().lower()
     assert [s["status"] for s in history(server, page)["steps"]] == ["cancelled", "skipped"]
+
+    # The whole run, cancelled from its own button.
+    video, path = video_file(tmp_path, 5, frames=400)
+    attach(page, path)
+    box_around(page, video.box(0))
+    send(page, "track the object and blur it")
+    page.locator("li.run").last.locator(".step[data-position='1'][data-status='running']").wait_for()
+    page.locator("li.run").last.get_by_role("button", name="Cancel run").click()
+    cancelled = last_run(page, "cancelled")
+    assert cancelled.locator(".run-status").inner_text() == "cancelled"
+    assert cancelled.locator(".step").evaluate_all("steps => steps.map(s => s.dataset.status)")[1] == "skipped"
 
 
 def test_a_bad_upload_shows_its_error_and_the_thread_goes_on(page, server, tmp_path):
@@ -271,8 +285,7 @@ def test_a_bad_upload_shows_its_error_and_the_thread_goes_on(page, server, tmp_p
     assert page.locator("#attachment").is_hidden()
     attach(page, path)  # the same tab goes on
     assert page.locator("#composer-error").is_hidden()
-    x1, y1, x2, y2 = scene.box
-    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    box_around(page, scene.box)
     send(page, "segment the object")
     run = last_run(page)
     assert run.locator('figure[data-alias="mask1"]').count() == 1
@@ -308,8 +321,7 @@ def test_with_keys_the_page_asks_for_one_and_an_approval_is_answered(page, guard
     page.wait_for_selector("body[data-ready]")
     assert page.evaluate("() => sessionStorage.getItem('vitron.key')") == key  # kept for the tab
     attach(page, path)
-    x1, y1, x2, y2 = video.box(0)
-    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    box_around(page, video.box(0))
     send(page, "track the object")
     last_run(page, "interrupted")
     paused = page.locator("li.run").nth(0)
@@ -330,13 +342,26 @@ def test_with_keys_the_page_asks_for_one_and_an_approval_is_answered(page, guard
     assert denied.locator(".step").first.get_attribute("data-status") == "skipped"
     assert "not approved" in denied.inner_text()
 
+    # Edited: the step runs with the command as changed on the page (by colour, no region needed).
+    send(page, "track the object")
+    last_run(page, "interrupted")
+    asked = page.locator("li.run").nth(4)
+    asked.locator("section.approval input").fill(f"track the {video.colour} object")
+    asked.get_by_role("button", name="Run edited").click()
+    edited = page.locator("li.run").nth(5)
+    edited.locator("xpath=self::*[@data-status='success' or @data-status='interrupted']").wait_for()
+    if edited.get_attribute("data-status") == "interrupted":  # the edited plan's heavy step waits its turn too
+        edited.get_by_role("button", name="Approve").click()
+        edited = last_run(page)
+    assert edited.locator(".step").last.get_attribute("data-status") == "succeeded"
+    assert f"track the {video.colour} object" in edited.inner_text()
+
 
 def test_the_layout_at_375_and_1440_pixels(page, server, tmp_path):
     scene, path = scene_file(tmp_path, 1)
     open_page(page, server)
     attach(page, path)
-    x1, y1, x2, y2 = scene.box
-    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    box_around(page, scene.box)
     send(page, "segment the object and then recolour it blue")
     last_run(page)
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -376,12 +401,11 @@ def test_a_region_sketched_on_a_chosen_frame_of_a_video(page, server, tmp_path):
     assert page.inner_text("#frame-number") == "40"
     shown = page.evaluate("() => document.querySelector('#stage video').currentTime")
     assert int(shown * video.fps) == 40  # the player shows that frame to draw on
-    x1, y1, x2, y2 = video.box(40)
-    drag(page, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2))
+    drawn = box_around(page, video.box(40))
     send(page, "track the object")
     run = last_run(page)
     region = history(server, page)["turns"][1]["invocations"][0]["region"]
-    assert region == {"kind": "box", "box": [x1 - 2.0, y1 - 2.0, x2 + 2.0, y2 + 2.0], "frame": 40}
+    assert region == {"kind": "box", "box": list(map(float, drawn)), "frame": 40}
     assert "on frame 40" in page.locator("li.turn.user").last.inner_text()
     assert run.locator("figure.artifact.masks").count() == 1
     (made,) = [a for a in history(server, page)["artifacts"] if a["kind"] == "masks"]
@@ -390,27 +414,26 @@ def test_a_region_sketched_on_a_chosen_frame_of_a_video(page, server, tmp_path):
         assert iou(fetch_pixels(f"{link}&frame={index}", grey=True) > 127, video.masks[index]) >= 0.8, index
 
 
+def give_file(page, path: Path, target: str, event: str) -> None:
+    """Dispatch `event` (JavaScript that reads `transfer`, a DataTransfer holding the file) on `target`."""
+    where = "document" if target == "document" else f"document.querySelector('{target}')"
+    page.evaluate(f"""bytes => {{
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(bytes)], '{path.name}', {{type: 'image/png'}}));
+        {where}.dispatchEvent(new {event});
+    }}""", list(path.read_bytes()))
+
+
 def test_an_image_dropped_or_pasted_is_attached(page, server, tmp_path):
     scene, path = scene_file(tmp_path, 6, 96, 64)
     open_page(page, server)
-    data = list(path.read_bytes())
-    make_file = "bytes => new File([new Uint8Array(bytes)], 'photo.png', {type: 'image/png'})"
-    page.evaluate(f"""bytes => {{
-        const transfer = new DataTransfer();
-        transfer.items.add(({make_file})(bytes));
-        document.querySelector('#chat').dispatchEvent(new DragEvent('drop', {{dataTransfer: transfer, bubbles: true,
-                                                                            cancelable: true}}));
-    }}""", data)
+    give_file(page, path, "#chat", "DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true})")
     page.wait_for_selector("#attachment:not([hidden]) canvas.sketch")
     dropped = page.locator("#stage img").get_attribute("src")
     page.click("#remove-attachment")
     assert page.locator("#attachment").is_hidden()
-    page.evaluate(f"""bytes => {{
-        const transfer = new DataTransfer();
-        transfer.items.add(({make_file})(bytes));
-        document.dispatchEvent(new ClipboardEvent('paste', {{clipboardData: transfer, bubbles: true,
-                                                            cancelable: true}}));
-    }}""", data)
+    give_file(page, path, "document",
+              "ClipboardEvent('paste', {clipboardData: transfer, bubbles: true, cancelable: true})")
     page.wait_for_selector("#attachment:not([hidden]) canvas.sketch")
     pasted = page.locator("#stage img").get_attribute("src")
     assert dropped.split("?")[0] == pasted.split("?")[0]  # the same photo, stored once
