@@ -228,15 +228,18 @@ def test_a_reload_mid_run_finishes_the_run_on_the_page_with_every_event_once(pag
     box_around(page, video.box(0))
     send(page, "track the object and blur it")
     page.wait_for_function("() => document.querySelectorAll('li.run .event-log li[data-event=progress]').length >= 3")
+    shown_before = page.locator("li.run .event-log li").count()
+    thread = page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('thread')")
+    assert httpx.get(f"{server}/threads/{thread}", timeout=30).json()["status"] == "busy"  # reloaded mid-run
     page.reload()
     page.wait_for_selector("body[data-ready]")
     run = last_run(page)
     seqs = run.locator(".event-log li").evaluate_all("items => items.map(i => Number(i.dataset.seq))")
     run_id = run.get_attribute("data-run-id")
-    thread = page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('thread')")
     whole = [line for line in httpx.get(f"{server}/threads/{thread}/runs/{run_id}/stream", timeout=30).text.splitlines()
              if line.startswith("id:")]
     assert seqs == list(range(1, len(whole) + 1))  # every event, once, in order
+    assert len(whole) > shown_before  # some came before the reload, the rest after it
     statuses = run.locator(".plan .step").evaluate_all("steps => steps.map(s => s.dataset.status)")
     assert statuses == ["succeeded", "succeeded"]
     # The tracked masks play over their video, frame by frame.
