@@ -112,11 +112,28 @@ def invoke_tool(module: str, given: Mapping[str, Any], *, backend: str | None = 
 # -- plans -----------------------------------------------------------------------------------------
 
 
+def read_region(store: ArtifactStore, *, box: str | None = None, points: str | None = None,
+                scribble: Path | None = None) -> Region | None:
+    """The region a user gave as text or a file: a box "x1,y1,x2,y2", points "x,y,label;…", or a scribble (a mask
+    image painted on the object, stored first); at most one of them."""
+    from schemas import InvalidInput, ScribbleRegion, parse_box, parse_points
+
+    if len([r for r in (box, points, scribble) if r is not None]) > 1:
+        raise InvalidInput("more than one region was given", field="region", fix="give one: a box, points or a "
+                           "scribble")
+    if scribble is not None:
+        return ScribbleRegion(mask=store.import_mask(scribble))
+    return parse_box(box) if box else parse_points(points) if points else None
+
+
 def plan_request(text: str, *, image: Path | None = None, video: Path | None = None, region: Region | None = None,
-                 planner: str | None = None, settings: VitronSettings | None = None) -> dict[str, Any]:
+                 planner: str | None = None, session: str | None = None,
+                 settings: VitronSettings | None = None) -> dict[str, Any]:
     """The plan a planner makes for a request, without running anything: its reply and, per step, the module, the
-    instruction, the inputs under the fields they fill (`@1` from a segmentation is the mask) and the region."""
+    instruction, the inputs under the fields they fill (`@1` from a segmentation is the mask) and the region.
+    With `session` (an id or a prefix), planned as a next turn of that session: its history and artifacts."""
     from memory import History
+    from memory.sessions import ALIAS_PREFIXES
     from workflows import saved_workflows
 
     from .api import make_planner
@@ -124,12 +141,25 @@ def plan_request(text: str, *, image: Path | None = None, video: Path | None = N
 
     settings = settings or VitronSettings()
     store = ArtifactStore.from_settings(settings)
+    history, table = History("", (), 0, 0), []
+    if session is not None:
+        with SessionMemory.from_settings(settings) as memory:
+            found = memory.resolve_session_id(session)
+            history, table = memory.history(found), memory.artifact_table(found)
+    taken = {entry.alias for entry in table}
+
+    def upload_alias(kind: str) -> str:  # the alias the upload would get as the session's next artifact
+        number = 1
+        while f"{ALIAS_PREFIXES[kind]}{number}" in taken:
+            number += 1
+        return f"{ALIAS_PREFIXES[kind]}{number}"
+
     inputs = {}
     if image is not None:
-        inputs["img1"] = store.import_image(image)
+        inputs[upload_alias("image")] = store.import_image(image)
     if video is not None:
-        inputs["video1"] = store.import_video(video)
-    request = PlanRequest(text=text, history=History("", (), 0, 0), artifacts=(), inputs=inputs, region=region,
+        inputs[upload_alias("video")] = store.import_video(video)
+    request = PlanRequest(text=text, history=history, artifacts=tuple(table), inputs=inputs, region=region,
                           store=store, workflows=tuple(saved_workflows(settings)))
     plan = make_planner(planner or settings.planner, settings).plan(request)
     modules = [s.invocation.module for s in plan.steps]

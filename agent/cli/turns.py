@@ -16,6 +16,8 @@ SessionOpt = Annotated[str | None, typer.Option("--session", help="Go on with th
 ImageOpt = Annotated[Path | None, typer.Option(help="An image for this turn.")]
 VideoOpt = Annotated[Path | None, typer.Option(help="A video for this turn.")]
 BoxOpt = Annotated[str | None, typer.Option(help="A region box x1,y1,x2,y2 in pixels.")]
+PointsOpt = Annotated[str | None, typer.Option(help='Region points "x,y,label;..." (label 1 object, 0 not).')]
+ScribbleOpt = Annotated[Path | None, typer.Option(help="Region scribble: a mask image painted on the object.")]
 PlannerOpt = Annotated[str | None, typer.Option(help="mini, explicit, chat or vitron (default VITRON_PLANNER).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
@@ -50,20 +52,27 @@ class _Bars:
                                              + (f"done in {event['seconds']:.2f}s" if done else event["error"]))
 
 
-def _turn(session, text: str | None, image, video, box, show_bars: bool):
-    from schemas import parse_box
-
-    region = parse_box(box) if box else None
+def _follow(events: Any, show_bars: bool) -> None:
+    """Read a turn's events to its end, with a bar per step on stderr."""
     if not show_bars:
-        for _ in session.stream(text, image=image, video=video, region=region):
+        for _ in events:
             pass
-        return session.reply()
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                TimeElapsedColumn())
     with Progress(*columns, console=err) as progress:
         bars = _Bars(progress)
-        for event in session.stream(text, image=image, video=video, region=region):
+        for event in events:
             bars(event)
+
+
+def _turn(session, text: str | None, image, video, region, show_bars: bool):
+    _follow(session.stream(text, image=image, video=video, region=region), show_bars)
+    return session.reply()
+
+
+def _answer(session, action: str, show_bars: bool):
+    _follow(session.stream_answer(action), show_bars)
     return session.reply()
 
 
@@ -93,31 +102,53 @@ def run_cmd(
     text: Annotated[str | None, typer.Argument(help="The turn. Leave out with --session to resume its "
                                                     "unfinished turn.")] = None,
     session: SessionOpt = None, image: ImageOpt = None, video: VideoOpt = None, box: BoxOpt = None,
+    points: PointsOpt = None, scribble: ScribbleOpt = None,
+    approve: Annotated[bool, typer.Option("--approve", help="Answer the session's approval pause: run the "
+                                                            "waiting steps.")] = False,
+    deny: Annotated[bool, typer.Option("--deny", help="Answer the session's approval pause: skip the waiting "
+                                                      "steps.")] = False,
     planner: PlannerOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Run one turn (or resume a session's interrupted turn) and print the reply and what it made."""
+    """Run one turn (or resume a session's interrupted turn, or answer its approval pause) and print the reply and
+    what it made. Exits 1 when a step failed."""
+    from agent.service import read_region
+
     if text is None and session is None:
         fail("give the turn's text (or --session ID to resume that session's unfinished turn)", 2)
+    if approve and deny:
+        fail("give --approve or --deny, not both", 2)
+    answer = "approve" if approve else "deny" if deny else None
+    if answer and (session is None or text is not None):
+        fail(f"--{answer} answers a session's approval pause: give --session ID and no text", 2)
     with _agent(planner) as agent:
         chat = agent.session(session)
-        reply = _turn(chat, text, image, video, box, show_bars=not as_json)
+        if answer:
+            reply = _answer(chat, answer, show_bars=not as_json)
+        else:
+            region = read_region(agent.memory.store, box=box, points=points, scribble=scribble)
+            reply = _turn(chat, text, image, video, region, show_bars=not as_json)
         if as_json:
             print(json.dumps(_reply_json(reply, agent.memory.store)))
         else:
             _print_reply(reply, agent.memory.store)
+    if any(step.status == "failed" for step in reply.steps):
+        raise typer.Exit(1)
 
 
 @clear_errors
 def plan_cmd(
     text: Annotated[str, typer.Argument(help="The request to plan.")],
-    image: ImageOpt = None, video: VideoOpt = None, box: BoxOpt = None, planner: PlannerOpt = None,
-    as_json: JsonOpt = False,
+    session: Annotated[str | None, typer.Option("--session", help="Plan it as this session's next turn (its "
+                                                                  "history and artifacts).")] = None,
+    image: ImageOpt = None, video: VideoOpt = None, box: BoxOpt = None, points: PointsOpt = None,
+    scribble: ScribbleOpt = None, planner: PlannerOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Show the plan a planner makes for a request, without running anything."""
-    from agent.service import plan_request
-    from schemas import parse_box
+    from agent.service import plan_request, read_region
+    from memory import ArtifactStore
 
-    plan = plan_request(text, image=image, video=video, region=parse_box(box) if box else None, planner=planner)
+    region = read_region(ArtifactStore.from_settings(), box=box, points=points, scribble=scribble)
+    plan = plan_request(text, image=image, video=video, region=region, planner=planner, session=session)
     if as_json:
         print(json.dumps(plan))
         return
@@ -129,37 +160,71 @@ def plan_cmd(
     out.print(table)
 
 
+CHAT_HELP = """\
+  /image PATH, /video PATH     attach a file to the next turn
+  /box x1,y1,x2,y2             the next turn's region: a box,
+  /points x,y,1;x,y,0          or points (label 1 on the object, 0 beside it),
+  /scribble PATH               or a mask image painted on the object
+  /approve, /deny              answer an approval pause
+  /help                        this list
+  /quit                        end (the session stays: vitron chat --session ID goes on with it)"""
+
+
 @clear_errors
 def chat_cmd(session: SessionOpt = None, planner: PlannerOpt = None) -> None:
-    """An interactive session: type turns; `/image PATH` or `/video PATH` attaches a file to the next turn;
-    `/quit` ends (the session stays and `--session ID` goes on with it)."""
-    from schemas import VitronError
+    """An interactive session: type turns; `/image PATH` or `/video PATH` attaches a file to the next turn, `/box`,
+    `/points` or `/scribble` gives its region, `/approve` or `/deny` answers an approval pause, `/help` lists the
+    commands, `/quit` ends (the session stays and `--session ID` goes on with it)."""
+    from agent.service import read_region
+    from schemas import InvalidInput, VitronError
 
     with _agent(planner) as agent:
+        store = agent.memory.store
         chat = agent.session(session)
-        out.print(f"[dim]session {chat.id}; /image PATH, /video PATH, /box x1,y1,x2,y2, /quit[/dim]")
+        out.print(f"[dim]session {chat.id}; /help lists the commands[/dim]")
         if chat.unfinished:
             out.print("[yellow]resuming the unfinished turn[/yellow]")
-            _print_reply(_turn(chat, None, None, None, None, show_bars=True), agent.memory.store)
-        attach: dict[str, Any] = {}
+            _print_reply(_turn(chat, None, None, None, None, show_bars=True), store)
+        attached: dict[str, Any] = {}  # what the next turn takes: image, video, region
         while True:
             try:
                 line = input("you> ").strip()
             except EOFError:
                 break
+            command, _, rest = line.partition(" ")
+            rest = rest.strip()
             if not line:
                 continue
-            if line in ("/quit", "/exit"):
+            if command in ("/quit", "/exit"):
                 break
-            command, _, rest = line.partition(" ")
-            if command in ("/image", "/video", "/box"):
-                attach[command[1:]] = Path(rest.strip()) if command != "/box" else rest.strip()
+            if command == "/help":
+                out.print(CHAT_HELP, highlight=False, markup=False)
                 continue
             try:
-                reply = _turn(chat, line, attach.get("image"), attach.get("video"), attach.get("box"),
-                              show_bars=True)
+                if command in ("/image", "/video"):
+                    attached[command[1:]] = _existing_file(rest, command)
+                elif command in ("/box", "/points", "/scribble"):
+                    given = _existing_file(rest, command) if command == "/scribble" else rest
+                    attached["region"] = read_region(store, **{command[1:]: given})
+                elif command in ("/approve", "/deny"):
+                    _print_reply(_answer(chat, command[1:], show_bars=True), store)
+                elif command.startswith("/"):
+                    raise InvalidInput(f"no command {command}", field="command", fix="/help lists the commands")
+                else:
+                    turn, attached = attached, {}  # a turn takes its attachments, whatever becomes of it
+                    reply = _turn(chat, line, turn.get("image"), turn.get("video"), turn.get("region"),
+                                  show_bars=True)
+                    _print_reply(reply, store)
             except VitronError as exc:
                 err.print(f"[red]error:[/red] {exc.message}", highlight=False)
-                continue
-            attach = {}
-            _print_reply(reply, agent.memory.store)
+
+
+def _existing_file(text: str, command: str) -> Path:
+    """The file a chat command names; a clear error (and nothing attached) when there is none."""
+    from schemas import InvalidInput
+
+    path = Path(text).expanduser()
+    if not text or not path.is_file():
+        raise InvalidInput(f"no file {text!r}" if text else "no file was given", field=command[1:],
+                           fix=f"{command} PATH, the path of an existing file")
+    return path
