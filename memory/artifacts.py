@@ -387,6 +387,20 @@ class ArtifactStore:
             except av.error.FFmpegError as exc:
                 raise CorruptArtifact(f"video {ref.short} breaks off while decoding: {exc}", field="ref") from None
 
+    def sample_frames(self, ref: ArtifactRef, count: int) -> tuple[int, list[tuple[int, np.ndarray]]]:
+        """The video's frame count, and `count` of its frames spread evenly, the first and the last included, with
+        their numbers (each frame once where the video has fewer). Decoding stops after the last one wanted, and
+        only the wanted frames are kept."""
+        total = self.video_info(ref).frames
+        if total <= 0:  # the container does not say: count in one streaming pass
+            total = sum(1 for _ in self.iter_frames(ref))
+        if total <= 0 or count <= 0:
+            return max(total, 0), []
+        picked = min(count, total)
+        wanted = {round(i * (total - 1) / max(picked - 1, 1)) for i in range(picked)}
+        with contextlib.closing(self.iter_frames(ref, 0, max(wanted) + 1)) as stream:
+            return total, [(index, frame) for index, frame in enumerate(stream) if index in wanted]
+
     def concat_videos(self, refs: list[ArtifactRef]) -> ArtifactRef:
         """One video from several of the same format (chunks of one job), by copying their packets: no re-encoding.
 

@@ -38,6 +38,10 @@ class VitronSettings(BaseSettings):
     chat_model: str | None = Field(
         default=None, description="The chat planner's model, as provider:model (e.g. openai:gpt-4o-mini)."
     )
+    chat_images: bool = Field(
+        default=True, description="Show the chat planner the turn's images and a few frames of its videos; false "
+        "for a chat model that takes text only."
+    )
     planner_model: Path | None = Field(default=None, description="Folder of a local VITRON planner model.")
     approval: bool = Field(default=False, description="Pause before heavy steps until the user approves.")
     max_rounds: int = Field(default=3, ge=1, le=20, description="Plans per turn when the planner sees results.")

@@ -10,16 +10,22 @@ the planner gives up with `InvalidInput`.
 Only what an `Invocation` can carry is offered to the model: command, region and artifact inputs. Tool
 parameters such as `num_frames`, `fps`, `width`, `seed` or GLIGEN `boxes` are left out (they would be lost),
 so the specialists use their defaults; add them here when Invocation gains a place for them.
+
+The model also sees the turn's pictures: each uploaded image, and a few evenly spaced frames of each uploaded
+video, downscaled and sent as image content blocks after the context text, each labelled with its alias and size
+(`send_images=False`, or VITRON_CHAT_IMAGES=0, for a model that takes text only).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -51,6 +57,7 @@ from schemas import (
     Region,
     ScribbleRegion,
     UnknownModule,
+    VitronError,
     VitronSettings,
     a_or_an,
     resolve_module,
@@ -61,6 +68,10 @@ from workflows.kinds import artifact_inputs
 
 from .base import PlanRequest, StepOutcome
 
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL.Image import Image
+
 ALIAS_DESCRIPTION = "an artifact alias from the artifact table, like @img1, or @N for the output of step N of this plan"
 
 DEFAULT_SYSTEM_PROMPT = """\
@@ -68,16 +79,26 @@ You are Vitron, a vision assistant that works on the user's images and videos at
 
 - To segment, edit, generate or animate images and videos, call the tools. Describe, caption or answer \
 questions about a picture yourself, in plain text, without calling a tool.
-- Artifacts (images, masks, videos, per-frame masks) are never shown as data: refer to them by their alias \
-from the artifact table, like @img1 or @mask2. This turn's uploads are listed with the user's message.
+- Refer to artifacts (images, masks, videos, per-frame masks) by their alias from the artifact table, like \
+@img1 or @mask2. This turn's uploads are listed with the user's message; their pictures may follow it, each \
+labelled with its alias and its size in pixels.
 - Several tool calls in one answer form a multi-step plan, run in the order you write them. `@N` names the \
 output of call N of that answer, counting from 1: segment with call 1, then edit with `"mask": "@1"` in call 2.
 - `command` is a short instruction for the specialist, e.g. "segmentation: the red car" or "make it blue".
 - `region` points at an object in pixels: {"kind": "box", "box": [x1, y1, x2, y2]} or \
-{"kind": "points", "points": [[x, y]], "labels": [1]}. When the user drew a region, pass it on as given.
+{"kind": "points", "points": [[x, y]], "labels": [1]}, in the pixels of the artifact's own size, even where \
+its picture is shown smaller. When the user drew a region, pass it on as given.
 - After the tools run you see their results: call more tools if the request needs more, or answer the user \
 in plain text. An answer with no tool calls ends the turn.
 """
+
+IMAGE_SIDE = 768
+"""The longest side, in pixels, of a picture shown to the chat model. OpenAI's detailed view shrinks an image to
+768 on its short side and most open vision-language models see less: a larger picture costs upload and tokens,
+not detail."""
+
+VIDEO_FRAMES = 4
+"""Frames of an uploaded video shown to the chat model, evenly spaced, the first and the last included."""
 
 _R = TypeVar("_R")
 _NOT_RUN = "not run: another call in this answer was invalid; answer again with every call corrected"
@@ -268,9 +289,12 @@ class ChatModelPlanner:
     replans = True
 
     def __init__(self, model: BaseChatModel, *, max_corrections: int = 2, system_prompt: str | None = None,
-                 workflows: Mapping[str, CompiledWorkflow] | None = None) -> None:
+                 workflows: Mapping[str, CompiledWorkflow] | None = None, send_images: bool = True,
+                 image_side: int = IMAGE_SIDE) -> None:
         if max_corrections < 0:
             raise InvalidInput(f"max_corrections is {max_corrections}", field="max_corrections", fix="use 0 or more")
+        if image_side < 1:
+            raise InvalidInput(f"image_side is {image_side}", field="image_side", fix="use 1 or more pixels")
         self.workflows = dict(workflows or {})
         self.tools = {tool.__name__: tool for tool in planner_tools(self.workflows)}
         try:
@@ -281,6 +305,8 @@ class ChatModelPlanner:
         self.model = model
         self.max_corrections = max_corrections
         self.system_prompt = system_prompt or DEFAULT_SYSTEM_PROMPT
+        self.send_images = send_images
+        self.image_side = image_side
 
     @classmethod
     def from_settings(cls, settings: VitronSettings | None = None, **kwargs: Any) -> ChatModelPlanner:
@@ -311,6 +337,7 @@ class ChatModelPlanner:
                                      fix="write VITRON_CHAT_MODEL as provider:model and set the provider's "
                                          "credentials (e.g. OPENAI_API_KEY)") from None
         kwargs.setdefault("workflows", _saved(settings))
+        kwargs.setdefault("send_images", settings.chat_images)
         return cls(model, **kwargs)
 
     def plan(self, request: PlanRequest) -> Plan:
@@ -335,8 +362,9 @@ class ChatModelPlanner:
                                                          status="error") for c in calls)]
 
     def messages(self, request: PlanRequest) -> list[BaseMessage]:
-        """The prompt for a request: the system prompt, the context with the user's text, then results and feedback."""
-        messages: list[BaseMessage] = [SystemMessage(self.system_prompt), HumanMessage(_context(request))]
+        """The prompt for a request: the system prompt, the context with the user's text and the turn's pictures,
+        then results and feedback."""
+        messages: list[BaseMessage] = [SystemMessage(self.system_prompt), HumanMessage(self._turn(request))]
         notes = []
         if request.round > 1 and request.results:
             notes.append(_results_text(request))
@@ -346,6 +374,13 @@ class ChatModelPlanner:
         if notes:
             messages.append(HumanMessage("\n\n".join(notes)))
         return messages
+
+    def _turn(self, request: PlanRequest) -> str | list[str | dict[str, Any]]:
+        """The context text alone, as before, when there is no picture to show; else content blocks: the text,
+        then the pictures."""
+        text = _context(request)
+        pictures = _pictures(request, self.image_side) if self.send_images else []
+        return [_text_block(text), *pictures] if pictures else text
 
 
 # --- prompt text ---------------------------------------------------------------------------------------------
@@ -400,6 +435,71 @@ def content_text(content: str | Sequence[str | Mapping[str, Any]]) -> str:
     parts = [block if isinstance(block, str) else str(block.get("text") or "")
              for block in content if isinstance(block, str) or block.get("type") == "text"]
     return "\n".join(part.strip() for part in parts if part.strip())
+
+
+# --- the turn's pictures --------------------------------------------------------------------------------------
+
+
+def _pictures(request: PlanRequest, side: int) -> list[dict[str, Any]]:
+    """Content blocks for this turn's uploaded images and videos, in upload order: a label, then its picture."""
+    blocks: list[dict[str, Any]] = []
+    for alias, ref in request.inputs.items():
+        if ref.kind not in ("image", "video"):
+            continue
+        try:
+            blocks.extend(_image_blocks(request, alias, ref, side) if ref.kind == "image"
+                          else _video_blocks(request, alias, ref, side))
+        except VitronError as exc:  # the model plans without the picture; a step that reads it reports the error
+            blocks.append(_text_block(f"@{alias} cannot be shown: {exc.problem}"))
+    return blocks
+
+
+def _image_blocks(request: PlanRequest, alias: str, ref: ArtifactRef, side: int) -> list[dict[str, Any]]:
+    pixels = request.store.get_image(ref)
+    shown = _shrunk(pixels, side)
+    return [_text_block(f"@{alias} {_size_text(pixels, shown)}:"), _image_block(shown)]
+
+
+def _video_blocks(request: PlanRequest, alias: str, ref: ArtifactRef, side: int) -> list[dict[str, Any]]:
+    total, frames = request.store.sample_frames(ref, VIDEO_FRAMES)
+    blocks: list[dict[str, Any]] = []
+    for index, pixels in frames:
+        shown = _shrunk(pixels, side)
+        blocks += [_text_block(f"@{alias} frame {index} of {total} {_size_text(pixels, shown)}:"), _image_block(shown)]
+    return blocks
+
+
+def _shrunk(pixels: np.ndarray, side: int) -> Image:
+    """The picture with its longest side at most `side` pixels, aspect ratio kept; smaller ones as they are."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    scale = side / max(image.size)
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _size_text(pixels: np.ndarray, shown: Image) -> str:
+    height, width = pixels.shape[:2]
+    if shown.size == (width, height):
+        return f"({width}x{height})"
+    return f"({width}x{height}, shown at {shown.width}x{shown.height})"
+
+
+def _image_block(image: Image) -> dict[str, Any]:
+    """An OpenAI-style image block, which every LangChain chat model accepts, holding the picture as a data URL."""
+    buffer = io.BytesIO()
+    # PNG, not JPEG: lossless, so only the downscaling stands between what the model sees and what the tools work
+    # on; providers bill a picture by its size in pixels, not in bytes, and the downscaling keeps the bytes small.
+    image.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
 
 
 # --- reading an answer's tool calls --------------------------------------------------------------------------

@@ -6,7 +6,6 @@ projected by the module's signal heads into that step's `SignalEmbedding` (task-
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from memory import ArtifactStore, History
+from memory import History
 from schemas import (
     MODULES,
     ArtifactRef,
@@ -166,7 +165,8 @@ class VitronPlanner:
         videos = [(alias, ref) for alias, ref in request.inputs.items() if ref.kind == "video"]
         if videos:
             alias, ref = videos[0]
-            frames, indices = sample_frames(store, ref, self.video_frames)
+            _, picked = store.sample_frames(ref, self.video_frames)
+            frames, indices = [frame for _, frame in picked], [index for index, _ in picked]
             return frames, f"{len(frames)} frames of {_at(alias)} (frames {', '.join(map(str, indices))})"
         for entry in reversed(request.artifacts):
             if entry.ref.kind == "image":
@@ -198,30 +198,6 @@ class VitronPlanner:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-
-
-def sample_frames(store: ArtifactStore, ref: ArtifactRef, count: int) -> tuple[list[np.ndarray], list[int]]:
-    """`count` frames spread evenly over the video, first and last included, decoded one at a time.
-
-    Returns the frames and their indices. Only the chosen frames are kept in memory.
-    """
-    total = store.video_info(ref).frames
-    if total <= 0:  # the container does not say: count in one streaming pass
-        total = sum(1 for _ in store.iter_frames(ref))
-    if total <= 0:
-        return [], []
-    wanted = sorted({int(i) for i in np.linspace(0, total - 1, min(count, total)).round()})
-    frames: list[np.ndarray] = []
-    indices: list[int] = []
-    # closing() stops decoding (and closes the file) as soon as the last wanted frame is in hand.
-    with contextlib.closing(store.iter_frames(ref)) as stream:
-        for index, frame in enumerate(stream):
-            if index == wanted[len(frames)]:
-                frames.append(frame)
-                indices.append(index)
-                if len(frames) == len(wanted):
-                    break
-    return frames, indices
 
 
 def _embedding(task_specific: torch.Tensor, task_invariant: torch.Tensor) -> SignalEmbedding:
@@ -277,4 +253,4 @@ def _no_image_tokens(text: str) -> str:
     return text.replace(IMAGE_TOKEN, "[image]")
 
 
-__all__ = ["PlannerPrompt", "VitronPlanner", "load_planner_model", "sample_frames"]
+__all__ = ["PlannerPrompt", "VitronPlanner", "load_planner_model"]

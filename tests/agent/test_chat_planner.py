@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import sys
 import types
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from PIL import Image
 from pydantic import Field
 
 from agent.planners.base import Planner, PlanRequest, StepOutcome
 from agent.planners.chat import ChatModelPlanner, planner_tools
 from agent.planners.grammar import format_plan, parse_plan
 from memory import SessionMemory
-from schemas import MODULES, BackendUnavailable, BoxRegion, InvalidInput, ScribbleRegion, VitronSettings
-from tests.scenes import render_scene
+from schemas import MODULES, ArtifactRef, BackendUnavailable, BoxRegion, InvalidInput, ScribbleRegion, VitronSettings
+from tests.scenes import render_scene, render_video
 
 
 class ToolCallingFake(GenericFakeChatModel):
@@ -256,3 +260,94 @@ def test_from_settings_with_the_provider_package_missing(monkeypatch):
     with pytest.raises(BackendUnavailable) as caught:
         ChatModelPlanner.from_settings(types.SimpleNamespace(chat_model="ollama:llava"))
     assert "pip install langchain langchain-ollama" in caught.value.message
+
+
+# --- the turn's pictures -------------------------------------------------------------------------------------
+
+
+def pictures(message: BaseMessage) -> list[tuple[str, np.ndarray]]:
+    """The pictures of a multimodal message, each with the text block before it (its label), decoded to RGB."""
+    assert isinstance(message.content, list)
+    shown = []
+    for before, block in zip(message.content, message.content[1:], strict=False):
+        if isinstance(block, dict) and block["type"] == "image_url":
+            assert isinstance(before, dict) and before["type"] == "text"
+            head, data = block["image_url"]["url"].split(",", 1)
+            assert head == "data:image/png;base64"
+            shown.append((before["text"], np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))))
+    return shown
+
+
+def resized(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS))
+
+
+def test_an_uploaded_image_is_shown_downscaled_after_the_context(memory, session):
+    photo = render_scene(5, width=1000, height=600).image
+    upload = memory.store.put_image(photo)
+    model = fake(calls(call("image_segmentation", "c", image="@img2", command="segmentation: the object")))
+    plan = ChatModelPlanner(model).plan(request(memory, session, "segment the object", inputs={"img2": upload}))
+    assert plan.steps[0].invocation.inputs == {"image": "@img2"}
+
+    human = model.prompts[0][1]
+    first, *rest = human.content
+    assert first["type"] == "text"
+    assert "Uploaded with this message: @img2" in first["text"] and first["text"].endswith("User: segment the object")
+    assert [block["type"] for block in rest] == ["text", "image_url"]
+    ((label, shown),) = pictures(human)
+    assert label == "@img2 (1000x600, shown at 768x461):"  # the longest side at 768, the aspect ratio kept
+    assert shown.shape == (461, 768, 3)
+    assert np.array_equal(shown, resized(photo, 768, 461))  # lossless: exactly the photo, downscaled
+
+
+def test_an_uploaded_video_is_shown_as_evenly_spaced_labelled_frames(memory, session):
+    video = memory.store.put_video(render_video(2, frames=30, width=320, height=240).frames, fps=10)
+    stored = list(memory.store.iter_frames(video))  # what the tools will read, after the video's encoding
+    model = fake(AIMessage(content="A shape glides across a photo."))
+    ChatModelPlanner(model, image_side=160).plan(request(memory, session, "what happens?", inputs={"video1": video}))
+
+    shown = pictures(model.prompts[0][1])
+    assert [label for label, _ in shown] == [f"@video1 frame {i} of 30 (320x240, shown at 160x120):"
+                                             for i in (0, 10, 19, 29)]
+    for (_, pixels), index in zip(shown, (0, 10, 19, 29), strict=True):
+        assert np.array_equal(pixels, resized(stored[index], 160, 120)), index
+
+
+def test_without_pictures_the_prompt_stays_plain_text(memory, session):
+    """No upload, a mask upload, or images turned off: the prompt is the context string, as for a text-only model."""
+    mask = next(e.ref for e in memory.artifact_table(session) if e.alias == "mask1")
+    photo = memory.store.put_image(render_scene(5, width=200, height=100).image)
+    for planner_images, inputs in ((True, {}), (True, {"mask2": mask}), (False, {"img2": photo})):
+        model = fake(AIMessage(content="ok"))
+        ChatModelPlanner(model, send_images=planner_images).plan(request(memory, session, "hi", inputs=inputs))
+        human = model.prompts[0][1]
+        assert isinstance(human.content, str) and human.content.endswith("User: hi"), (planner_images, inputs)
+    assert "Uploaded with this message: @img2" in human.content  # listed by alias, not shown
+
+
+def test_a_small_image_is_shown_at_its_size_and_a_missing_one_is_named(memory, session):
+    photo = render_scene(4, width=300, height=200).image
+    missing = ArtifactRef(sha256="0" * 64, kind="image", media_type="image/png", shape=(10, 10, 3))
+    model = fake(AIMessage(content="ok"))
+    ChatModelPlanner(model).plan(request(memory, session, "compare them",
+                                         inputs={"img2": memory.store.put_image(photo), "img3": missing}))
+    human = model.prompts[0][1]
+    ((label, shown),) = pictures(human)
+    assert label == "@img2 (300x200):" and np.array_equal(shown, photo)
+    assert human.content[-1]["text"].startswith("@img3 cannot be shown: no image artifact 000000000000")
+
+
+def test_a_question_about_an_image_is_answered_in_text(memory, session):
+    upload = memory.store.put_image(render_scene(5, width=400, height=300).image)
+    model = fake(AIMessage(content="An orange circle on a photo of an astronaut."))
+    plan = ChatModelPlanner(model).plan(request(memory, session, "what is in it?", inputs={"img2": upload}))
+    assert plan.steps == [] and plan.reply == "An orange circle on a photo of an astronaut."
+    assert len(pictures(model.prompts[0][1])) == 1  # it answered having seen the picture
+
+
+def test_from_settings_reads_whether_to_show_pictures(monkeypatch, tmp_path):
+    _stub_langchain(monkeypatch, lambda spec: fake())
+    monkeypatch.setenv("VITRON_CHAT_MODEL", "ollama:llama3")
+    assert ChatModelPlanner.from_settings(VitronSettings(home=tmp_path)).send_images is True
+    monkeypatch.setenv("VITRON_CHAT_IMAGES", "0")
+    assert ChatModelPlanner.from_settings(VitronSettings(home=tmp_path)).send_images is False
