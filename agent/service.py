@@ -170,6 +170,18 @@ def plan_request(text: str, *, image: Path | None = None, video: Path | None = N
         for s in plan.steps]}
 
 
+def score_planner(path: Path, *, planner: str | None = None, settings: VitronSettings | None = None,
+                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A planner's figures on a file of hand-written conversations (`agent.planners.conversations`)."""
+    from .api import make_planner
+    from .planners.conversations import load_conversations, score_conversations
+
+    settings = settings or VitronSettings()
+    name = planner or settings.planner
+    conversations = load_conversations(path)
+    return {"planner": name, **score_conversations(make_planner(name, settings), conversations, progress)}
+
+
 def _named_inputs(invocation: Any, modules: list[str]) -> dict[str, str]:
     """A tool step's inputs under the fields they will fill; a workflow call's as written."""
     from memory.sessions import ALIAS_PREFIXES

@@ -36,8 +36,20 @@ def train_cmd(
 @clear_errors
 def eval_cmd(
     checkpoint: Annotated[Path | None, typer.Option(help="Folder to measure (default: the shipped one).")] = None,
+    conversations: Annotated[Path | None, typer.Option("--set", help="Score a planner on a file of hand-written "
+                                                                     "conversations instead (one JSON line).")] = None,
+    planner: Annotated[str | None, typer.Option(help="The planner --set scores: mini, explicit, chat or vitron "
+                                                     "(default VITRON_PLANNER).")] = None,
 ) -> None:
-    """Print the checkpoint's figures on the test split as one JSON line (progress on stderr)."""
-    from agent.planners.mini.evaluate import evaluate
+    """Print the checkpoint's figures on the test split as one JSON line (progress on stderr); with --set, a
+    planner's figures on hand-written conversations (bench/planner_heldout.jsonl, never trained on)."""
+    if conversations is None:
+        from agent.planners.mini.evaluate import evaluate
 
-    evaluate(checkpoint, progress=_say)
+        evaluate(checkpoint, progress=_say)
+        return
+    import json
+
+    from agent.service import score_planner
+
+    print(json.dumps(score_planner(conversations, planner=planner, progress=_say)))

@@ -1,0 +1,226 @@
+"""Scoring a planner on hand-written conversations (`bench/planner_heldout.jsonl`): what a new user types, turn after
+turn, with what a careful person would have done. The set is held out: nothing is trained or tuned on it.
+
+Each line is a conversation: turns with the user's text, an optional upload (`image` or `video`, named as the
+session names it: `@img1`, `@video1`…) and a drawn region, and what should happen:
+- `steps`: the plan, each step with its module letter, the `words` its instruction must keep, what it acts on
+  (`on`: an alias the user meant, or `@N` for this turn's step N) and `where` an edit acts (`inside` the mask, or
+  `outside` it: "blur the background");
+- `ask`: the request is too vague to act on, and the planner should ask;
+- `question`: the user asks about the picture; nothing is edited;
+- `op`: a session operation (`undo`, making `current` the current artifact again; `show`, answering with `target`)
+  that needs no job.
+
+The session is simulated: the artifact table grows by what the gold plan would have made, so every turn is scored
+on the session the user actually had, whatever the planner did before. Inputs a plan leaves out are filled by the
+agent's own resolver (`workflows.resolve`), as in a real turn.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memory import ArtifactEntry, ArtifactStore, History
+from memory.sessions import ALIAS_PREFIXES
+from schemas import ArtifactRef, BoxRegion, InvalidInput, Plan, StepOutput, VitronError, resolve_module
+
+from .base import Planner, PlanRequest
+
+REGION = BoxRegion(box=(10, 10, 50, 40))  # a drawn region: where it is does not matter to the plan
+_MEDIA = {"image": ("image/png", (64, 64, 3)), "mask": ("image/png", (64, 64)), "video": ("video/mp4", (4, 64, 64, 3)),
+          "masks": ("video/x-matroska", (4, 64, 64)), "boxes": ("application/json", ()),
+          "embedding": ("application/vnd.safetensors", (1, 4))}
+_OUTPUTS = {"A": ("image",), "B": ("mask",), "C": ("image",), "D": ("video",), "E": ("masks", "boxes"),
+            "F": ("video",), "G": ("video",)}
+
+
+@dataclass
+class _Session:
+    """The artifact table of a simulated session."""
+
+    entries: list[ArtifactEntry] = field(default_factory=list)
+    turn: int = 0
+
+    def add(self, kind: str, made_by: str, parents: Sequence[str] = ()) -> str:
+        number = 1 + sum(1 for e in self.entries if e.ref.kind == kind)
+        alias = f"{ALIAS_PREFIXES[kind]}{number}"
+        media, shape = _MEDIA[kind]
+        sha = f"{len(self.entries) + 1:064x}"
+        step = None if made_by == "upload" else len(self.entries) + 1  # a step's output, as session memory has it
+        self.entries.append(ArtifactEntry(ArtifactRef(sha256=sha, kind=kind, media_type=media, shape=shape,
+                                                      alias=alias), made_by, tuple(parents), step_id=step,
+                                          turn_seq=self.turn))
+        return alias
+
+    def apply(self, steps: Sequence[dict[str, Any]]) -> None:
+        """What the gold plan makes: each step's outputs, made from what it acts on."""
+        made: list[str] = []
+        for step in steps:
+            on = step.get("on")
+            if on and on[1:].isdigit():
+                on = "@" + made[int(on[1:]) - 1]
+            outputs = [self.add(kind, step["module"], [on[1:]] if on else []) for kind in _OUTPUTS[step["module"]]]
+            made.append(outputs[0])
+
+
+@dataclass
+class _Turn:
+    """What the planner did with one turn."""
+
+    modules: list[str]
+    commands: list[str]
+    targets: list[str | None]  # each step's image or video: an alias, or `@N`
+    wheres: list[str]
+    asked: bool  # a question back to the user (or a plan the agent would refuse)
+    reply: str
+
+
+def load_conversations(path: str | Path) -> list[dict[str, Any]]:
+    """The conversations of a set file; a clear error naming the line for a malformed one."""
+    conversations = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            conversation = json.loads(line)
+            assert isinstance(conversation.get("turns"), list) and conversation["turns"]
+        except (ValueError, AssertionError):
+            raise InvalidInput(f"line {number} of {Path(path).name} is not a conversation", field="set",
+                               fix='write {"id": …, "turns": [{"text": …, "expect": {…}}]} on each line') from None
+        conversations.append(conversation)
+    return conversations
+
+
+def score_conversations(planner: Planner, conversations: Sequence[dict[str, Any]],
+                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The planner's figures on the conversations (see `figures`)."""
+    counts: Counter[str] = Counter()
+    seconds: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        store = ArtifactStore(folder)
+        for index, conversation in enumerate(conversations):
+            session = _Session()
+            for number, turn in enumerate(conversation["turns"]):
+                session.turn += 1
+                started = time.perf_counter()
+                done = _plan_turn(planner, turn, session, store)
+                seconds.append(time.perf_counter() - started)
+                _score(turn["expect"], done, follow_up=number > 0, counts=counts)
+                if "steps" in turn["expect"]:
+                    session.apply(turn["expect"]["steps"])
+                session.turn += 1  # the assistant's turn
+            if progress and index % 25 == 24:
+                progress(f"scored {index + 1}/{len(conversations)} conversations")
+    return figures(counts, len(conversations), seconds)
+
+
+def _plan_turn(planner: Planner, turn: dict[str, Any], session: _Session, store: ArtifactStore) -> _Turn:
+    from workflows.resolve import Ambiguous, resolve_plan_inputs, tool_callee
+
+    inputs = {}
+    if turn.get("upload"):
+        alias = session.add(turn["upload"], "upload")
+        inputs[alias] = session.entries[-1].ref
+    request = PlanRequest(text=turn["text"], history=History("heldout", (), 0, 0), artifacts=tuple(session.entries),
+                          inputs=inputs, region=REGION if turn.get("region") else None, store=store)
+    try:
+        plan: Plan = planner.plan(request)
+    except VitronError as exc:  # the agent answers with the error: nothing runs
+        return _Turn([], [], [], [], asked=True, reply=exc.message)
+    steps = [s.invocation for s in plan.steps]
+    try:
+        resolved = resolve_plan_inputs(steps, tuple(session.entries))
+    except Ambiguous as question:
+        return _Turn([], [], [], [], asked=True, reply=question.question)
+    except VitronError as exc:  # a plan the agent refuses runs nothing
+        return _Turn([], [], [], [], asked=True, reply=exc.message)
+    modules, targets = [], []
+    for invocation, inputs_of in zip(steps, resolved, strict=True):
+        modules.append(resolve_module(invocation.module).code if _is_module(invocation.module) else invocation.module)
+        kinds = tool_callee(invocation.module).inputs if _is_module(invocation.module) else {}
+        main = next((v for f, v in inputs_of.values.items() if kinds.get(f, ("",))[0] in ("image", "video")), None)
+        targets.append(None if main is None else f"@{main.step}" if isinstance(main, StepOutput) else f"@{main.alias}")
+    return _Turn(modules, [s.command for s in steps], targets,
+                 [str(s.params.get("where", "inside")) for s in steps], asked=False, reply=plan.reply)
+
+
+def _is_module(name: str) -> bool:
+    try:
+        resolve_module(name)
+    except VitronError:
+        return False
+    return True
+
+
+def _score(expect: dict[str, Any], done: _Turn, *, follow_up: bool, counts: Counter[str]) -> None:
+    """Count what this turn got right, in `counts`."""
+    counts["turns"] += 1
+    ran = bool(done.modules)
+    if "steps" in expect:
+        gold = expect["steps"]
+        counts["clear_turns"] += 1
+        counts["asked_on_clear"] += done.asked
+        same = done.modules == [s["module"] for s in gold]
+        counts["module_exact"] += same
+        right = same
+        for i, step in enumerate(gold):
+            command = done.commands[i].lower() if i < len(done.commands) else ""
+            for word in step.get("words", []):
+                counts["words"] += 1
+                counts["words_found"] += word.lower() in command
+            if "on" in step and follow_up:
+                counts["follow_up_targets"] += 1
+                hit = same and done.targets[i] == step["on"]
+                counts["follow_up_targets_right"] += hit
+            if "on" in step:
+                right = right and same and done.targets[i] == step["on"]
+            if "where" in step:
+                counts["wheres"] += 1
+                hit = same and done.wheres[i] == step["where"]
+                counts["wheres_right"] += hit
+                right = right and hit
+        kind = "clear"
+    elif expect.get("ask"):
+        right, kind = done.asked or (not ran and done.reply.strip().endswith("?")), "vague"
+    elif expect.get("question"):
+        right, kind = not ran and bool(done.reply.strip()), "question"
+    else:  # a session operation: no planner has them yet, so none is right
+        right, kind = False, "operation"
+    if kind != "clear":
+        counts[f"{kind}_turns"] += 1
+        counts[f"{kind}_right"] += right
+    counts["right"] += right
+    counts["silent_wrong"] += ran and not right
+
+
+def figures(counts: Counter[str], conversations: int, seconds: Sequence[float]) -> dict[str, Any]:
+    """- turn_accuracy: turns handled as a careful person would (the plan, its targets, inside or outside; asking
+      when vague; answering a question without editing);
+    - module_exact / keyword_recall: on turns with a plan, the module sequence exactly, and the share of the
+      words each instruction must keep;
+    - follow_up_target_accuracy: steps of later turns that act on the artifact the user meant;
+    - where_accuracy: edits that act inside or outside the mask as asked;
+    - silent_wrong_rate: turns where a plan ran and was wrong (no question asked);
+    - ask_rate_on_clear: clear requests answered with a question;
+    - question_accuracy, vague_accuracy, operation_accuracy: the other kinds of turn."""
+
+    def share(part: str, whole: str) -> float | None:
+        return round(counts[part] / counts[whole], 4) if counts[whole] else None
+
+    ordered = sorted(seconds)
+    return {"conversations": conversations, "turns": counts["turns"], "turn_accuracy": share("right", "turns"),
+            "module_exact": share("module_exact", "clear_turns"), "keyword_recall": share("words_found", "words"),
+            "follow_up_target_accuracy": share("follow_up_targets_right", "follow_up_targets"),
+            "where_accuracy": share("wheres_right", "wheres"), "silent_wrong_rate": share("silent_wrong", "turns"),
+            "ask_rate_on_clear": share("asked_on_clear", "clear_turns"),
+            "question_accuracy": share("question_right", "question_turns"),
+            "vague_accuracy": share("vague_right", "vague_turns"),
+            "operation_accuracy": share("operation_right", "operation_turns"),
+            "plan_ms_p50": round(1000 * ordered[len(ordered) // 2], 2) if ordered else None}
