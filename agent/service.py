@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from memory import ArtifactStore, SessionMemory, StepRecord
+from memory import ArtifactEntry, ArtifactStore, SessionMemory, StepRecord
 from schemas import BackendUnavailable, ModelsFile, Region, ToolOutput, VitronError, VitronSettings
 
 CHECKS = {"cpu": "image_editing", "gpu": "image_generation"}  # one tool of each queue, for `check_queues`
@@ -163,11 +163,32 @@ def plan_request(text: str, *, image: Path | None = None, video: Path | None = N
                           store=store, workflows=tuple(saved_workflows(settings)))
     plan = make_planner(planner or settings.planner, settings).plan(request)
     modules = [s.invocation.module for s in plan.steps]
-    return {"reply": plan.reply, "steps": [
-        {"module": s.invocation.module, "instruction": s.invocation.command,
-         "inputs": _named_inputs(s.invocation, modules),
-         "region": s.invocation.region.model_dump(mode="json") if s.invocation.region else None}
-        for s in plan.steps]}
+    steps = [{"module": s.invocation.module, "instruction": s.invocation.command,
+              "inputs": _named_inputs(s.invocation, modules),
+              "region": s.invocation.region.model_dump(mode="json") if s.invocation.region else None}
+             for s in plan.steps]
+    if session is not None:  # what the agent would fill in: the inputs a plan leaves out, from the session
+        uploads = [ArtifactEntry(ref.model_copy(update={"alias": alias}), "upload") for alias, ref in inputs.items()]
+        _fill_inputs(steps, [s.invocation for s in plan.steps], (*table, *uploads))
+    return {"reply": plan.reply, "steps": steps}
+
+
+def _fill_inputs(steps: list[dict[str, Any]], invocations: list[Any], table: tuple[Any, ...]) -> None:
+    """Each step's inputs as the agent's resolver completes them (`@alias`, or `@N` for step N's output); where
+    two artifacts fit equally, the question the agent would ask instead."""
+    from schemas import StepOutput
+    from workflows.resolve import Ambiguous, resolve_plan_inputs
+
+    try:
+        resolved = resolve_plan_inputs(invocations, table)
+    except Ambiguous as question:
+        steps[0]["question"] = question.question
+        return
+    except VitronError:
+        return  # a plan the agent refuses: shown as written
+    for step, found in zip(steps, resolved, strict=True):
+        step["inputs"] = {field: f"@{v.step}" if isinstance(v, StepOutput) else f"@{v.alias}"
+                          for field, v in found.values.items()}
 
 
 def score_planner(path: Path, *, planner: str | None = None, settings: VitronSettings | None = None,

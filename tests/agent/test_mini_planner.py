@@ -120,6 +120,18 @@ def test_remembered_mask_and_image_by_alias(planner, memory):
     assert sorted(inputs) == ["@img1", "@mask1"]
 
 
+def test_a_follow_up_names_no_alias_the_user_did_not(planner, memory):
+    session = memory.create_session("follow-up")
+    image = memory.store.put_image(photos.astronaut())
+    memory.append_turn(session.id, "user", "here", attachments=[image])  # img1
+    step = memory.record_step(session.id, {"module": "C", "command": "make it sepia", "inputs": {"image": "@img1"}})
+    memory.finish_step(step.id, [memory.store.put_image(photos.astronaut()[::-1].copy())])  # img2, the latest
+    [(module, _, inputs)] = steps_of(planner.plan(turn_request(memory, session.id, "now make it green")))
+    assert module == "image_editing" and inputs == []  # the agent's resolver picks the latest result
+    [(_, _, named)] = steps_of(planner.plan(turn_request(memory, session.id, "make img1 green")))
+    assert named == ["@img1"]  # named by the user: kept
+
+
 def test_single_steps_of_every_other_module(planner, tmp_path):
     store = ArtifactStore(tmp_path / "store")
     cases = {

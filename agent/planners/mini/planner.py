@@ -90,7 +90,7 @@ class MiniPlanner:
         memory = context_aliases([entry.alias for entry in request.artifacts], inputs, request.text)
         written = self.write(request.text, inputs, memory, request.region)
         plan = parse_plan(written.text)
-        return self._finish(plan, written, request.region)
+        return _named_references_only(self._finish(plan, written, request.region), request.text, inputs)
 
     def write(self, text: str, inputs: Sequence[str], memory: Sequence[str], region: Region | None = None) -> Written:
         """The plan text for a request given as plain values (what `plan` and the evaluation both call)."""
@@ -140,6 +140,22 @@ class MiniPlanner:
                 update["region"], scribble = region, False
             steps.append(PlanStep(invocation=invocation.model_copy(update=update), signal_tokens=step.signal_tokens))
         return Plan(reply=plan.reply, steps=steps)
+
+
+def _named_references_only(plan: Plan, text: str, uploads: Sequence[str]) -> Plan:
+    """The plan without references to session artifacts the user did not name: the decoder copies aliases from the
+    context line on its own, and "now make it green" must edit the latest result, which the agent's resolver picks.
+    Kept: this turn's uploads, aliases the text names (`@img1`, `img1`), and the plan's own `@N`."""
+    spoken = {match.lower() for match in re.findall(r"@?([a-z]+\d+)", text.lower())}
+
+    def wanted(value: object) -> bool:
+        if not isinstance(value, str) or not value.startswith("@") or value[1:].isdigit():
+            return True
+        return value[1:] in uploads or value[1:].lower() in spoken
+
+    steps = [step.model_copy(update={"invocation": step.invocation.model_copy(update={"inputs": {
+        key: value for key, value in step.invocation.inputs.items() if wanted(value)}})}) for step in plan.steps]
+    return plan.model_copy(update={"steps": steps})
 
 
 def context_aliases(table: Sequence[str], inputs: Sequence[str], text: str) -> list[str]:
