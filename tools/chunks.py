@@ -137,7 +137,7 @@ def chunk_frames_for(spec: JobSpec, inp: BaseModel, ctx: ToolContext) -> int | N
         from .embedded.editing import parse_edit
 
         try:
-            op = parse_edit(inp.command)
+            op = parse_edit(inp.command, inp.area)
         except VitronError:
             return None  # the whole job reports the error, with the same text
         if inp.masks is None and (inp.region is not None or op.source is not None or op.needs_mask):
@@ -174,7 +174,7 @@ def _edit_op(inp: EditVideoInput, ctx: ToolContext) -> Any:
     """The parsed edit, with the recolour's reference brightness from the first frame showing the object."""
     from .embedded.editing import parse_edit, with_reference
 
-    op = parse_edit(inp.command)
+    op = parse_edit(inp.command, inp.area)
     if op.name != "recolour" or inp.masks is None:
         return op
     with _frames(ctx.store, inp.video, 0, None) as frames, _frames(ctx.store, inp.masks, 0, None) as masks:
@@ -358,7 +358,7 @@ def finish(spec: JobSpec, plan: ChunkPlan, chunk_refs: list[ArtifactRef], ctx: T
     else:
         from .embedded.editing import parse_edit
 
-        label = parse_edit(spec.input["command"]).label
+        label = parse_edit(spec.input["command"], spec.input.get("area")).label
         out = EditVideoOutput(backend="opencv", video=merged["video"], operation=label)
     ctx.progress(1.0, f"{spec.module}: done in {len(chunk_refs)} chunks")
     return JobResult(job_id=spec.job_id, output=out.model_dump(mode="json", context={"store": ctx.store}),

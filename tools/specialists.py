@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -81,11 +81,17 @@ class ImageSegmentation(VisionTool[SegmentImageInput, SegmentImageOutput]):
 
 # -- C: image editing ----------------------------------------------------------------------------
 
+Area = Annotated[Literal["object", "background"] | None, Field(
+    description="Where the edit acts: on the object (inside the mask) or on the background (outside it, as in "
+                "'blur everything else'); none: as the command says ('blur the background'), else the object.")]
+
+
 class EditImageInput(_Input):
     image: ImageRef
     command: Command
     mask: MaskRef | None = Field(default=None, description="Where to edit; from an earlier segmentation.")
     region: Region | None = Field(default=None, description="Where to edit, when no mask is given.")
+    area: Area = None
     seed: Seed = None
     signal: Signal = None
 
@@ -144,6 +150,7 @@ class EditVideoInput(_Input):
     command: Command
     masks: MasksRef | None = Field(default=None, description="Per-frame masks from video segmentation.")
     region: Region | None = Field(default=None, description="The object on the first frame, tracked when no masks.")
+    area: Area = None
     seed: Seed = None
     signal: Signal = None
 

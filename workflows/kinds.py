@@ -10,7 +10,7 @@ from __future__ import annotations
 import types
 from dataclasses import dataclass
 from functools import cache
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -49,6 +49,8 @@ def kind_of(annotation: Any) -> Kind:
         raise TypeError(f"{annotation} mixes kinds {sorted(kinds)}")
     if annotation in _BY_TYPE:
         return _BY_TYPE[annotation]
+    if get_origin(annotation) is Literal and all(isinstance(a, str) for a in get_args(annotation)):
+        return "text"  # one of some words: `area: object | background`
     raise TypeError(f"no kind fits {annotation!r}: mark the field with OfKind")
 
 

@@ -5,7 +5,7 @@ Each line is a conversation: turns with the user's text, an optional upload (`im
 session names it: `@img1`, `@video1`…) and a drawn region, and what should happen:
 - `steps`: the plan, each step with its module letter, the `words` its instruction must keep, what it acts on
   (`on`: an alias the user meant, or `@N` for this turn's step N) and `where` an edit acts (`inside` the mask, or
-  `outside` it: "blur the background");
+  `outside` it: "blur the background"; read from the edit's `area` field, `background` being outside);
 - `ask`: the request is too vague to act on, and the planner should ask;
 - `question`: the user asks about the picture; nothing is edited;
 - `op`: a session operation (`undo`, making `current` the current artifact again; `show`, answering with `target`)
@@ -148,7 +148,8 @@ def _plan_turn(planner: Planner, turn: dict[str, Any], session: _Session, store:
         main = next((v for f, v in inputs_of.values.items() if kinds.get(f, ("",))[0] in ("image", "video")), None)
         targets.append(None if main is None else f"@{main.step}" if isinstance(main, StepOutput) else f"@{main.alias}")
     return _Turn(modules, [s.command for s in steps], targets,
-                 [str(s.params.get("where", "inside")) for s in steps], asked=False, reply=plan.reply)
+                 ["outside" if s.params.get("area") == "background" else "inside" for s in steps], asked=False,
+                 reply=plan.reply)
 
 
 def _is_module(name: str) -> bool:

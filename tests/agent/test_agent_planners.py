@@ -90,3 +90,25 @@ def test_a_region_drawn_on_a_later_frame_keeps_its_frame_through_any_planner(age
             assert invocation["region"]["frame"] == 40
             masks = list(agent.memory.store.iter_frames(reply.artifacts[0].ref))
             assert min(iou(m, truth) for m, truth in zip(masks, video.masks, strict=True)) >= 0.85
+
+
+def test_blur_everything_else_blurs_around_the_object_not_the_object(agent_settings):
+    """The planner issue's first report: "segment the rocket and blur everything else" blurred the rocket."""
+    import numpy as np
+
+    from tests.measure import grow, shrink
+
+    scene = render_scene(3, 240, 160)
+    mini = agent_settings.model_copy(update={"planner": "mini"})
+    with VitronAgent.from_settings(mini) as agent:
+        session = agent.session()
+        reply = session.send("segment the rocket and blur everything else", image=scene.image,
+                             region={"kind": "box", "box": list(scene.box)})
+        assert [(s.module, s.status) for s in reply.steps] == [("image_segmentation", "succeeded"),
+                                                              ("image_editing", "succeeded")]
+        edit = agent.memory.turns(session.id)[1].invocations[1]
+        assert edit["params"] == {"area": "background"}  # an explicit field, not a phrase the tool guesses from
+        edited = agent.memory.store.get_image(reply.artifacts[1].ref).astype(int)
+    diff = np.abs(edited - scene.image.astype(int)).max(axis=-1)
+    assert diff[shrink(scene.mask, 3)].max() <= 2  # the rocket: as it was
+    assert diff[~grow(scene.mask, 4)].mean() > 5  # everything else: blurred

@@ -49,7 +49,7 @@ class Oracle:
             inputs = {MAIN_INPUT[step["module"]]: step["on"]} if "on" in step else {}
             steps.append(PlanStep(invocation=Invocation(
                 module=step["module"], command=" ".join(step.get("words", ["it"])), inputs=inputs,
-                params={"where": step["where"]} if "where" in step else {})))
+                params={"area": "background"} if step.get("where") == "outside" else {})))
         return Plan(reply="", steps=steps)
 
 

@@ -293,3 +293,33 @@ def test_the_object_named_by_colour_is_found_without_a_mask(ctx):
     edited = ctx.store.get_image(out.image)
     want = hue(np.array(COLOURS["green"]))[0]
     assert np.mean(hue_gap(hue(edited[shrink(s.mask, 3)]), want) < 10) > 0.9
+
+
+@pytest.mark.parametrize(("command", "area", "acts_outside"), [
+    ("blur it", "background", True),  # the field, not the words, says where
+    ("blur the background", "object", False),
+    ("blur the background", None, True),  # no field: the command decides, as before
+    ("make it white", "background", True),
+])
+def test_the_area_field_says_where_an_edit_acts(ctx, command, area, acts_outside):
+    s = scene(3)
+    edited, operation = edit(ctx, s, command, area=area)
+    diff = np.abs(edited.astype(int) - s.image.astype(int)).max(axis=-1)
+    inside, outside = shrink(s.mask, 3), ~grow(s.mask, 4)
+    moved, kept = (outside, inside) if acts_outside else (inside, outside)
+    assert diff[moved].mean() > 3 and diff[kept].max() <= 2, operation
+    assert ("background" in operation) == acts_outside
+
+
+def test_a_video_edit_takes_the_area_field(ctx):
+    from tests.scenes import render_video
+
+    video = render_video(2, frames=8, width=96, height=64)
+    ref = ctx.store.put_video(video.frames, video.fps)
+    masks = ctx.store.put_video(video.masks, video.fps, kind="masks")
+    out = get_tool("F").run({"video": ref, "masks": masks, "command": "blur it", "area": "background"}, ctx)
+    assert out.operation == "blur:background"
+    frames = list(ctx.store.iter_frames(out.video))
+    source = list(ctx.store.iter_frames(ref))
+    diff = np.abs(frames[4].astype(int) - source[4].astype(int)).max(axis=-1)
+    assert diff[~grow(video.masks[4], 4)].mean() > diff[shrink(video.masks[4], 3)].mean() + 3

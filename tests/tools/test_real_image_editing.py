@@ -214,3 +214,11 @@ def test_a_global_edit_without_instruct_weights_says_which_role_to_add(tmp_path,
     with pytest.raises(BackendUnavailable, match="instruct") as info:
         edit(ctx, picture, "make it winter")
     assert info.value.field == MODELS_SETTING
+
+
+def test_a_background_edit_repaints_outside_the_mask_and_keeps_the_object(tmp_path, ctx, weights, picture, mask):
+    ctx = context(tmp_path, ctx, inpaint=weights["inpaint"])
+    edited, operation = edit(ctx, picture, "a snowy field", mask=mask, area="background")
+    assert operation == "inpaint"
+    assert np.array_equal(edited[mask], picture[mask])  # the object, exactly as it was
+    assert changed(edited, picture)[~mask].mean() > 0.5

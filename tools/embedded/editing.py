@@ -108,10 +108,11 @@ class EditOp:
         return f"the {self.source} object" if self.source else "the object"
 
 
-def parse_edit(command: str) -> EditOp:
-    """The edit a command asks for; `UnsupportedOperation` (field "command") when it asks for none."""
+def parse_edit(command: str, area: Area | None = None) -> EditOp:
+    """The edit a command asks for, on `area` (default: the background where the command says so, else the object);
+    `UnsupportedOperation` (field "command") when it asks for none."""
     text = " ".join(command.lower().split())
-    background = bool(_BACKGROUND.search(text))
+    background = area == "background" if area is not None else bool(_BACKGROUND.search(text))
     for op in OPERATIONS:
         found = op.pattern.search(text)
         if found is None:
@@ -314,7 +315,7 @@ def object_mask_for(image: np.ndarray, op: EditOp, region: Region | None, store:
 
 def edit_image(inp: EditImageInput, ctx: ToolContext) -> EditImageOutput:
     """Backend of image_editing: parse the command, find the mask, apply the edit, store the image."""
-    op = parse_edit(inp.command)  # fail fast, before decoding anything
+    op = parse_edit(inp.command, inp.area)  # fail fast, before decoding anything
     image = ctx.store.get_image(inp.image)
     if inp.mask is not None:
         mask = ctx.store.get_mask(inp.mask)

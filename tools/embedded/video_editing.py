@@ -63,7 +63,7 @@ def _masks(inp: EditVideoInput, op: EditOp, ctx: ToolContext) -> Iterator[np.nda
 
 def edit_video(inp: EditVideoInput, ctx: ToolContext) -> EditVideoOutput:
     """Backend of video_editing: parse the command, stream frames (and masks) through the edit, encode."""
-    op = parse_edit(inp.command)  # fail fast, before decoding anything
+    op = parse_edit(inp.command, inp.area)  # fail fast, before decoding anything
     if op.needs_mask and inp.masks is None and inp.region is None and op.source is None:
         raise InvalidInput(f"{op.label} needs per-frame masks or a region on the first frame", field="masks",
                            fix="give masks from video segmentation, or a region (box, points or scribble)")

@@ -62,6 +62,8 @@ def edit_image(inp: EditImageInput, ctx: ToolContext) -> EditImageOutput:
     spec = model_spec(ctx, MODULE, BACKEND)
     image = ctx.store.get_image(inp.image)
     mask = edit_mask(inp, ctx, image.shape[:2])
+    if mask is not None and inp.area == "background":
+        mask = ~mask  # the background: everything outside the object
     if mask is None:
         edited, operation = _instruct(inp, ctx, spec, image), "instruct-pix2pix"
     elif masked_role(spec) == "gligen":

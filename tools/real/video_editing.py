@@ -125,6 +125,8 @@ def edit_video(inp: EditVideoInput, ctx: ToolContext) -> EditVideoOutput:
             if masks is not None and mask is None:
                 raise InvalidInput(f"the masks end at frame {index}, before the video does", field="masks",
                                    fix=_MASKS_FIX)
+            if mask is not None and inp.area == "background":
+                mask = ~mask  # the background: everything outside the object
             label = f"{MODULE}: frame {index + 1}/{total}"
             start, end = 0.02 + 0.96 * index / total, 0.02 + 0.96 * (index + 1) / total
             ctx.progress(start, label)

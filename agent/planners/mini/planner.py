@@ -90,7 +90,8 @@ class MiniPlanner:
         memory = context_aliases([entry.alias for entry in request.artifacts], inputs, request.text)
         written = self.write(request.text, inputs, memory, request.region)
         plan = parse_plan(written.text)
-        return _named_references_only(self._finish(plan, written, request.region), request.text, inputs)
+        plan = _named_references_only(self._finish(plan, written, request.region), request.text, inputs)
+        return _with_edit_area(plan, request.text)
 
     def write(self, text: str, inputs: Sequence[str], memory: Sequence[str], region: Region | None = None) -> Written:
         """The plan text for a request given as plain values (what `plan` and the evaluation both call)."""
@@ -155,6 +156,23 @@ def _named_references_only(plan: Plan, text: str, uploads: Sequence[str]) -> Pla
 
     steps = [step.model_copy(update={"invocation": step.invocation.model_copy(update={"inputs": {
         key: value for key, value in step.invocation.inputs.items() if wanted(value)}})}) for step in plan.steps]
+    return plan.model_copy(update={"steps": steps})
+
+
+_AROUND = re.compile(r"\b(?:background|backdrop|surroundings|the rest|everything (?:else|around|except|but|behind)"
+                     r"|all around|around (?:it|him|her|them)|except (?:for )?(?:the|it|him|her|them))\b")
+
+
+def _with_edit_area(plan: Plan, text: str) -> Plan:
+    """The request's last edit set to act on the background when the user says so ("blur everything else", "the
+    background", "everything except the runner"): an explicit field of the edit, not a phrase it must find."""
+    edits = [i for i, step in enumerate(plan.steps) if resolve_module(step.invocation.module).code in ("C", "F")]
+    if not edits or not _AROUND.search(text.lower()):
+        return plan
+    steps = list(plan.steps)
+    last = steps[edits[-1]]
+    params = {**last.invocation.params, "area": "background"}
+    steps[edits[-1]] = last.model_copy(update={"invocation": last.invocation.model_copy(update={"params": params})})
     return plan.model_copy(update={"steps": steps})
 
 
