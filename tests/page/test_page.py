@@ -32,6 +32,8 @@ def open_page(page, base: str, thread: str | None = None) -> None:
 def attach(page, path: Path) -> None:
     page.set_input_files("#file", str(path))
     page.wait_for_selector("#attachment:not([hidden]) canvas.sketch")
+    page.wait_for_function("() => { const m = document.querySelector('#stage img, #stage video');"
+                           " return m.tagName === 'IMG' ? m.complete && m.naturalWidth > 0 : m.readyState >= 2; }")
 
 
 def to_screen(page, x: float, y: float) -> tuple[float, float]:
@@ -104,6 +106,14 @@ def video_file(tmp_path: Path, seed: int, frames: int):
     return video, path
 
 
+def box_and_send(page, server: str, path: Path, box, text: str) -> None:
+    """A fresh page: upload the file, draw a box around `box` on it, send `text`."""
+    open_page(page, server)
+    attach(page, path)
+    box_around(page, box)
+    send(page, text)
+
+
 def check_recoloured(edited: np.ndarray, scene, colour: str) -> None:
     want = hue(np.array(COLOURS[colour]))[0]
     assert np.mean(hue_gap(hue(edited[shrink(scene.mask, 3)]), want) < 15) > 0.9  # the object took the colour
@@ -162,10 +172,7 @@ def test_a_drawn_box_segments_and_recolours_the_object(page, server, tmp_path):
                                        "make it blue' (it plans the segmentation only)")
 def test_the_issue_sentence_segments_and_makes_it_blue(page, server, tmp_path):
     scene, path = scene_file(tmp_path, 3)
-    open_page(page, server)
-    attach(page, path)
-    box_around(page, scene.box)
-    send(page, "segment it and make it blue")
+    box_and_send(page, server, path, scene.box, "segment it and make it blue")
     run = last_run(page)
     edited = run.locator('figure[data-alias="img2"] img')
     assert edited.count() == 1
@@ -223,10 +230,7 @@ def test_points_and_a_scribble_reach_the_run(page, server, tmp_path):
 
 def test_a_reload_mid_run_finishes_the_run_on_the_page_with_every_event_once(page, server, tmp_path):
     video, path = video_file(tmp_path, 3, frames=400)
-    open_page(page, server)
-    attach(page, path)
-    box_around(page, video.box(0))
-    send(page, "track the object and blur it")
+    box_and_send(page, server, path, video.box(0), "track the object and blur it")
     page.wait_for_function("() => document.querySelectorAll('li.run .event-log li[data-event=progress]').length >= 3")
     shown_before = page.locator("li.run .event-log li").count()
     thread = page.evaluate("() => new URLSearchParams(location.hash.slice(1)).get('thread')")
@@ -251,10 +255,7 @@ def test_a_reload_mid_run_finishes_the_run_on_the_page_with_every_event_once(pag
 
 def test_a_running_step_is_cancelled_from_the_page(page, server, tmp_path):
     video, path = video_file(tmp_path, 4, frames=400)
-    open_page(page, server)
-    attach(page, path)
-    box_around(page, video.box(0))
-    send(page, "track the object and blur it")
+    box_and_send(page, server, path, video.box(0), "track the object and blur it")
     cancel = page.locator("li.run .step[data-position='1'] button.cancel-step")
     cancel.wait_for(state="visible")
     cancel.click()
@@ -333,7 +334,7 @@ def test_with_keys_the_page_asks_for_one_and_an_approval_is_answered(page, guard
     assert paused.locator(".step").first.get_attribute("data-status") == "waiting"
     approval.get_by_role("button", name="Approve").click()
     done = last_run(page)
-    assert done.locator(".step").first.get_attribute("data-status") == "succeeded"
+    assert done.locator(".step").first.get_attribute("data-status") == "succeeded", done.inner_text()
     assert done.locator("figure.artifact.masks video").count() == 1
     assert approval.get_attribute("data-answered") == "approve"
 
@@ -362,10 +363,7 @@ def test_with_keys_the_page_asks_for_one_and_an_approval_is_answered(page, guard
 
 def test_the_layout_at_375_and_1440_pixels(page, server, tmp_path):
     scene, path = scene_file(tmp_path, 1)
-    open_page(page, server)
-    attach(page, path)
-    box_around(page, scene.box)
-    send(page, "segment the object and then recolour it blue")
+    box_and_send(page, server, path, scene.box, "segment the object and then recolour it blue")
     last_run(page)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "chat-1440.png"))

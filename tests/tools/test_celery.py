@@ -89,7 +89,8 @@ def test_progress_events_arrive_while_a_video_job_runs(store, celery):
     result = handle.result(timeout=60)
     assert store.video_info(ArtifactRef.model_validate(result.output["video"])).frames == len(v.frames)
     fractions = [f for f, _ in events]
-    assert len(fractions) >= 3 and fractions == sorted(fractions)
+    # Sent at most every 0.25 s: a job that takes under a second on a fast day reports twice, still mid-way.
+    assert len(fractions) >= 2 and fractions == sorted(fractions) and fractions[0] < 1
     assert any("video_editing: grayscale, frame" in m for _, m in events)
 
 

@@ -206,6 +206,7 @@ function showAttachment(entry) {
   const canvas = el("canvas", { class: "sketch", tabindex: "-1", "aria-label": "Draw the region here" });
   const stage = el("div", { class: "stage sketching" }, media, canvas);
   stage.style.width = `min(100%, 560px, calc(34vh * ${width / height}))`; // the picture's shape, on any screen
+  stage.style.aspectRatio = `${width} / ${height}`; // its place is kept before it loads: a sketch never shifts
   $("stage").replaceChildren(stage);
   const sketch = new Sketch(canvas, width, height, () => {
     $("region-text").value = sketch.toText();
