@@ -132,6 +132,22 @@ def test_a_follow_up_names_no_alias_the_user_did_not(planner, memory):
     assert named == ["@img1"]  # named by the user: kept
 
 
+@pytest.mark.parametrize(("text", "question"), [
+    ("what is in this picture?", True), ("How many people are in the photo", True), ("describe this image", True),
+    ("what colour is the car?", True), ("is there a dog in this photo", True),
+    ("can you outline the lighthouse?", False), ("what would a red barn look like? draw it", False),
+    ("how about making it blue", False), ("segment the cup", False), ("where is the chair? cut it out", False)])
+def test_questions_get_an_honest_answer_and_no_edit(planner, memory, text, question):
+    from agent.planners.mini.planner import QUESTION_REPLY, is_question
+
+    assert is_question(text) == question
+    if question:
+        session = memory.create_session("question")
+        image = memory.store.put_image(photos.astronaut())
+        plan = planner.plan(turn_request(memory, session.id, text, uploads=[image]))
+        assert plan.steps == [] and plan.reply == QUESTION_REPLY and "understanding model" in plan.reply
+
+
 def test_single_steps_of_every_other_module(planner, tmp_path):
     store = ArtifactStore(tmp_path / "store")
     cases = {

@@ -86,6 +86,8 @@ class MiniPlanner:
         if _GRAMMAR.search(request.text if isinstance(request.text, str) else ""):
             # The user wrote the invocations themselves: taken as they are.
             return parse_plan(request.text, workflows=request.workflows)
+        if is_question(request.text):
+            return Plan(reply=QUESTION_REPLY)  # an honest answer, never an edit nobody asked for
         inputs = [alias for alias in request.inputs if alias]
         memory = context_aliases([entry.alias for entry in request.artifacts], inputs, request.text)
         written = self.write(request.text, inputs, memory, request.region)
@@ -157,6 +159,24 @@ def _named_references_only(plan: Plan, text: str, uploads: Sequence[str]) -> Pla
     steps = [step.model_copy(update={"invocation": step.invocation.model_copy(update={"inputs": {
         key: value for key, value in step.invocation.inputs.items() if wanted(value)}})}) for step in plan.steps]
     return plan.model_copy(update={"steps": steps})
+
+
+QUESTION_REPLY = ("I can't answer questions about pictures yet: that needs an understanding model, and none is "
+                  "configured. I can segment, edit, generate and animate: say what to change, e.g. \"make the cup "
+                  "blue\".")
+_ASKING = re.compile(r"^(?:what|what's|whats|which|who|whose|where|when|why|how|is|are|was|were|does|do|did|"
+                     r"describe|caption|tell me|explain|count)\b")
+_ACTING = re.compile(  # stems of the verbs of an action, in any form: "making it blue", "removed"
+    r"\b(?:segment|cut|outlin|mask|select|pick|isolat|extract|track|follow|mak|made|turn|chang|recolou?r|paint|blur|"
+    r"pixelat|remov|eras|delet|replac|swap|brighten|darken|sharpen|invert|generat|creat|draw|render|design|sketch|"
+    r"imagin|look like|come up|show|animat|zoom|pan|edit|fix|put|add|giv|convert|keep)(?:e|es|ed|ing|s|d)?\b")
+
+
+def is_question(text: str) -> bool:
+    """Whether a request asks about the picture rather than for a change: it opens as a question does ("what is…",
+    "how many…", "describe…") and asks for no action. "Can you make it blue?" is a request, not a question."""
+    lowered = " ".join(text.lower().split())
+    return bool(_ASKING.match(lowered)) and not _ACTING.search(lowered)
 
 
 _AROUND = re.compile(r"\b(?:background|backdrop|surroundings|the rest|everything (?:else|around|except|but|behind)"
