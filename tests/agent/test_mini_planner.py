@@ -130,6 +130,8 @@ def test_a_follow_up_names_no_alias_the_user_did_not(planner, memory):
     assert module == "image_editing" and inputs == []  # the agent's resolver picks the latest result
     [(_, _, named)] = steps_of(planner.plan(turn_request(memory, session.id, "make img1 green")))
     assert named == ["@img1"]  # named by the user: kept
+    [(_, _, first)] = steps_of(planner.plan(turn_request(memory, session.id, "make the first photo green")))
+    assert first == ["@img1"]  # "the first photo", "the original image": the session's first one
 
 
 @pytest.mark.parametrize(("text", "question"), [

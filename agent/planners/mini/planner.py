@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from memory import ArtifactEntry
 from schemas import (
     BoxRegion,
     InvalidInput,
@@ -93,7 +94,7 @@ class MiniPlanner:
         written = self.write(request.text, inputs, memory, request.region)
         plan = parse_plan(written.text)
         plan = _named_references_only(self._finish(plan, written, request.region), request.text, inputs)
-        return _with_edit_area(plan, request.text)
+        return _with_edit_area(_with_first_named(plan, request.text, request.artifacts), request.text)
 
     def write(self, text: str, inputs: Sequence[str], memory: Sequence[str], region: Region | None = None) -> Written:
         """The plan text for a request given as plain values (what `plan` and the evaluation both call)."""
@@ -159,6 +160,29 @@ def _named_references_only(plan: Plan, text: str, uploads: Sequence[str]) -> Pla
     steps = [step.model_copy(update={"invocation": step.invocation.model_copy(update={"inputs": {
         key: value for key, value in step.invocation.inputs.items() if wanted(value)}})}) for step in plan.steps]
     return plan.model_copy(update={"steps": steps})
+
+
+_FIRST = re.compile(r"\b(?:original|first|initial)\s+(?:(photo|image|picture|pic)|(clip|video))\b")
+_MAIN_INPUT = {"B": "image", "C": "image", "G": "image", "E": "video", "F": "video"}
+
+
+def _with_first_named(plan: Plan, text: str, table: Sequence[ArtifactEntry]) -> Plan:
+    """"The first photo", "the original clip": the session's first image or video, for the first step that works on
+    one and names none (the resolver alone would pick the latest)."""
+    found = _FIRST.search(text.lower())
+    if found is None:
+        return plan
+    kind = "image" if found.group(1) else "video"
+    first = next((entry.alias for entry in table if entry.ref.kind == kind and entry.alias), None)
+    for index, step in enumerate(plan.steps):
+        field = _MAIN_INPUT.get(resolve_module(step.invocation.module).code)
+        if first is None or field != kind or step.invocation.inputs:
+            continue
+        steps = list(plan.steps)
+        steps[index] = step.model_copy(update={"invocation": step.invocation.model_copy(
+            update={"inputs": {field: f"@{first}"}})})
+        return plan.model_copy(update={"steps": steps})
+    return plan
 
 
 QUESTION_REPLY = ("I can't answer questions about pictures yet: that needs an understanding model, and none is "
