@@ -7,9 +7,10 @@ calls, in order, become the plan's steps; its text becomes the reply. A call tha
 arguments do not validate goes back to the model as a ToolMessage carrying the error, a few times, before
 the planner gives up with `InvalidInput`.
 
-Only what an `Invocation` can carry is offered to the model: command, region and artifact inputs. Tool
-parameters such as `num_frames`, `fps`, `width`, `seed` or GLIGEN `boxes` are left out (they would be lost),
-so the specialists use their defaults; add them here when Invocation gains a place for them.
+Only what an `Invocation` can carry is offered to the model: command, region, artifact inputs, and an edit's
+`area` (the object, or the background around it). Tool parameters such as `num_frames`, `fps`, `width`, `seed` or
+GLIGEN `boxes` are left out (they would be lost), so the specialists use their defaults; add them here when
+Invocation gains a place for them.
 
 The model also sees the turn's pictures: each uploaded image, and a few evenly spaced frames of each uploaded
 video, downscaled and sent as image content blocks after the context text, each labelled with its alias and size
@@ -233,7 +234,7 @@ def _specialist_tools() -> tuple[type[BaseModel], ...]:
                     fields[name] = (AliasRef, Field(description=_field_description(info)))
                 else:
                     fields[name] = (AliasRef | None, Field(default=None, description=_field_description(info)))
-            elif name == "command":
+            elif name in ("command", "area"):  # area: an edit on the object or around it, said explicitly
                 fields[name] = (info.annotation, FieldInfo.merge_field_infos(info))
         models.append(create_model(tool.name, __base__=_ToolArgs, __doc__=tool.description, **fields))
     return tuple(models)
@@ -577,7 +578,9 @@ def _read_call(name: str, args: Mapping[str, Any], call_id: str, position: int,
     if problems:
         return _Call(call_id, error=f"{model.__name__}: " + "; ".join(problems))
     try:
-        invocation = Invocation(module=model.__name__, command=parsed.command, region=region, inputs=inputs)
+        area = getattr(parsed, "area", None)
+        invocation = Invocation(module=model.__name__, command=parsed.command, region=region, inputs=inputs,
+                                params={"area": area} if area else {})
     except ValidationError as exc:  # not expected: the LLM-facing model checked the same things
         return _Call(call_id, error=f"{model.__name__}: {_validation_text(exc)}")
     return _Call(call_id, step=PlanStep(invocation=invocation))

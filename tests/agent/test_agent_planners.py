@@ -112,3 +112,22 @@ def test_blur_everything_else_blurs_around_the_object_not_the_object(agent_setti
     diff = np.abs(edited - scene.image.astype(int)).max(axis=-1)
     assert diff[shrink(scene.mask, 3)].max() <= 2  # the rocket: as it was
     assert diff[~grow(scene.mask, 4)].mean() > 5  # everything else: blurred
+
+
+def test_a_chat_model_says_where_an_edit_acts_with_the_area_field(agent_settings):
+    import numpy as np
+
+    from tests.measure import grow, shrink
+
+    scene = render_scene(3, 240, 160)
+    model = fake(calls(call("image_segmentation", "a", image="@img1", command="the object",
+                            region={"kind": "box", "box": list(scene.box)}),
+                       call("image_editing", "b", image="@img1", mask="@1", command="blur it", area="background")),
+                 AIMessage(content="Blurred around it."))
+    with VitronAgent.from_settings(agent_settings, planner=ChatModelPlanner(model)) as agent:
+        session = agent.session()
+        reply = session.send("blur everything except the object", image=scene.image)
+        assert agent.memory.turns(session.id)[1].invocations[1]["params"] == {"area": "background"}
+        edited = agent.memory.store.get_image(reply.artifacts[1].ref).astype(int)
+    diff = np.abs(edited - scene.image.astype(int)).max(axis=-1)
+    assert diff[shrink(scene.mask, 3)].max() <= 2 and diff[~grow(scene.mask, 4)].mean() > 5
