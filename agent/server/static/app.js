@@ -130,7 +130,7 @@ async function openThread(threadId) {
 function renderHistory(past, liveTurn) {
   const log = $("log");
   log.replaceChildren();
-  const stepsOf = Map.groupBy ? Map.groupBy(past.steps, (s) => s.turn_id) : groupBy(past.steps, (s) => s.turn_id);
+  const stepsOf = Map.groupBy(past.steps, (s) => s.turn_id);
   const turns = past.turns;
   turns.forEach((turn, i) => {
     if (turn.role === "user") {
@@ -141,12 +141,6 @@ function renderHistory(past, liveTurn) {
     }
   });
   if (!turns.length) log.append(el("li", { class: "empty" }, "Upload a photo or a video, sketch a region, and say what to do."));
-}
-
-function groupBy(items, key) {
-  const groups = new Map();
-  for (const item of items) groups.set(key(item), [...(groups.get(key(item)) || []), item]);
-  return groups;
 }
 
 function userBubble(text, uploads, region = null) {

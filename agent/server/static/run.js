@@ -202,9 +202,10 @@ export class RunView {
     for (const row of this.steps.values()) row.cancel.hidden = true;
     if (data.error && !this.errors.children.length) this.errors.append(errorView(data.error));
     if (data.reply && data.reply.text && !this.reply.textContent) this.reply.replaceChildren(...withAliases(data.reply.text));
-    await this.app.refresh();
-    for (const made of (data.reply && data.reply.artifacts) || []) {
-      if (made.alias && !this.element.querySelector(`figure[data-alias="${made.alias}"]`)) this.showArtifact(made.alias, this.results);
+    const made = (data.reply && data.reply.artifacts) || [];
+    if (made.some((m) => m.alias && !this.app.lookup(m.alias))) await this.app.refresh(); // each step's already came
+    for (const { alias } of made) {
+      if (alias && !this.element.querySelector(`figure[data-alias="${alias}"]`)) this.showArtifact(alias, this.results);
     }
     if (this.runId && data.status !== "interrupted") savedRuns.forget(this.runId);
   }
