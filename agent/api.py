@@ -56,7 +56,9 @@ def make_planner(name: str, settings: VitronSettings) -> Planner:
 
 @dataclass(frozen=True)
 class Reply:
-    """What a turn gave back: the reply text, its steps and the artifacts they made (in step order)."""
+    """What a turn gave back: the reply text, its steps and the artifacts they made (in step order), after what an
+    undo brought back or a show showed. A question back to the user (what it means, or whether to run a guess) is
+    an ordinary reply: `approval` is only for heavy steps waiting to run."""
 
     session_id: str
     text: str
@@ -249,7 +251,7 @@ class AgentSession:
         turn_id = values.get("turn_id")
         steps = tuple(s for s in memory.steps(self.id) if turn_id is not None and s.turn_id == turn_id)
         table = {e.alias: e for e in memory.artifact_table(self.id)}
-        made = []
+        made = [table[alias] for alias in values.get("shown", []) if alias in table]  # an undo's or a show's
         for step in values.get("steps", []):
             result = values.get("results", {}).get(step["name"], {})
             made += [table[r["alias"]] for r in result.get("outputs", {}).values()
@@ -282,9 +284,10 @@ class AgentSession:
         region_json = None
         if region is not None:
             region_json = as_region(region).model_dump(mode="json")
+        # `pending` is left as the last turn left it: a guess the planner asked about waits for this turn's answer.
         return {"session_id": self.id, "turn_id": turn.id, "text": text, "inputs": inputs, "region": region_json,
                 "round": 1, "attempt": 1, "feedback": None, "proposal": [], "steps": [], "step_ids": {},
-                "round_start": 0, "results": None, "approved": [], "replies": [], "final": None}
+                "round_start": 0, "results": None, "approved": [], "replies": [], "final": None, "shown": []}
 
     def _upload(self, value: Upload | None, kind: str) -> ArtifactRef | None:
         store = self.agent.memory.store

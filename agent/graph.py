@@ -1,6 +1,8 @@
 """The turn as a LangGraph state machine: plan (validated in the same node) → run_next / run_step → review →
 respond. A plan edited at an approval pause goes through `validate`; the node that runs a chain's last step
-answers at once, a superstep sooner.
+answers at once, a superstep sooner. A plan's session operation (undo, show) is done in `plan`, with no job; a
+plan the planner is not sure of (`Plan.confirm`) ends the turn with its question, and the guess waits in the
+thread's state (`pending`) for the next turn: a yes runs it without the planner, a no drops it.
 
 The nodes are LangGraph's; everything about plans is the plan engine's (`workflows`): the planner's invocations
 are compiled (inputs resolved, checked against the tool schemas) into compiled steps, `workflows.rounds` says which
@@ -16,6 +18,7 @@ step waits for the steps whose outputs it reads. Events go to the sink the run's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -25,8 +28,20 @@ from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send, interrupt
 
-from memory import SessionMemory
-from schemas import ArtifactRef, CompiledStep, Invocation, StepOutput, VitronError, VitronSettings, as_region
+from memory import ArtifactEntry, SessionMemory, restored
+from schemas import (
+    AliasNotFound,
+    ArtifactRef,
+    CompiledStep,
+    Invocation,
+    Plan,
+    PlanStep,
+    SessionOperation,
+    StepOutput,
+    VitronError,
+    VitronSettings,
+    as_region,
+)
 from tools.executors import Executor
 from workflows import (
     Ambiguous,
@@ -70,6 +85,9 @@ class TurnState(TypedDict, total=False):
     approved: list[int]  # heavy steps the user let run
     replies: list[str]  # the planner's words, one per round
     final: str | None  # the reply, once known (or a question, or why nothing ran)
+    shown: list[str]  # aliases the turn answers with that no step made: what an undo brought back, what show showed
+    pending: dict | None  # a guess the planner asked about (`Plan` JSON, tensors as refs), kept for the next turn:
+    # a new turn's input leaves it out, so it outlives the turn in the thread's checkpoints until a plan reads it
 
 
 @dataclass
@@ -119,24 +137,65 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
     def plan(state: TurnState) -> dict[str, Any]:
         sid = state["session_id"]
         table = _artifact_table(sid)
-        request = PlanRequest(
-            text=state["text"], history=lambda: memory.history(sid), artifacts=table,
-            inputs={a: ArtifactRef.model_validate(r) for a, r in state.get("inputs", {}).items()},
-            region=_region(state.get("region")), store=store, round=state.get("round", 1),
-            results=_outcomes(state), feedback=state.get("feedback"), attempt=state.get("attempt", 1),
-            workflows=tuple(saved_workflows(settings)),
-        )
-        try:
-            proposal = planner.plan(request)
-        except VitronError as exc:
-            return _refused(state, exc.message)
-        replies = [*state.get("replies", []), proposal.reply] if proposal.reply else state.get("replies", [])
-        invocations = _on_drawn_frame([s.invocation for s in proposal.steps], request.region)
+        region = _region(state.get("region"))
+        pending = state.get("pending")
+        answered = yes_or_no(state["text"]) if pending else None
+        update: dict[str, Any] = {"pending": None}  # a guess waits for the next plan only
+        if answered is False:
+            return {**update, "final": "All right, I won't. What did you mean?"}
+        if answered:  # the user said yes to the guess: it runs as this turn's plan, no planner call
+            proposal = Plan.model_validate(pending, context={"store": store})
+        else:
+            request = PlanRequest(
+                text=state["text"], history=lambda: memory.history(sid), artifacts=table,
+                inputs={a: ArtifactRef.model_validate(r) for a, r in state.get("inputs", {}).items()},
+                region=region, store=store, round=state.get("round", 1),
+                results=_outcomes(state), feedback=state.get("feedback"), attempt=state.get("attempt", 1),
+                workflows=tuple(saved_workflows(settings)),
+            )
+            try:
+                proposal = planner.plan(request)
+            except VitronError as exc:
+                return {**update, **_refused(state, exc.message)}
+        invocations = _on_drawn_frame([s.invocation for s in proposal.steps], region)
+        if proposal.confirm and (invocations or proposal.operation):
+            return {**update, **ask(proposal, invocations)}
+        replies = state.get("replies", [])
+        if proposal.operation is not None and not state.get("shown"):  # one operation a turn, even if it replans
+            try:
+                entry = operate(state, proposal.operation, table())
+            except VitronError as exc:
+                return {**update, **_refused(state, exc.message)}
+            update["shown"] = [entry.alias]
+            table = _artifact_table(sid)  # an undo added a row
+            default = (f"Back to @{restored(table(), entry).alias}." if proposal.operation.kind == "undo"
+                       else f"Here is @{entry.alias}.")
+            replies = [*replies, proposal.reply or default]
+        elif proposal.reply:
+            replies = [*replies, proposal.reply]
         if invocations:
             _emit("plan", round=state.get("round", 1), reply=proposal.reply,
                   steps=[{"module": i.module, "command": i.command} for i in invocations])
         # Compiled in this node: a superstep less before the first job starts.
-        return {"replies": replies, "feedback": None, **settle(state, invocations, table)}
+        return {**update, "replies": replies, "feedback": None, **settle(state, invocations, table)}
+
+    def ask(proposal: Plan, invocations: list[Invocation]) -> dict[str, Any]:
+        """The planner is not sure: the turn answers with its question, and its guess waits for the user's yes."""
+        guess = Plan(steps=[PlanStep(invocation=i) for i in invocations], operation=proposal.operation)
+        return {"pending": guess.model_dump(mode="json", context={"store": store}, exclude_none=True),
+                "final": proposal.reply or _guess_question(guess)}
+
+    def operate(state: TurnState, operation: SessionOperation, table: tuple[ArtifactEntry, ...]) -> ArtifactEntry:
+        """An undo's new row, or the artifact a show answers with; no job runs."""
+        if operation.kind == "undo":
+            return memory.record_undo(state["session_id"], operation.target, turn_id=state["turn_id"])
+        name = operation.target.lstrip("@")
+        found = next((e for e in table if e.alias == name), None)
+        if found is None:
+            raise AliasNotFound(f"this session has no artifact @{name} to show", field="operation.target",
+                                fix="name one of " + ", ".join("@" + e.alias for e in table[-12:]) if table
+                                else "this session has no artifacts yet")
+        return found
 
     def _refused(state: TurnState, message: str) -> dict[str, Any]:
         """A refused plan goes back to the planner a bounded number of times, then becomes the reply."""
@@ -416,6 +475,27 @@ def _outcomes(state: TurnState) -> tuple[StepOutcome, ...]:
                           and r.get("alias")),
             error=result.get("error")))
     return tuple(outcomes)
+
+
+_YES = frozenset({"yes", "yes please", "y", "yep", "sure", "ok", "okay", "do it", "go ahead", "sounds good", "correct",
+                  "right"})
+_NO = frozenset({"no", "nope", "not that"})
+_PUNCTUATION = re.compile(r"[\s.,!?;:…]+")
+
+
+def yes_or_no(text: str) -> bool | None:
+    """How a turn answers a yes-or-no question: True for "yes", "Sure!", "go ahead."…, False for "no", "nope", "not
+    that"; None for anything else (a new request). Case and punctuation do not count."""
+    words = _PUNCTUATION.sub(" ", text.lower()).strip()
+    return True if words in _YES else False if words in _NO else None
+
+
+def _guess_question(guess: Plan) -> str:
+    """A question naming a guess, for a planner that asked without words of its own."""
+    doing = [f"{guess.operation.kind} {guess.operation.target}"] if guess.operation else []
+    doing += [f"{s.invocation.module}: {s.invocation.command}" if s.invocation.command else s.invocation.module
+              for s in guess.steps]
+    return f"Shall I run {', then '.join(doing)}?"
 
 
 def _summary(state: TurnState) -> str:

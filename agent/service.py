@@ -130,7 +130,8 @@ def plan_request(text: str, *, image: Path | None = None, video: Path | None = N
                  planner: str | None = None, session: str | None = None,
                  settings: VitronSettings | None = None) -> dict[str, Any]:
     """The plan a planner makes for a request, without running anything: its reply and, per step, the module, the
-    instruction, the inputs under the fields they fill (`@1` from a segmentation is the mask) and the region.
+    instruction, the inputs under the fields they fill (`@1` from a segmentation is the mask) and the region; its
+    session operation (undo, show), and `confirm` when the reply asks whether to run the steps.
     With `session` (an id or a prefix), planned as a next turn of that session: its history and artifacts."""
     from memory import History
     from memory.sessions import ALIAS_PREFIXES
@@ -170,7 +171,8 @@ def plan_request(text: str, *, image: Path | None = None, video: Path | None = N
     if session is not None:  # what the agent would fill in: the inputs a plan leaves out, from the session
         uploads = [ArtifactEntry(ref.model_copy(update={"alias": alias}), "upload") for alias, ref in inputs.items()]
         _fill_inputs(steps, [s.invocation for s in plan.steps], (*table, *uploads))
-    return {"reply": plan.reply, "steps": steps}
+    return {"reply": plan.reply, "steps": steps, "confirm": plan.confirm,
+            "operation": plan.operation.model_dump() if plan.operation else None}
 
 
 def _fill_inputs(steps: list[dict[str, Any]], invocations: list[Any], table: tuple[Any, ...]) -> None:

@@ -15,6 +15,9 @@ from .sessions import (
     SessionMemory,
     StepRecord,
     TurnRecord,
+    restored,
+    undo_replaces,
+    undo_target,
 )
 from .step_cache import CachedStep, StepCache
 
@@ -43,4 +46,7 @@ __all__ = [
     "VideoWriter",
     "delete_thread_checkpoints",
     "open_checkpointer",
+    "restored",
+    "undo_replaces",
+    "undo_target",
 ]

@@ -24,13 +24,14 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from schemas import STEP_STATUSES
 
 ROLES = ("user", "assistant", "system", "tool")
-ORIGINS = ("upload", "step", "planner")
+ORIGINS = ("upload", "step", "planner", "undo")
 BATCH_ITEM_STATUSES = ("pending", "succeeded", "failed")
 RUN_STATUSES = ("pending", "running", "success", "error", "interrupted", "cancelled")
 
@@ -143,9 +144,11 @@ class ArtifactRow(Base):
     __tablename__ = "artifacts"
     __table_args__ = (
         UniqueConstraint("session_id", "alias"),
-        UniqueConstraint("session_id", "sha256"),  # one alias per content within a session
+        # One alias per content within a session; an undo's row brings an earlier content back under a new alias.
+        Index("uq_artifacts_session_id_sha256", "session_id", "sha256", unique=True,
+              sqlite_where=text("origin != 'undo'"), postgresql_where=text("origin != 'undo'")),
         UniqueConstraint("session_id", "kind", "alias_number"),
-        CheckConstraint("origin IN ('upload', 'step', 'planner')", name="origin"),
+        CheckConstraint("origin IN ('upload', 'step', 'planner', 'undo')", name="origin"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)

@@ -3,7 +3,8 @@
 A session holds turns (numbered 1, 2, 3… in append order), steps (one specialist invocation each, with
 the executor job that runs it), and artifacts. Each artifact gets a stable, per-session alias made of
 its kind's prefix and a counter (`img1`, `mask2`, `video1`, `masks1`, `emb1`, `boxes1`, `text1`),
-assigned when it is recorded, and remembers what made it: the step and the parent artifacts.
+assigned when it is recorded, and remembers what made it: the step and the parent artifacts. A content has one
+row, except that an undo gives an earlier content a new row (`record_undo`), so it is the newest of its kind again.
 
 Every write locks its session (a row lock on PostgreSQL; SQLite's single writer lock, taken at BEGIN),
 so concurrent writers to one session never lose a turn or reuse a number, and each is retried from the
@@ -102,7 +103,7 @@ class ArtifactEntry:
     """One row of a session's artifact table: the ref (alias filled in) and what made it."""
 
     ref: ArtifactRef
-    made_by: str  # the producing step's module, or "upload", or "planner" (signal embeddings)
+    made_by: str  # the producing step's module, or "upload", "planner" (signal embeddings) or "undo" (`restored`)
     parents: tuple[str, ...] = ()  # aliases of what it was made from, in input order
     step_id: int | None = None
     turn_seq: int | None = None
@@ -128,6 +129,43 @@ class ArtifactEntry:
                 "made_by": self.made_by, "parents": list(self.parents), "step_id": self.step_id,
                 "turn": self.turn_seq, "label": self.label,
                 "created_at": self.created_at.isoformat() if self.created_at else None}
+
+
+UNDO = "undo"
+"""What made an undo's row: a new alias for an earlier artifact's content, made current again (`record_undo`)."""
+
+_MEDIA_KINDS = ("image", "video")  # what an edit or an undo is about; masks and the rest belong to one of these
+
+
+def restored(entries: Sequence[ArtifactEntry], entry: ArtifactEntry) -> ArtifactEntry:
+    """The artifact an undo's row brought back: the session's row of the same content that is not an undo (the
+    entry itself for any other row)."""
+    if entry.made_by != UNDO:
+        return entry
+    return next((e for e in entries if e.ref.sha256 == entry.ref.sha256 and e.made_by != UNDO), entry)
+
+
+def undo_target(entries: Sequence[ArtifactEntry], kind: str | None = None) -> ArtifactEntry | None:
+    """What "undo" goes back to: the artifact before the last edit. The newest image or video (of `kind`, if given)
+    that a step made, or an undo brought back, and of that (an undo's row read as what it brought back, so that
+    undoing twice walks further back) its first image or video parent: undoing an edit gives the edited image,
+    undoing an animation the image animated. None when there is nothing before it (an upload, a generated image)."""
+    kinds = (kind,) if kind else _MEDIA_KINDS
+    last = next((e for e in reversed(entries) if e.ref.kind in kinds and e.made_by not in ("upload", "planner")), None)
+    if last is None:
+        return None
+    last = restored(entries, last)
+    by_alias = {e.alias: e for e in entries}
+    parent = next((by_alias[p] for p in last.parents if p in by_alias and by_alias[p].ref.kind in _MEDIA_KINDS), None)
+    return None if parent is None else restored(entries, parent)
+
+
+def undo_replaces(entries: Sequence[ArtifactEntry], target: ArtifactEntry) -> ArtifactEntry | None:
+    """The artifact an undo back to `target` replaces, its row's parent: the newest image or video (for a target of
+    another kind, the newest of that kind); None when that already is the target's content."""
+    kinds = _MEDIA_KINDS if target.ref.kind in _MEDIA_KINDS else (target.ref.kind,)
+    newest = next((e for e in reversed(entries) if e.ref.kind in kinds), None)
+    return None if newest is None or newest.ref.sha256 == target.ref.sha256 else newest
 
 
 @dataclass(frozen=True)
@@ -610,6 +648,34 @@ class SessionMemory:
 
         return self.db.write(work)
 
+    def record_undo(self, session_id: str, target: str, *, turn_id: int | None = None) -> ArtifactEntry:
+        """Make `target` (`@img1`, or an undo's row of it) the session's current artifact of its kind again: a new
+        row for the same stored content, made by `undo`, its parent the artifact it replaces (`@img4 image: undo
+        of @img3`). A later step that leaves its input out reads it as the target (`restored`). No job runs."""
+
+        def work(c: Connection) -> ArtifactEntry:
+            _lock_session(c, session_id)
+            if turn_id is not None:
+                _turn_in_session(c, session_id, turn_id)
+            alias = _artifact_by_alias(c, session_id, target).alias
+            ids = {e.alias: (row_id, e) for row_id, e in _entries(c, _SESSION_ENTRIES, {"session_id": session_id},
+                                                                   with_ids=True)}
+            entries = [e for _, e in ids.values()]
+            back = restored(entries, ids[alias][1])
+            replaced = undo_replaces(entries, back)
+            number = c.scalar(_NEXT_ALIAS_NUMBER, {"session_id": session_id, "kind": back.ref.kind})
+            row_id = c.execute(_INSERT_ARTIFACT, {
+                "session_id": session_id, "sha256": back.ref.sha256, "kind": back.ref.kind,
+                "media_type": back.ref.media_type, "shape": list(back.ref.shape), "size": back.size,
+                "alias": f"{ALIAS_PREFIXES[back.ref.kind]}{number}", "alias_number": number, "origin": UNDO,
+                "label": None, "step_id": None, "turn_id": turn_id, "created_at": utcnow()}).scalar_one()
+            if replaced is not None:
+                c.execute(_INSERT_PARENTS, [{"child_id": row_id, "parent_id": ids[replaced.alias][0], "position": 0}])
+            (entry,) = _entries(c, _entries_query(_artifacts.c.id == row_id))
+            return entry
+
+        return self.db.write(work)
+
     def artifact_table(self, session_id: str) -> list[ArtifactEntry]:
         """Every artifact of the session, in the order recorded, with alias, kind and what made each."""
 
@@ -636,8 +702,7 @@ class SessionMemory:
         def work(c: Connection) -> Lineage:
             _session_row(c, session_id)
             if isinstance(artifact, ArtifactRef):
-                start = c.execute(select(_artifacts).where(_artifacts.c.session_id == session_id,
-                                                           _artifacts.c.sha256 == artifact.sha256)).first()
+                start = c.execute(_ARTIFACT_BY_SHA, {"session_id": session_id, "sha256": artifact.sha256}).first()
                 if start is None:
                     raise _alias_missing(c, session_id, f"content {artifact.short}")
             else:
@@ -714,8 +779,9 @@ _FINISH_STEP = update(_steps).where(_steps.c.id == bindparam("step_id")).values(
     status="succeeded", progress=1.0, finished_at=bindparam("now", type_=_steps.c.finished_at.type),
     started_at=func.coalesce(_steps.c.started_at, bindparam("now", type_=_steps.c.started_at.type)),
     backend=func.coalesce(bindparam("backend", type_=_steps.c.backend.type), _steps.c.backend))
+# A content's own row; an undo's rows of it come later, under aliases of their own.
 _ARTIFACT_BY_SHA = select(_artifacts).where(_artifacts.c.session_id == bindparam("session_id"),
-                                            _artifacts.c.sha256 == bindparam("sha256"))
+                                            _artifacts.c.sha256 == bindparam("sha256"), _artifacts.c.origin != UNDO)
 _ARTIFACT_ID_BY_SHA = _ARTIFACT_BY_SHA.with_only_columns(_artifacts.c.id)
 _ARTIFACT_BY_ALIAS = select(_artifacts).where(_artifacts.c.session_id == bindparam("session_id"),
                                               _artifacts.c.alias == bindparam("alias"))
@@ -967,6 +1033,7 @@ def _error_json(error: BaseException | Mapping[str, Any] | str) -> dict[str, Any
 
 __all__ = [
     "ALIAS_PREFIXES",
+    "UNDO",
     "ArtifactEntry",
     "DeletedSession",
     "History",
@@ -978,4 +1045,7 @@ __all__ = [
     "StepStatus",
     "TurnRecord",
     "approx_tokens",
+    "restored",
+    "undo_replaces",
+    "undo_target",
 ]

@@ -25,7 +25,7 @@ from .jobs import JobCancelled, JobFailed, JobQueue, JobResult, JobSpec, JobStat
 from .models_file import MODELS_SETTING, ModelsFile, ModelSpec
 from .modules import MODULES, ModuleInfo, ModuleName, resolve_module
 from .outputs import ToolOutput
-from .plans import Plan, PlanStep
+from .plans import Plan, PlanStep, SessionOperation
 from .references import AliasName, InputName, Reference, StepOutput, is_reference, parse_reference, step_number
 from .regions import BoxRegion, PointsRegion, Region, ScribbleRegion, as_region, parse_box, parse_points
 from .settings import VitronSettings
@@ -92,6 +92,7 @@ __all__ = [
     "Region",
     "ScribbleRegion",
     "SessionNotFound",
+    "SessionOperation",
     "SignalEmbedding",
     "StepNotFound",
     "StepOutput",

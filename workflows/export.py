@@ -42,7 +42,7 @@ def export_session(memory: SessionMemory, session_id: str, *, turn: int | None =
     names = {step.id: f"step{number}" for number, step in enumerate(steps, start=1)}
     producer = {entry.ref.sha256: (names[step.id], entry.ref.kind) for step in steps
                 for entry in made_by_step.get(step.id, [])}
-    by_sha = {entry.ref.sha256: entry for entry in table}
+    by_sha = {entry.ref.sha256: entry for entry in reversed(table)}  # a content's first row, not an undo's
     inputs: dict[str, Any] = {}
     written = []
     for step in steps:

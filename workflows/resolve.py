@@ -2,9 +2,10 @@
 
 A planner often leaves inputs out ("make it green"), as people do. The rule: an input left out is the most
 recent artifact of the fitting kind — an earlier step of this plan first, then the session's artifact
-table. Explicit aliases always win. When the newest candidates fit equally (two uploads of one turn, or two
-outputs of independent steps: neither made from the other), the agent asks instead of guessing. An optional
-input (a mask for an edit) is filled only when it was made from the same source as the image being edited.
+table (where an undo's row stands for the artifact it brought back). Explicit aliases always win. When the
+newest candidates fit equally (two uploads of one turn, or two outputs of independent steps: neither made from
+the other), the agent asks instead of guessing. An optional input (a mask for an edit) is filled only when it
+was made from the same source as the image being edited.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from memory import ArtifactEntry
+from memory import ArtifactEntry, restored
 from schemas import ArtifactRef, InvalidInput, Invocation, StepOutput, VitronError, a_or_an, step_number
 from tools import get_tool
 
@@ -244,7 +245,7 @@ def _implicit(kind: str, required: bool, main: ArtifactRef | StepOutput | None, 
         names = [c.alias for c in candidates]
         listing = " or ".join(f"@{c.alias} ({c.describe().split(': ', 1)[1]})" for c in candidates)
         raise Ambiguous(f"Which {kind} do you mean: {listing}?", names)
-    chosen = candidates[0]
+    chosen = restored(table.entries, candidates[0])  # after an undo: what it brought back, by its own alias
     if not required and not _same_source(chosen.ref, main, table):
         return None
     return chosen.ref

@@ -154,6 +154,10 @@ def plan_cmd(
         return
     if plan["reply"]:
         out.print(plan["reply"], highlight=False)
+    if plan["operation"]:
+        out.print(f"{plan['operation']['kind']} {plan['operation']['target']}", highlight=False)
+    if plan["confirm"]:
+        out.print("[dim]asks first: the steps run only if the next turn says yes[/dim]")
     table = Table("step", "module", "instruction", "inputs")
     for number, step in enumerate(plan["steps"], start=1):
         table.add_row(str(number), step["module"], step["instruction"], json.dumps(step["inputs"]))

@@ -9,11 +9,13 @@ session names it: `@img1`, `@video1`…) and a drawn region, and what should hap
 - `ask`: the request is too vague to act on, and the planner should ask;
 - `question`: the user asks about the picture; nothing is edited;
 - `op`: a session operation (`undo`, making `current` the current artifact again; `show`, answering with `target`)
-  that needs no job.
+  that needs no job: right when the plan's `operation` is that and nothing runs.
 
-The session is simulated: the artifact table grows by what the gold plan would have made, so every turn is scored
-on the session the user actually had, whatever the planner did before. Inputs a plan leaves out are filled by the
-agent's own resolver (`workflows.resolve`), as in a real turn.
+A plan that asks before running its guess (`Plan.confirm`) counts as a question: nothing ran.
+
+The session is simulated: the artifact table grows by what the gold plan would have made (and a gold undo's row, as
+session memory records one), so every turn is scored on the session the user actually had, whatever the planner did
+before. Inputs a plan leaves out are filled by the agent's own resolver (`workflows.resolve`), as in a real turn.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memory import ArtifactEntry, ArtifactStore, History
-from memory.sessions import ALIAS_PREFIXES
-from schemas import ArtifactRef, BoxRegion, InvalidInput, Plan, StepOutput, VitronError, resolve_module
+from memory import ArtifactEntry, ArtifactStore, History, restored, undo_replaces
+from memory.sessions import ALIAS_PREFIXES, UNDO
+from schemas import (
+    ArtifactRef,
+    BoxRegion,
+    InvalidInput,
+    Plan,
+    SessionOperation,
+    StepOutput,
+    VitronError,
+    resolve_module,
+)
 
 from .base import Planner, PlanRequest
 
@@ -48,16 +59,30 @@ class _Session:
     entries: list[ArtifactEntry] = field(default_factory=list)
     turn: int = 0
 
-    def add(self, kind: str, made_by: str, parents: Sequence[str] = ()) -> str:
+    def add(self, kind: str, made_by: str, parents: Sequence[str] = (), *, content: ArtifactRef | None = None) -> str:
         number = 1 + sum(1 for e in self.entries if e.ref.kind == kind)
         alias = f"{ALIAS_PREFIXES[kind]}{number}"
         media, shape = _MEDIA[kind]
-        sha = f"{len(self.entries) + 1:064x}"
-        step = None if made_by == "upload" else len(self.entries) + 1  # a step's output, as session memory has it
+        sha = content.sha256 if content else f"{len(self.entries) + 1:064x}"
+        # A step's output has its step, as session memory has it; an upload or an undo's row has none.
+        step = None if made_by in ("upload", UNDO) else len(self.entries) + 1
         self.entries.append(ArtifactEntry(ArtifactRef(sha256=sha, kind=kind, media_type=media, shape=shape,
                                                       alias=alias), made_by, tuple(parents), step_id=step,
                                           turn_seq=self.turn))
         return alias
+
+    def find(self, alias: str) -> ArtifactEntry | None:
+        return next((e for e in self.entries if e.alias == alias.lstrip("@")), None)
+
+    def undo(self, target: str) -> None:
+        """A gold undo, recorded as `SessionMemory.record_undo` records it: a new row for the target's content."""
+        entry = self.find(target)
+        if entry is None:
+            raise InvalidInput(f"a gold undo goes back to {target}, which its session does not have", field="set",
+                               fix="name an artifact an earlier turn uploaded or made")
+        back = restored(self.entries, entry)
+        replaced = undo_replaces(self.entries, back)
+        self.add(back.ref.kind, UNDO, [replaced.alias] if replaced else [], content=back.ref)
 
     def apply(self, steps: Sequence[dict[str, Any]]) -> None:
         """What the gold plan makes: each step's outputs, made from what it acts on."""
@@ -78,8 +103,9 @@ class _Turn:
     commands: list[str]
     targets: list[str | None]  # each step's image or video: an alias, or `@N`
     wheres: list[str]
-    asked: bool  # a question back to the user (or a plan the agent would refuse)
+    asked: bool  # a question back to the user (or a plan the agent would refuse, or a guess it asks about first)
     reply: str
+    operation: SessionOperation | None = None  # its target the alias the agent would act on: `@img1`
 
 
 def load_conversations(path: str | Path) -> list[dict[str, Any]]:
@@ -115,6 +141,8 @@ def score_conversations(planner: Planner, conversations: Sequence[dict[str, Any]
                 _score(turn["expect"], done, follow_up=number > 0, counts=counts)
                 if "steps" in turn["expect"]:
                     session.apply(turn["expect"]["steps"])
+                elif turn["expect"].get("op") == "undo":
+                    session.undo(turn["expect"]["current"])
                 session.turn += 1  # the assistant's turn
             if progress and index % 25 == 24:
                 progress(f"scored {index + 1}/{len(conversations)} conversations")
@@ -134,6 +162,15 @@ def _plan_turn(planner: Planner, turn: dict[str, Any], session: _Session, store:
         plan: Plan = planner.plan(request)
     except VitronError as exc:  # the agent answers with the error: nothing runs
         return _Turn([], [], [], [], asked=True, reply=exc.message)
+    if plan.confirm:  # the agent asks the question and does nothing (an operation neither) until the user says yes
+        return _Turn([], [], [], [], asked=True, reply=plan.reply)
+    operation = plan.operation
+    if operation is not None:
+        entry = session.find(operation.target)
+        if entry is None:  # the agent refuses an operation on an artifact the session does not have
+            return _Turn([], [], [], [], asked=True, reply=f"no artifact {operation.target}")
+        shown = restored(session.entries, entry) if operation.kind == "undo" else entry  # an undo's row of it
+        operation = operation.model_copy(update={"target": f"@{shown.alias}"})
     steps = [s.invocation for s in plan.steps]
     try:
         resolved = resolve_plan_inputs(steps, tuple(session.entries))
@@ -149,7 +186,7 @@ def _plan_turn(planner: Planner, turn: dict[str, Any], session: _Session, store:
         targets.append(None if main is None else f"@{main.step}" if isinstance(main, StepOutput) else f"@{main.alias}")
     return _Turn(modules, [s.command for s in steps], targets,
                  ["outside" if s.params.get("area") == "background" else "inside" for s in steps], asked=False,
-                 reply=plan.reply)
+                 reply=plan.reply, operation=operation)
 
 
 def _is_module(name: str) -> bool:
@@ -192,8 +229,11 @@ def _score(expect: dict[str, Any], done: _Turn, *, follow_up: bool, counts: Coun
         right, kind = done.asked or (not ran and done.reply.strip().endswith("?")), "vague"
     elif expect.get("question"):
         right, kind = not ran and bool(done.reply.strip()), "question"
-    else:  # a session operation: no planner has them yet, so none is right
-        right, kind = False, "operation"
+    else:  # a session operation: undo back to `current`, or show `target`, and nothing else
+        done_op = done.operation
+        want = expect["current"] if expect["op"] == "undo" else expect["target"]
+        right = not ran and done_op is not None and done_op.kind == expect["op"] and done_op.target == want
+        kind = "operation"
     if kind != "clear":
         counts[f"{kind}_turns"] += 1
         counts[f"{kind}_right"] += right

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.planners.conversations import load_conversations, score_conversations
-from schemas import InvalidInput, Invocation, Plan, PlanStep, resolve_module
+from memory import undo_target
+from schemas import InvalidInput, Invocation, Plan, PlanStep, SessionOperation, resolve_module
 from tests.cli import one_json, vitron
 
 HELD_OUT = Path(__file__).resolve().parents[2] / "bench" / "planner_heldout.jsonl"
@@ -42,6 +43,9 @@ class Oracle:
         expect = self.gold[request.text]
         if expect.get("ask"):
             return Plan(reply="What would you like me to change?", steps=[])
+        if "op" in expect:
+            target = expect["current"] if expect["op"] == "undo" else expect["target"]
+            return Plan(operation=SessionOperation(kind=expect["op"], target=target))
         if "steps" not in expect:
             return Plan(reply="Here is what I can tell.", steps=[])
         steps = []
@@ -67,7 +71,44 @@ def test_the_gold_plans_score_full_marks_on_the_simulated_sessions():
     assert scores["follow_up_target_accuracy"] == scores["where_accuracy"] == 1.0
     assert scores["question_accuracy"] == scores["vague_accuracy"] == 1.0
     assert scores["silent_wrong_rate"] == 0.0 and scores["ask_rate_on_clear"] == 0.0
-    assert scores["operation_accuracy"] == 0.0  # no planner has session operations yet
+    assert scores["operation_accuracy"] == 1.0 and scores["turn_accuracy"] == 1.0
+
+
+UNDONE = {"id": "undone", "turns": [
+    {"text": "make the sky orange", "upload": "image", "region": True, "expect": {"steps": [
+        {"module": "B", "words": ["sky"], "on": "@img1"}, {"module": "C", "words": ["orange"], "on": "@img1"}]}},
+    {"text": "undo", "expect": {"op": "undo", "current": "@img1"}},
+    {"text": "make it pink instead", "expect": {"steps": [{"module": "C", "words": ["pink"], "on": "@img1"}]}},
+    {"text": "show me the mask", "expect": {"op": "show", "target": "@mask1"}}]}
+
+
+class Natural:
+    """Plans as a planner would: inputs left to the resolver, undo's target from session memory, or a question."""
+
+    def __init__(self, confirm: bool = False) -> None:
+        self.confirm = confirm
+
+    def plan(self, request) -> Plan:
+        if request.text == "undo":
+            return Plan(operation=SessionOperation(kind="undo", target="@" + undo_target(request.artifacts).alias))
+        if request.text == "show me the mask":
+            return Plan(operation=SessionOperation(kind="show", target="@mask1"), confirm=self.confirm)
+        steps = [PlanStep(invocation=Invocation(module="C", command=request.text))]
+        if request.text == "make the sky orange":
+            steps.insert(0, PlanStep(invocation=Invocation(module="B", command="the sky")))
+            steps[1] = PlanStep(invocation=Invocation(module="C", command=request.text, inputs={"mask": "@1"}))
+        return Plan(steps=steps, confirm=self.confirm, reply="Shall I?" if self.confirm else "")
+
+
+def test_after_a_gold_undo_the_next_edit_acts_on_what_it_brought_back():
+    scores = score_conversations(Natural(), [UNDONE])
+    assert scores["operation_accuracy"] == scores["follow_up_target_accuracy"] == scores["turn_accuracy"] == 1.0
+
+
+def test_a_question_before_a_guess_is_asked_not_run():
+    scores = score_conversations(Natural(confirm=True), [UNDONE])
+    assert scores["ask_rate_on_clear"] == 1.0 and scores["silent_wrong_rate"] == 0.0
+    assert scores["operation_accuracy"] == 0.5  # the undo was done; the show only asked about
 
 
 def test_a_malformed_line_is_named(tmp_path):
