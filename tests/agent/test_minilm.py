@@ -45,9 +45,10 @@ def test_the_encoder_matches_transformers_bert():
     assert (ours.sentence_embeddings(TEXTS) - want).abs().max() < 1e-5
 
 
-def test_loading_the_planner_imports_no_transformers():
+def test_loading_the_planner_imports_neither_transformers_nor_torch():
     code = ("import sys; from agent.planners.mini import MiniPlanner; MiniPlanner(); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'sentence_transformers')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'sentence_transformers', "
+            "'torch')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

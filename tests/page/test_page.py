@@ -168,8 +168,6 @@ def test_a_drawn_box_segments_and_recolours_the_object(page, server, tmp_path):
     assert page.locator("#log .turn.assistant .step").count() == 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: the default planner drops the last action of 'segment it and "
-                                       "make it blue' (it plans the segmentation only)")
 def test_the_issue_sentence_segments_and_makes_it_blue(page, server, tmp_path):
     scene, path = scene_file(tmp_path, 3)
     box_and_send(page, server, path, scene.box, "segment it and make it blue")

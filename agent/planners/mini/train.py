@@ -1,6 +1,7 @@
 """Training the mini planner from scratch: VITRON's three stages at CPU size.
 
-1. Invocation-oriented instruction tuning: teacher-forced cross-entropy on the grammar (copy or generate).
+1. Invocation-oriented instruction tuning: cross-entropy on each wordpiece's tag and on the request's intent (the
+   steps are composed from the tags, `compose.compose`, so learning the tags is learning the invocations).
 2. Embedding-oriented alignment: each step's task-specific signal regresses to the backend encoder's embedding of
    the step's instruction (MiniLM, the embedded default); the task-invariant one to the step's object phrase.
 3. Cross-task synergy: a task discriminator reads the task-invariant features through gradient reversal, so they
@@ -8,9 +9,8 @@
    stage closes with LEACE concept erasure of the module from the invariant features (`erase_task_concept`),
    folded into the invariant head, since the adversary alone leaves traces a fresh linear probe still finds.
 
-Stages 2 and 3 train the heads on the decoder's signal states with the planner frozen: the plan text the planner
-writes stays exactly what stage 1 taught. With a real LLM the same loops run on its hidden states (LoRA-tuned in
-stage 1); only the feature extraction changes.
+Stages 2 and 3 train the heads on the tagger's states with the tagger frozen: what the planner reads stays exactly
+what stage 1 taught. The training closes by calibrating the confidence threshold on the validation split.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,39 +28,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compose import Span
 from .data import Example, Split, generate_splits
 from .encoder import MiniLM, load_minilm
-from .model import (
-    ALIAS,
-    END_INSTRUCTION,
-    EOS,
-    MODULE_CODES,
-    MODULE_IDS,
-    N_FIXED,
-    PAD,
-    SIGNAL,
-    STEP_REF_IDS,
-    MiniConfig,
-    MiniPlannerModel,
-)
+from .inference import INTENTS, MODULE_CODES, TAG_INDEX, MiniConfig, NumpyTagger, load_reader, step_state
+from .model import MiniPlannerModel
 
 Progress = Callable[[str], None]
+ASK_SHARE = 0.02
+"""The share of the validation requests the planner reads right that it may still ask about (sets the threshold)."""
 
 
 @dataclass
 class TrainConfig:
     """How much data and how many passes; the defaults make the shipped checkpoint."""
 
-    sizes: dict[str, int] = field(default_factory=lambda: {"train": 6000, "val": 400, "test": 1500})
-    epochs: int = 8
-    batch_size: int = 48
-    lr: float = 1.5e-3
+    sizes: dict[str, int] = field(default_factory=lambda: {"train": 16000, "val": 800, "test": 2000})
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
     head_epochs: int = 40
     synergy_epochs: int = 60
     head_lr: float = 2e-3
     synergy_weight: float = 1.0
     adversary_steps: int = 4
-    threads: int | None = 1  # on a small shared CPU one thread beats two (no spin-waiting); None: torch's choice
+    threads: int | None = None  # torch's choice
     model: MiniConfig = field(default_factory=MiniConfig)
 
 
@@ -70,133 +61,123 @@ class TrainConfig:
 
 @dataclass
 class Encoded:
-    """One example, encoded once (the encoder is frozen), with its gold output tokens."""
+    """One example, encoded once (the encoder is frozen), with its gold tags and intent."""
 
     example: Example
     states: torch.Tensor  # [s, 384]
-    copyable: torch.Tensor  # [s] bool
-    target: list[int]  # output tokens ending in EOS; copies are N_FIXED + source position
+    words: torch.Tensor  # [s] bool: wordpieces of the text (not [CLS]/[SEP])
+    offsets: list[tuple[int, int]]
+    tags: torch.Tensor  # [s] tag index, -100 on special tokens
+    intent: int
 
 
-def encode_examples(minilm: MiniLM, examples: Sequence[Example], batch_size: int = 64,
+def encode_examples(minilm: MiniLM, examples: Sequence[Example], batch_size: int = 128,
                     progress: Progress | None = None) -> list[Encoded]:
-    """Run the frozen encoder once over every example (batched by length) and build the gold token sequences."""
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text) + len(examples[i].context))
-    out: list[Encoded | None] = [None] * len(examples)
-    for n, start in enumerate(range(0, len(order), batch_size)):
-        chunk = [examples[i] for i in order[start:start + batch_size]]
-        batch = minilm.encode([e.text for e in chunk], [e.context for e in chunk])
-        for row, (index, example) in enumerate(zip(order[start:start + batch_size], chunk, strict=True)):
-            length = int(batch.mask[row].sum())
-            target = gold_tokens(example, batch.offsets[row][:length], batch.segments[row][:length])
-            out[index] = Encoded(example, batch.hidden[row, :length].clone(), batch.copyable[row, :length].clone(),
-                                 target)
-        if progress and n % 40 == 0:
-            progress(f"encoded {min(start + batch_size, len(order))}/{len(order)} examples")
-    return [e for e in out if e is not None]
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = minilm.encode([e.text for e in chunk])
+        for row, example in enumerate(chunk):
+            n = int(batch.mask[row].sum())
+            offsets = batch.offsets[row][:n]
+            words = batch.copyable[row][:n]
+            tags = gold_tags(example.spans, offsets, words.tolist())
+            out.append(Encoded(example, batch.hidden[row, :n], words, offsets, torch.tensor(tags),
+                               INTENTS.index(example.intent)))
+        if progress and start % (batch_size * 20) == 0:
+            progress(f"encoded {start + len(chunk)}/{len(examples)} requests")
+    return out
 
 
-def gold_tokens(example: Example, offsets: Sequence[Sequence[int]], segments: Sequence[int]) -> list[int]:
-    """The output tokens that write `example`'s plan: module, copied words, `</instruction>`, inputs, signal."""
-    def positions(segment: int, a: int, b: int) -> list[int]:
-        return [i for i, ((s, e), seg) in enumerate(zip(offsets, segments, strict=True))
-                if seg == segment and s < b and e > a and e > s]
-
-    tokens: list[int] = []
-    for step in example.steps:
-        tokens.append(MODULE_IDS[step.module])
-        for a, b in step.spans:
-            tokens += [N_FIXED + i for i in positions(0, a, b)]
-        tokens.append(END_INSTRUCTION)
-        for ref in step.inputs:
-            name = ref[1:]
-            if name.isdigit():
-                tokens.append(STEP_REF_IDS[int(name)])
-                continue
-            # an alias is copied from where the user wrote it, else from the context line
-            found = re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", example.text, re.IGNORECASE)
-            where = positions(0, *found.span()) if found else []
-            if not where:
-                found = re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", example.context)
-                where = positions(1, *found.span()) if found else []
-            tokens += [ALIAS, *(N_FIXED + i for i in where)]
-        tokens.append(SIGNAL)
-    tokens.append(EOS)
-    return tokens
+def gold_tags(spans: Sequence[Span], offsets: Sequence[tuple[int, int]], words: Sequence[bool]) -> list[int]:
+    """Each wordpiece's tag index: the span holding its first character (`B-` on a span's first piece when the
+    span begins a new one, `I-` otherwise), `O` outside spans, -100 on special tokens."""
+    tags = []
+    seen: set[int] = set()
+    for (a, _b), word in zip(offsets, words, strict=True):
+        if not word:
+            tags.append(-100)
+            continue
+        index = next((i for i, s in enumerate(spans) if s.start <= a < s.end), None)
+        if index is None:
+            tags.append(TAG_INDEX["O"])
+            continue
+        span = spans[index]
+        edge = "B" if span.begins and index not in seen else "I"
+        seen.add(index)
+        tags.append(TAG_INDEX[f"{edge}-{span.tag}"])
+    return tags
 
 
 def collate(items: Sequence[Encoded]) -> dict[str, torch.Tensor]:
-    """Pad a batch: encoder states, masks, decoder inputs ([BOS] + target[:-1]) and targets."""
-    s = max(item.states.shape[0] for item in items)
-    t = max(len(item.target) for item in items)
-    states = torch.zeros(len(items), s, items[0].states.shape[1])
-    mask = torch.zeros(len(items), s, dtype=torch.bool)
-    copyable = torch.zeros(len(items), s, dtype=torch.bool)
-    inputs = torch.full((len(items), t), PAD, dtype=torch.long)
-    targets = torch.full((len(items), t), -100, dtype=torch.long)
+    length = max(item.states.shape[0] for item in items)
+    states = torch.zeros(len(items), length, items[0].states.shape[1])
+    mask = torch.zeros(len(items), length, dtype=torch.bool)
+    tags = torch.full((len(items), length), -100, dtype=torch.long)
     for row, item in enumerate(items):
         n = item.states.shape[0]
-        states[row, :n], mask[row, :n], copyable[row, :n] = item.states, True, item.copyable
-        target = torch.tensor(item.target)
-        inputs[row, 0] = 1  # [BOS]
-        inputs[row, 1:len(item.target)] = target[:-1]
-        targets[row, :len(item.target)] = target
-    return {"states": states, "mask": mask, "copyable": copyable, "inputs": inputs, "targets": targets}
+        states[row, :n], mask[row, :n], tags[row, :n] = item.states, True, item.tags
+    return {"states": states, "mask": mask, "tags": tags,
+            "intents": torch.tensor([item.intent for item in items])}
 
 
 def _batches(items: Sequence[Encoded], size: int, rng: random.Random) -> list[list[Encoded]]:
-    # similar lengths together (less padding), batches in random order
-    order = sorted(range(len(items)), key=lambda i: (items[i].states.shape[0] + rng.random() * 8))
-    batches = [[items[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
+    order = sorted(range(len(items)), key=lambda i: (items[i].states.shape[0], rng.random()))
+    batches = [[items[i] for i in order[start:start + size]] for start in range(0, len(order), size)]
     rng.shuffle(batches)
     return batches
 
 
-# --- stage 1 ------------------------------------------------------------------------------------------------
+def _loss(model: MiniPlannerModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    tag_logits, intent_logits, _ = model(batch["states"], batch["mask"])
+    return (F.cross_entropy(tag_logits.flatten(0, 1), batch["tags"].flatten(), ignore_index=-100)
+            + F.cross_entropy(intent_logits, batch["intents"]))
 
 
 def stage1_instruction_tuning(model: MiniPlannerModel, data: Sequence[Encoded], *, epochs: int, batch_size: int,
                               lr: float, seed: int = 0, progress: Progress | None = None,
                               max_steps: int | None = None) -> list[float]:
-    """Teacher-forced cross-entropy on the grammar tokens; returns the loss of every update."""
+    """Tags and intents; returns the loss of every update."""
     rng = random.Random(seed)
-    heads = set(model.signals.parameters())
-    parameters = [p for p in model.parameters() if p not in heads]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     total = max_steps or epochs * math.ceil(len(data) / batch_size)
-    warmup = max(1, min(100, total // 10))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda k: min(1.0, (k + 1) / warmup) * max(0.05, 0.5 * (1 + math.cos(math.pi * k / total))))
-    model.train()
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total, 2), pct_start=0.1)
     losses: list[float] = []
+    model.train()
     for epoch in range(epochs):
         for batch in _batches(data, batch_size, rng):
-            b = collate(batch)
-            logits, _ = model(b["states"], b["mask"], b["copyable"], b["inputs"])
-            loss = F.cross_entropy(logits.flatten(0, 1), b["targets"].flatten(), ignore_index=-100)
+            loss = _loss(model, collate(batch))
             optimizer.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(parameters, 1.0)
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-            if progress and len(losses) % 50 == 0:
-                recent = sum(losses[-50:]) / 50
-                progress(f"stage 1 epoch {epoch + 1}/{epochs} step {len(losses)}/{total}: loss {recent:.4f}")
             if len(losses) >= total:
-                break
-        if len(losses) >= total:
-            break
+                model.eval()
+                return losses
+        if progress:
+            progress(f"stage 1 epoch {epoch + 1}/{epochs}: loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
     model.eval()
     return losses
 
 
-# --- signal states and their targets ------------------------------------------------------------------------
+@torch.no_grad()
+def validation_loss(model: MiniPlannerModel, data: Sequence[Encoded], batch_size: int = 128) -> float:
+    model.eval()
+    total = 0.0
+    for start in range(0, len(data), batch_size):
+        chunk = data[start:start + batch_size]
+        total += float(_loss(model, collate(chunk))) * len(chunk)
+    return total / max(1, len(data))
+
+
+# --- signal states ------------------------------------------------------------------------------------------
 
 
 @dataclass
 class SignalSet:
-    """Per gold step: the decoder state at its signal token, module, and the two alignment targets."""
+    """Per gold step: the tagger's state over its words, module, and the two alignment targets."""
 
     hidden: torch.Tensor  # [n, width]
     codes: list[str]
@@ -206,15 +187,18 @@ class SignalSet:
 
 
 @torch.no_grad()
-def signal_states(model: MiniPlannerModel, data: Sequence[Encoded], batch_size: int = 64) -> torch.Tensor:
-    """Teacher-forced decoder states at each gold `<signal/>` (the state that emits it), example by example."""
+def signal_states(model: MiniPlannerModel, data: Sequence[Encoded], batch_size: int = 128) -> torch.Tensor:
+    """The state of every gold step, example by example, steps in order."""
     model.eval()
     rows = []
     for start in range(0, len(data), batch_size):
-        b = collate(data[start:start + batch_size])
-        _, hidden = model(b["states"], b["mask"], b["copyable"], b["inputs"])
-        rows.append(hidden[b["targets"] == SIGNAL])  # row-major: examples in order, steps in order
-    return torch.cat(rows) if rows else torch.zeros(0, model.config.width)
+        chunk = data[start:start + batch_size]
+        _, _, hidden = model(**{k: v for k, v in collate(chunk).items() if k in ("states", "mask")})
+        for row, item in enumerate(chunk):
+            states = hidden[row].numpy()
+            for step in item.example.steps:
+                rows.append(torch.from_numpy(step_state(states, item.offsets, item.words.tolist(), step)))
+    return torch.stack(rows) if rows else torch.zeros(0, model.config.width)
 
 
 def signal_set(model: MiniPlannerModel, minilm: MiniLM, data: Sequence[Encoded]) -> SignalSet:
@@ -426,8 +410,7 @@ def _train(out_folder: Path, seed: int, say: Progress, config: TrainConfig) -> d
     data = generate_splits(sizes, seed)
     say(f"generated {sizes} examples")
     encoded = {split: encode_examples(minilm, examples, progress=say) for split, examples in data.items()}
-    model_config = copy.deepcopy(config.model)
-    model = MiniPlannerModel(model_config)
+    model = MiniPlannerModel(copy.deepcopy(config.model))
 
     t1 = time.perf_counter()
     losses = stage1_instruction_tuning(model, encoded["train"], epochs=config.epochs, batch_size=config.batch_size,
@@ -443,6 +426,8 @@ def _train(out_folder: Path, seed: int, say: Progress, config: TrainConfig) -> d
                             adversary_steps=config.adversary_steps)
     erased = erase_task_concept(model, signals)
     say(f"stage 3 done: LEACE erased {erased['erased']} module directions from {erased['kept']} principal ones")
+    model.config.threshold, val_right = calibrate_threshold(model, data["val"])
+    say(f"threshold {model.config.threshold:.4f} (validation requests read right: {val_right:.4f})")
     seconds = time.perf_counter() - started
     model.config.extra = {
         "seed": seed,
@@ -454,6 +439,7 @@ def _train(out_folder: Path, seed: int, say: Progress, config: TrainConfig) -> d
         "stage2_final_loss": round(stage2[-1], 5),
         "stage3_final_adversary_loss": round(stage3["adversary"][-1], 5),
         "stage3_erasure": erased,
+        "val_read_right": round(val_right, 4),
         "train_config": {k: v for k, v in asdict(config).items() if k != "model"},
     }
     model.save(out_folder, ablation_heads=ablation)
@@ -461,14 +447,20 @@ def _train(out_folder: Path, seed: int, say: Progress, config: TrainConfig) -> d
     return dict(model.config.extra)
 
 
-@torch.no_grad()
-def validation_loss(model: MiniPlannerModel, data: Sequence[Encoded], batch_size: int = 64) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(data), batch_size):
-        b = collate(data[start:start + batch_size])
-        logits, _ = model(b["states"], b["mask"], b["copyable"], b["inputs"])
-        total += float(F.cross_entropy(logits.flatten(0, 1), b["targets"].flatten(), ignore_index=-100,
-                                       reduction="sum"))
-        count += int((b["targets"] != -100).sum())
-    return total / max(1, count)
+def calibrate_threshold(model: MiniPlannerModel, examples: Sequence[Example]) -> tuple[float, float]:
+    """The confidence threshold: low enough that the planner asks about at most `ASK_SHARE` of the validation
+    requests it reads right (validation phrasings only: neither the test split nor the hand-written set).
+    Returns it and the share of validation requests read right."""
+    from .planner import read_request
+
+    tagger = NumpyTagger({k: v.numpy() for k, v in model.state_dict().items()}, model.config)
+    reader = load_reader()
+    right = []
+    for example in examples:
+        reading = read_request(tagger, reader, example.text, example.context)
+        if reading.intent == example.intent and [(s.module, s.instruction, s.area) for s in reading.steps] == [
+                (s.module, s.instruction, s.area) for s in example.steps]:
+            right.append(reading.confidence)
+    right.sort()
+    threshold = right[int(ASK_SHARE * len(right))] if right else 0.0
+    return threshold, len(right) / max(1, len(examples))
