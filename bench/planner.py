@@ -12,7 +12,10 @@ import argparse
 import contextlib
 import io
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project before bench/ (it holds memory.py)
 
 from agent.planners.conversations import load_conversations, score_conversations
 from agent.planners.mini.evaluate import evaluate
