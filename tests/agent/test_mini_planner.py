@@ -206,6 +206,22 @@ def test_undo_show_and_vague_requests_run_nothing(planner, memory):
     assert vague.steps == [] and vague.reply == VAGUE_REPLY and vague.reply.endswith("?")
 
 
+def test_do_the_same_on_a_new_upload_repeats_the_previous_plan(planner, memory):
+    session = memory.create_session("same")
+    first = memory.store.put_image(photos.astronaut())
+    memory.append_turn(session.id, "user", "segment the helmet and blur it", attachments=[first])
+    memory.append_turn(session.id, "assistant", reply="Done.", invocations=[
+        {"module": "B", "command": "segmentation: the helmet", "inputs": {"image": "@img1"},
+         "region": {"kind": "box", "box": [10, 10, 50, 50]}},
+        {"module": "C", "command": "editing: blur", "inputs": {"image": "@img1", "mask": "@1"}}])
+    box = BoxRegion(box=(20, 20, 60, 60))
+    plan = planner.plan(turn_request(memory, session.id, "do the same on this one",
+                                     [memory.store.put_image(photos.coffee())], region=box))
+    assert [(s.invocation.module, s.invocation.command, s.invocation.inputs) for s in plan.steps] == [
+        ("image_segmentation", "segmentation: the helmet", {}), ("image_editing", "editing: blur", {})]
+    assert plan.steps[0].invocation.region == box and plan.steps[1].invocation.region is None
+
+
 def test_a_reading_it_is_unsure_of_becomes_a_question_naming_the_guess(planner, memory):
     from agent.planners.mini.planner import proposal
 

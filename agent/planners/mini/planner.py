@@ -157,6 +157,10 @@ class MiniPlanner:
         if _GRAMMAR.search(text):
             return parse_plan(text, workflows=request.workflows)  # the user wrote the invocations themselves
         table = tuple(request.artifacts)
+        if _SAME.search(text.lower()):
+            again = _same_again(request)
+            if again is not None:
+                return again
         context = context_of(request)
         reading = read_request(self.tagger, self.reader, text, context)
         if reading.intent in ("undo", "show"):
@@ -186,6 +190,26 @@ class MiniPlanner:
             fields["signal"] = _embedding(*self.tagger.signals(step.module, state))
             out.append(Invocation.model_validate(fields))
         return out
+
+
+_SAME = re.compile(r"\b(?:do the same|the same (?:thing|again|here|for|on|to|with)|same (?:thing|again|for|here|on)|"
+                   r"repeat (?:that|it|this|the last)|do (?:that|it) again)\b")
+
+
+def _same_again(request: PlanRequest) -> Plan | None:
+    """"Do the same on this one": the previous plan again, its inputs left to the resolver (this turn's upload, the
+    latest result) and this turn's region on its first step that reads one; None when there is no previous plan."""
+    previous = next((turn.invocations for turn in reversed(request.history.turns)
+                     if turn.role == "assistant" and turn.invocations), None)
+    if not previous:
+        return None
+    steps, region = [], request.region
+    for dumped in previous:
+        fields = {k: v for k, v in dumped.items() if k in ("module", "command", "params")}
+        if region is not None and resolve_module(fields["module"]).code in REGION_MODULES:
+            fields["region"], region = region, None
+        steps.append(PlanStep(invocation=Invocation.model_validate(fields)))
+    return Plan(steps=steps)
 
 
 def context_of(request: PlanRequest) -> Context:
