@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Row, Table, and_, bindparam, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Row, Table, and_, bindparam, case, delete, func, insert, literal, or_, select, update
 
 from schemas import (
     FINISHED_STATUSES,
@@ -775,8 +775,12 @@ _NEXT_SEQ = select(func.coalesce(func.max(_turns.c.seq), 0) + 1).where(_turns.c.
 _INSERT_TURN = insert(_turns).returning(*_turns.c)
 _STEP_HEAD = (select(_steps.c.session_id, _steps.c.turn_id, _steps.c.invocation)
               .where(_steps.c.id == bindparam("step_id")))
+# A step already recorded as succeeded keeps its finish time: finished again, it is a resumed turn taking the
+# step's outputs back (its graph checkpoint was lost to a kill after the step's row landed), not a second run.
 _FINISH_STEP = update(_steps).where(_steps.c.id == bindparam("step_id")).values(
-    status="succeeded", progress=1.0, finished_at=bindparam("now", type_=_steps.c.finished_at.type),
+    status="succeeded", progress=1.0,
+    finished_at=case((and_(_steps.c.status == "succeeded", _steps.c.finished_at.is_not(None)), _steps.c.finished_at),
+                     else_=bindparam("now", type_=_steps.c.finished_at.type)),
     started_at=func.coalesce(_steps.c.started_at, bindparam("now", type_=_steps.c.started_at.type)),
     backend=func.coalesce(bindparam("backend", type_=_steps.c.backend.type), _steps.c.backend))
 # A content's own row; an undo's rows of it come later, under aliases of their own.

@@ -132,6 +132,27 @@ def test_steps_record_jobs_progress_timings_and_errors(memory):
     assert [st.id for st in memory.steps(s.id)] == [step.id]  # the bad ones left nothing behind
 
 
+def test_a_step_finished_again_keeps_its_first_finish_and_its_outputs(memory):
+    # A resumed turn takes a finished step's outputs back when its graph checkpoint was lost to a kill.
+    s = memory.create_session()
+    photo = image(memory, 10)
+    memory.append_turn(s.id, "user", "segment it", attachments=[photo])
+    step = memory.record_step(s.id, {"module": "B", "command": "segment it", "inputs": {"image": "@img1"}})
+    memory.update_step(step.id, status="running")
+    cut = mask(memory, 2)
+    first = memory.finish_step(step.id, [cut])
+    finished = memory.steps(s.id)[0]
+    again = memory.finish_step(step.id, [cut])
+    (row,) = memory.steps(s.id)
+    assert [r.alias for r in again] == [r.alias for r in first] == ["mask1"]
+    assert (row.status, row.started_at, row.finished_at) == ("succeeded", finished.started_at, finished.finished_at)
+    retried = memory.record_step(s.id, {"module": "B", "command": "segment it", "inputs": {"image": "@img1"}})
+    memory.update_step(retried.id, status="failed", error="no object")
+    failed_at = memory.steps(s.id)[1].finished_at
+    memory.finish_step(retried.id, [mask(memory, 3)])
+    assert memory.steps(s.id)[1].finished_at >= failed_at  # a failed step that succeeds later is stamped anew
+
+
 def test_a_ref_missing_from_the_store_is_refused_before_anything_is_written(memory):
     s = memory.create_session()
     ghost = ArtifactRef(sha256="0" * 64, kind="image", media_type="image/png")
