@@ -31,7 +31,7 @@ from schemas import (
 
 from ..base import PlanRequest
 from ..grammar import parse_plan
-from .compose import ALIAS, REGION_MODULES, TAGS, Context, Span, Step, compose
+from .compose import ALIAS, REGION_MODULES, STOPWORDS, TAGS, Context, Span, Step, compose
 from .inference import NumpyTagger, Reader, load_reader, load_tagger, step_state
 
 _GRAMMAR = re.compile(r"<module[\s>]", re.IGNORECASE)
@@ -103,7 +103,10 @@ def spans_of(probabilities: np.ndarray, offsets: Sequence[tuple[int, int]], is_p
         begins = bool(begin[i, kind - 1] >= inside[i, kind - 1]) or kind not in seen
         spans.append(Span(start, end, TAGS[kind - 1], begins))
         seen.add(kind)
-    sure = min(float(types[i, kind]) for i, kind in enumerate(path))
+    # How sure: the least sure content word. Whether a filler word ("with", "the") sits inside a span or beside it
+    # changes no step, so its doubt does not count.
+    content = [i for i, (start, end, _) in enumerate(words) if text[start:end].lower() not in _FILLER | STOPWORDS]
+    sure = min((float(types[i, path[i]]) for i in content), default=1.0)
     return [_trimmed(span, text) for span in spans], sure
 
 
@@ -272,7 +275,8 @@ _FILLER = frozenset((
     "once", "followed", "actually", "hmm", "alright", "asap", "possible", "if", "will", "should", "must", "is",
     "are", "was", "be", "has", "had", "been", "it", "me", "my", "him", "she", "he", "they", "we", "yes",
     "even", "little", "slightly", "much", "lot", "bit", "somewhat", "how", "way", "look", "object", "thing",
-    "shape", "region", "area", "selection", "part", "stuff", "item", "marked", "drew", "box", "boxed",
+    "shape", "region", "area", "selection", "part", "stuff", "item", "marked", "drew", "box", "boxed", "where",
+    "which", "who", "when", "while", "whose", "second", "seconds", "minute", "minutes", "an", "of", "to", "in", "on",
 ))
 
 
