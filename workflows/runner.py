@@ -230,6 +230,10 @@ class StepRunner:
             output = tool.output_model.model_validate(result.output)
             if on_success is not None:
                 on_success(output.model_dump(mode="json", exclude={"backend"}, exclude_none=True))
+            if started.signature is not None and self.cache is not None:
+                # remembered before the success is recorded: a turn killed between the two and resumed finds the
+                # step in the cache instead of running it again
+                self._remember(started.signature, tool.name, result)
             outputs = recorder.succeeded(step, output, cached=False)
         except Exception as exc:  # a failing step must not end the run: the steps that read it are skipped instead
             cancelled = isinstance(exc, JobCancelled)
@@ -237,8 +241,6 @@ class StepRunner:
             emit({"event": "step_failed", **where, "error": error_text(exc)})
             return StepResult("cancelled" if cancelled else "failed", error=error_text(exc),
                               seconds=time.perf_counter() - began)
-        if started.signature is not None and self.cache is not None:
-            self._remember(started.signature, tool.name, result)
         emit({"event": "step_finished", **where, "seconds": round(result.seconds, 3), "outputs": _names(outputs),
               "cached": False})
         return StepResult("succeeded", outputs, seconds=result.seconds)
