@@ -7,6 +7,7 @@ from .database import Database
 from .keys import ApiKey, ApiKeys
 from .runs import RunRecord, RunRecords, RunStatus
 from .sessions import (
+    UNDO,
     ArtifactEntry,
     DeletedSession,
     History,
@@ -22,6 +23,7 @@ from .sessions import (
 from .step_cache import CachedStep, StepCache
 
 __all__ = [
+    "UNDO",
     "ApiKey",
     "ApiKeys",
     "ArtifactEntry",

@@ -145,7 +145,7 @@ class NumpyBert:
 
 @dataclass
 class NumpyReading:
-    """`model.Reading` in numpy."""
+    """What the tagger read in one request: each wordpiece's tag probabilities, the intent, the tagger's states."""
 
     tag_probabilities: np.ndarray  # [s, tags]
     intent: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -57,20 +57,8 @@ class SignalProjections(nn.Module):
         return self.task_specific[code](hidden), self.task_invariant(hidden)
 
 
-@dataclass
-class Reading:
-    """What the model read in one request: per wordpiece the probability of each tag, the intent with its
-    probability (and the whole distribution), and the tagger's states (for the signal heads)."""
-
-    tag_probabilities: torch.Tensor  # [s, tags]
-    intent: str
-    intent_confidence: float
-    intent_probabilities: dict[str, float]
-    hidden: torch.Tensor  # [s, width]
-
-
 class MiniPlannerModel(nn.Module):
-    """Tagger + intent head + signal heads over MiniLM states; `forward` for training, `read` for one request."""
+    """Tagger + intent head + signal heads over MiniLM states, for training (the planner runs `inference.py`)."""
 
     def __init__(self, config: MiniConfig) -> None:
         super().__init__()
@@ -95,16 +83,6 @@ class MiniPlannerModel(nn.Module):
         mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
         pooled = torch.cat([hidden[:, 0], mean], dim=-1)  # [CLS] and the mean of the words
         return self.tag_out(hidden), self.intent_out(pooled), hidden
-
-    @torch.inference_mode()
-    def read(self, states: torch.Tensor, mask: torch.Tensor) -> Reading:
-        """One request ([1, s, 384] states, [1, s] real-token mask): its tags' probabilities and its intent."""
-        tag_logits, intent_logits, hidden = self(states, mask)
-        intent_probabilities = intent_logits[0].softmax(-1)
-        intent = int(intent_probabilities.argmax())
-        return Reading(tag_logits[0].softmax(-1), INTENTS[intent], float(intent_probabilities[intent]),
-                       {name: float(p) for name, p in zip(INTENTS, intent_probabilities, strict=True)},
-                       hidden[0].clone())
 
     # -- files -------------------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from memory import ArtifactEntry
+from memory import UNDO, ArtifactEntry, undo_target
 from schemas import (
     InvalidInput,
     Invocation,
@@ -293,8 +293,6 @@ def _unexplained(reading: RequestReading) -> bool:
 
 
 def _operation(kind: str, text: str, table: Sequence[ArtifactEntry]) -> Plan:
-    from memory.sessions import undo_target
-
     if kind == "undo":
         lowered = text.lower()
         video = bool(re.search(r"\b(?:animation|video|clip)\b", lowered))
@@ -342,8 +340,6 @@ def _with_first_named(steps: list[Invocation], text: str, table: Sequence[Artifa
 
 def _instead(steps: list[Invocation], text: str, table: Sequence[ArtifactEntry]) -> list[Invocation]:
     """"Make it sepia instead": the edit replaces the last one, so it works on what the last one was made from."""
-    from memory.sessions import UNDO, undo_target
-
     latest = next((e for e in reversed(table) if e.ref.kind in ("image", "video")), None)
     if not re.search(r"\binstead\b", text.lower()) or latest is None or latest.made_by == UNDO:
         return steps  # right after an undo, the restored picture is already the one to edit
