@@ -57,6 +57,7 @@ from workflows import (
 )
 
 from .planners.base import Planner, PlanRequest, StepOutcome
+from .planners.signals import signal_source, with_signal_source
 from .recorder import SessionRecorder
 
 
@@ -154,7 +155,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
                 workflows=tuple(saved_workflows(settings)),
             )
             try:
-                proposal = planner.plan(request)
+                proposal = with_signal_source(planner.plan(request), signal_source(planner))
             except VitronError as exc:
                 return {**update, **_refused(state, exc.message)}
         invocations = _on_drawn_frame([s.invocation for s in proposal.steps], region)
@@ -473,8 +474,14 @@ def _outcomes(state: TurnState) -> tuple[StepOutcome, ...]:
             status=result.get("status", "pending"),
             outputs=tuple(r["alias"] for r in result.get("outputs", {}).values() if isinstance(r, dict)
                           and r.get("alias")),
-            error=result.get("error")))
+            error=result.get("error"), answer=_answer_of(step.module, result)))
     return tuple(outcomes)
+
+
+def _answer_of(module: str, result: dict[str, Any]) -> str | None:
+    """A step's answer in words: visual understanding's text (a caption, an answer, what it found)."""
+    text = result.get("outputs", {}).get("text") if result.get("status") == "succeeded" else None
+    return text if module == "visual_understanding" and isinstance(text, str) and text else None
 
 
 _YES = frozenset({"yes", "yes please", "y", "yep", "sure", "ok", "okay", "do it", "go ahead", "sounds good", "correct",
@@ -499,10 +506,13 @@ def _guess_question(guess: Plan) -> str:
 
 
 def _summary(state: TurnState) -> str:
-    """The planner's words, then what was made and what went wrong, by alias."""
+    """The planner's words, the steps' answers (what visual understanding said), then what was made and what went
+    wrong, by alias."""
     parts = [r for r in state.get("replies", []) if r]
     made, problems = [], []
     for outcome in _outcomes(state):
+        if outcome.answer and outcome.answer not in parts:  # a planner that saw the answer may have said it already
+            parts.append(outcome.answer)
         if outcome.status == "succeeded":
             made.extend(f"@{alias}" for alias in outcome.outputs)
         elif outcome.status in ("failed", "cancelled", "skipped"):

@@ -4,7 +4,7 @@ aliases, errors) into the session, where `vitron sessions show` and `vitron jobs
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -52,10 +52,14 @@ class SessionRecorder:
                                       message=message)
         return row.status == "cancelled"
 
-    def succeeded(self, step: CompiledStep, output: ToolOutput, *, cached: bool) -> dict[str, Any]:
+    def succeeded(self, step: CompiledStep, output: ToolOutput, *, cached: bool,
+                  notes: Sequence[str] = ()) -> dict[str, Any]:
         """The output's fields, its artifacts as recorded (with their aliases; a tool's artifact fields are named by
-        their kinds): a workflow's later steps may read a region or a number too."""
+        their kinds): a workflow's later steps may read a region or a number too. The job's notes become the
+        step's message."""
         self._settle(step)
+        if notes:
+            self.memory.update_step(self.step_ids[step.name], message=" ".join(notes))
         refs = self.memory.finish_step(self.step_ids[step.name], output.artifacts(), backend=output.backend)
         fields = output.model_dump(mode="json", exclude={"backend"}, exclude_none=True)
         return {**fields, **{ref.kind: ref.model_dump(mode="json") for ref in refs}}

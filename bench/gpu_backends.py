@@ -1,8 +1,10 @@
 """The real backends at real size, with random weights, on a GPU. Prints one JSON line.
 
-For each pipeline: SD 1.5 (UNet 860M, 512², module A), SAM ViT-B (1024², module B) and a ZeroScope-sized
-text-to-video UNet (320×576, 24 frames, module D), built from their published configs with random weights,
-saved with `save_pretrained` / `torch.save` and loaded through a models file exactly as a user's weights are:
+For each pipeline: SD 1.5 (UNet 860M, 512², module A), SAM ViT-B (1024², module B), a ZeroScope-sized
+text-to-video UNet (320×576, 24 frames, module D), and for module H Qwen2-VL-2B (a caption of a 1024² photo, 32
+tokens) and OWLv2 base (ViT-B/16 at 960², a phrase found), built from their published configs with random
+weights, saved with `save_pretrained` / `torch.save` and loaded through a models file exactly as a user's weights
+are:
 
 - `latency_s`: one job through the tool (`get_tool(...).run`), median of `--repeats` after a warm-up;
 - `peak_gpu_gb`: the peak GPU memory the job allocated;
@@ -98,6 +100,35 @@ def sam_vit_b(folder: Path, tiny: bool) -> tuple[Path, dict[str, Any]]:
     return folder / "sam_vit_b.pth", options
 
 
+def qwen2_vl_2b(folder: Path, tiny: bool) -> Path:
+    """Qwen2-VL-2B-Instruct's architecture (a 675M ViT, a 1.5B Qwen2 with M-RoPE), random weights, in float16."""
+    from tests.tools.tiny_vlm import save_qwen2_vl
+
+    if tiny:
+        return save_qwen2_vl(folder / "qwen2-vl")
+    return save_qwen2_vl(
+        folder / "qwen2-vl", dtype=torch.float16,
+        text=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                  num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
+                  tie_word_embeddings=True,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
+        vision=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4, patch_size=14),
+        pixels=dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280, patch_size=14))  # the model card's pixel budget
+
+
+def owlv2_base(folder: Path, tiny: bool) -> Path:
+    """OWLv2 base patch16's architecture (ViT-B/16 at 960², a 12-layer text tower), random weights, in float16."""
+    from tests.tools.tiny_vlm import save_owlv2
+
+    if tiny:
+        return save_owlv2(folder / "owlv2")
+    return save_owlv2(folder / "owlv2", dtype=torch.float16,
+                      text=dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                                num_attention_heads=8),
+                      vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                  num_attention_heads=12, image_size=960, patch_size=16))
+
+
 def timed(fn: Any, repeats: int) -> tuple[float, float]:
     """(median seconds, peak GPU GB) of `fn()` after one warm-up call (loading, kernel selection)."""
     fn()
@@ -148,6 +179,8 @@ def main() -> None:
                                    "variant": "custom" if tiny else "vit_b", "options": sam_options},
             "video_generation": {"backend": "text_to_video", "weights": str(zeroscope(home, tiny)),
                                  "options": options},
+            "visual_understanding": {"backend": "transformers", "weights": str(qwen2_vl_2b(home, tiny)),
+                                     "grounding": str(owlv2_base(home, tiny)), "options": {"max_new_tokens": 32}},
         }
         (home / "models.yaml").write_text(yaml.safe_dump(models))
         settings = VitronSettings(home=home, models_file=home / "models.yaml")
@@ -165,6 +198,10 @@ def main() -> None:
                                f"<module>B</module><instruction>segment it</instruction><region>{box}</region>", photo),
             "zeroscope_320x576x24": ("D", {"command": "a boat on a lake", "seed": 0, **frames},
                                      "<module>D</module><instruction>a boat on a lake</instruction>", None),
+            "qwen2_vl_2b_caption_32_tokens": ("H", {"image": photo, "command": "caption"},
+                                              "<module>H</module><instruction>caption</instruction>", photo),
+            "owlv2_base_960": ("H", {"image": photo, "command": "find: a red car"},
+                               "<module>H</module><instruction>find: a red car</instruction>", photo),
         }
         figures: dict[str, Any] = {
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (tiny)",

@@ -27,7 +27,17 @@ from .modules import MODULES, ModuleInfo, ModuleName, resolve_module
 from .outputs import ToolOutput
 from .plans import Plan, PlanStep, SessionOperation
 from .references import AliasName, InputName, Reference, StepOutput, is_reference, parse_reference, step_number
-from .regions import BoxRegion, PointsRegion, Region, ScribbleRegion, as_region, parse_box, parse_points
+from .regions import (
+    BoxRegion,
+    LabelledBox,
+    PointsRegion,
+    Region,
+    ScribbleRegion,
+    as_region,
+    parse_box,
+    parse_points,
+    region_from_boxes,
+)
 from .settings import VitronSettings
 from .steps import (
     ARTIFACT_KINDS,
@@ -80,6 +90,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "Kind",
+    "LabelledBox",
     "ModelSpec",
     "ModelsFile",
     "ModuleInfo",
@@ -116,6 +127,7 @@ __all__ = [
     "parse_box",
     "parse_points",
     "parse_reference",
+    "region_from_boxes",
     "resolve_module",
     "step_number",
     "tensor_shape_dtype",

@@ -14,19 +14,25 @@ from .tensors import TensorSpec
 
 INPUT_REF_PATTERN = rf"^@([0-9]+|{NAME})$"
 """`@1` names step 1's output; `@mask2` a remembered artifact's alias (`schemas.references` parses both)."""
+SIGNAL_SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+"""A signal's source names a folder of adapters: lowercase letters, digits, `_`, `.` and `-`, never a path."""
 
 
 class SignalEmbedding(BaseModel):
     """Hidden states read at the planner's signal tokens, projected for the specialist.
 
-    `task_specific` lives in the backend's conditioning space (e.g. SAM's 256-d prompt space);
-    `task_invariant` in the space shared by all tasks.
+    `task_specific` is meant for the backend's conditioning space (e.g. SAM's 256-d prompt space); a planner
+    whose heads have another width is mapped there by an adapter fitted for its `source` (`vitron planner align`).
+    `task_invariant` lives in the space shared by all tasks.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     task_specific: Annotated[Any, TensorSpec(("k", "d"))]
     task_invariant: Annotated[Any, TensorSpec(("m", "e"))]
+    source: str | None = Field(default=None, pattern=SIGNAL_SOURCE_PATTERN,
+                               description="The planner that made it: its name and a fingerprint of its weights "
+                               "(`mini-3f2a9c1b7d4e`). Says which adapter maps it into a backend's space.")
 
 
 InputRef = Annotated[str, Field(pattern=INPUT_REF_PATTERN)] | ArtifactRef

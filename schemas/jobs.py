@@ -48,6 +48,8 @@ class JobResult(BaseModel):
     output: dict[str, Any]
     seconds: float
     backend: str
+    notes: list[str] = Field(default_factory=list, description="What the user should know of a job that "
+                             "succeeded (a signal left out, and why).")
 
 
 class JobFailed(VitronError):

@@ -1,4 +1,4 @@
-"""The seven specialist modules: canonical names, VITRON letters and the paper's titles."""
+"""The eight specialist modules: canonical names, VITRON letters and the paper's titles."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ ModuleName = Literal[
     "video_segmentation",
     "video_editing",
     "image_to_video",
+    "visual_understanding",
 ]
 """Canonical module name; the spelling every plan, job and database row uses."""
 
@@ -32,6 +33,7 @@ MODULES: tuple[ModuleInfo, ...] = (
     ModuleInfo("video_segmentation", "E", "Video Segmentation"),
     ModuleInfo("video_editing", "F", "Video Editing"),
     ModuleInfo("image_to_video", "G", "Image to Video"),
+    ModuleInfo("visual_understanding", "H", "Visual Understanding"),
 )
 
 

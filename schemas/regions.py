@@ -201,3 +201,40 @@ def parse_points(text: str) -> PointsRegion:
     except ValidationError as exc:
         raise InvalidInput(exc.errors()[0]["msg"], field="region",
                            fix="give at least one point x,y,1 on the object") from None
+
+
+class LabelledBox(BaseModel):
+    """One thing a grounding found: what it is, how sure the finder is, where, and on which frame of a video.
+
+    Module H's `boxes` artifact is a JSON list of these, best first."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = Field(min_length=1, description="What the box holds: the phrase it was found for, a colour, 'face'.")
+    score: float | None = Field(default=None, ge=0, le=1, description="How sure the finder is, in [0, 1]; null "
+                                "where the method gives no score.")
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in pixels, bottom-right exclusive.")
+    frame: int = Field(default=0, ge=0, description="The video frame it is on (0 for an image).")
+    area: int | None = Field(default=None, ge=0, description="Pixels of the found region, where they are counted.")
+
+    def region(self) -> BoxRegion:
+        """The box as a region a later step takes (on its frame)."""
+        return BoxRegion(box=self.box, frame=self.frame)
+
+
+def region_from_boxes(document: Any, *, field: str = "region") -> BoxRegion | None:
+    """The region a boxes artifact stands for: the first of H's labelled boxes (best first), or the first box of a
+    video segmentation's per-frame list (`[x1, y1, x2, y2]` or null per frame), on its frame. None when it holds no
+    box; `InvalidInput` naming `field` for a document of neither form."""
+    if isinstance(document, list):
+        try:
+            for frame, item in enumerate(document):
+                if isinstance(item, dict):
+                    return LabelledBox.model_validate(item).region()
+                if item is not None:
+                    return BoxRegion(box=tuple(item), frame=frame)
+            return None
+        except (ValidationError, TypeError):
+            pass
+    raise InvalidInput("the boxes artifact holds neither labelled boxes nor per-frame boxes", field=field,
+                       fix="give a boxes artifact made by visual_understanding or video_segmentation")

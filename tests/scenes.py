@@ -136,3 +136,34 @@ def render_video(seed: int, frames: int = 30, width: int = 320, height: int = 24
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+@dataclass
+class ObjectsScene:
+    image: np.ndarray  # [h, w, 3] uint8 RGB
+    masks: dict[str, np.ndarray]  # colour → its object's exact pixels
+
+    def box(self, colour: str) -> tuple[int, int, int, int]:
+        return mask_box(self.masks[colour])
+
+
+def grey_photo(name: str, width: int, height: int) -> np.ndarray:
+    """A scikit-image photo in greys (RGB): no pixel of it has a colour, so every coloured pixel is an object's."""
+    grey = cv2.cvtColor(photo(name, width, height), cv2.COLOR_RGB2GRAY)
+    return np.ascontiguousarray(np.stack([grey] * 3, axis=-1))
+
+
+def render_objects(seed: int, colours: tuple[str, ...] = ("red", "blue", "green"), width: int = 480,
+                   height: int = 360) -> ObjectsScene:
+    """Shaded objects of distinct colours, apart from one another, on a grey photo; each object's pixels exactly."""
+    rng = np.random.default_rng(seed)
+    image = grey_photo(list(PHOTOS)[seed % len(PHOTOS)], width, height)
+    cell = width // len(colours)  # one column each: the objects never touch
+    masks = {}
+    for index, colour in enumerate(colours):
+        size = rng.uniform(0.45, 0.7) * min(cell, height)
+        centre = (index * cell + cell / 2 + rng.uniform(-0.1, 0.1) * cell, rng.uniform(size, height - size))
+        masks[colour] = shape_mask(SHAPES[(seed + index) % len(SHAPES)], width, height, centre, size,
+                                   angle=float(rng.uniform(0, 90)))
+        image = paint(image, masks[colour], colour, rng)
+    return ObjectsScene(image, masks)

@@ -15,6 +15,8 @@ from .specialists import (
     SegmentImageOutput,
     SegmentVideoInput,
     SegmentVideoOutput,
+    UnderstandInput,
+    UnderstandOutput,
     VideoOutput,
 )
 
@@ -33,6 +35,8 @@ __all__ = [
     "SegmentVideoInput",
     "SegmentVideoOutput",
     "ToolContext",
+    "UnderstandInput",
+    "UnderstandOutput",
     "VideoOutput",
     "VisionTool",
     "all_tools",

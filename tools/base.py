@@ -40,6 +40,13 @@ class ToolContext:
     settings: VitronSettings = field(default_factory=VitronSettings)
     progress: ProgressCallback = _ignore_progress
     models_file: ModelsFile | None = None  # None: read from settings on first use
+    notes: list[str] = field(default_factory=list)  # see `note`
+
+    def note(self, message: str) -> None:
+        """Tell the user something about a job that goes on anyway (a signal left out): the job's result carries
+        it, and the runner puts it in the step's `step_finished` event."""
+        if message not in self.notes:
+            self.notes.append(message)
 
     @cached_property
     def models(self) -> ModelsFile:
@@ -81,6 +88,9 @@ class VisionTool(Generic[In, Out]):
     random_backends: ClassVar[frozenset[str]] = frozenset()
     # "module:function" that readies an input for every backend (see `prepare`), loaded when used, like a backend.
     preparer: ClassVar[str | None] = None
+    # Optional artifact inputs of which a call gives exactly one (H reads an image or a video): a plan that names
+    # none of them gets the newest artifact of any of their kinds.
+    one_of: ClassVar[tuple[str, ...]] = ()
 
     @property
     def code(self) -> str:

@@ -48,10 +48,10 @@ def run_job(spec: JobSpec, ctx: ToolContext, split: Splitter | None = None) -> J
         spec, inp = _prepared(tool, spec, inp, ctx)  # before the split: each chunk reads the spec's input
         if (result := split(spec, inp, ctx)) is not None:
             return result
-    started = time.perf_counter()
+    started, noted = time.perf_counter(), len(ctx.notes)
     out = tool.run(inp, ctx, backend=spec.backend)
     return JobResult(job_id=spec.job_id, output=out.model_dump(mode="json", context={"store": ctx.store}),
-                     seconds=time.perf_counter() - started, backend=out.backend)
+                     seconds=time.perf_counter() - started, backend=out.backend, notes=ctx.notes[noted:])
 
 
 def prepare_job(spec: JobSpec, ctx: ToolContext) -> JobSpec:

@@ -15,12 +15,13 @@ from .specialists import (
     VideoEditing,
     VideoGeneration,
     VideoSegmentation,
+    VisualUnderstanding,
 )
 
 _TOOLS: dict[str, type[VisionTool]] = {
     cls.name: cls
     for cls in (ImageGeneration, ImageSegmentation, ImageEditing, VideoGeneration, VideoSegmentation,
-                VideoEditing, ImageToVideo)
+                VideoEditing, ImageToVideo, VisualUnderstanding)
 }
 
 

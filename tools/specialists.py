@@ -1,7 +1,8 @@
-"""The seven specialist contracts (docs/ARCHITECTURE.md): input and output models, descriptions, backends."""
+"""The eight specialist contracts (docs/ARCHITECTURE.md): input and output models, descriptions, backends."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from langchain_core.tools import InjectedToolArg
@@ -260,3 +261,77 @@ class VideoGeneration(VisionTool[GenerateVideoInput, VideoOutput]):
     heavy = True
     queue = "gpu"
     unavailable_fix = _DIFFUSION_FIX
+
+
+# -- H: visual understanding ---------------------------------------------------------------------
+
+UnderstandingTask = Literal["caption", "question", "grounding"]
+"""What H is asked: a caption, an answer to a question, or the boxes of a phrase (grounding)."""
+
+_PICTURE = r"(?:(?:this|that|the)\s+)?(?:image|picture|photo|photograph|video|clip|scene|frame)s?"
+_CAPTION = re.compile(rf"(?:caption|captioning|describe|description)(?:\s*:)?(?:\s+(?:it|this|that|{_PICTURE}))?",
+                      re.IGNORECASE)
+_GROUNDING = re.compile(r"(?:grounding|ground|find|locate|detect|point\s+(?:to|at|out)|show\s+me|where\s+is|"
+                        r"where\s+are|where's)\b\s*:?\s*(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
+_QUESTION = re.compile(r"(?:question|answer|vqa)\s*:\s*(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
+
+
+class UnderstandInput(_Input):
+    image: ImageRef | None = Field(default=None, description="The image to look at (give an image or a video).")
+    video: VideoRef | None = Field(default=None, description="The video to look at, as evenly spaced frames.")
+    command: Command = "describe it"
+    task: Annotated[UnderstandingTask | None, Field(
+        description="caption, question or grounding; none: read from the command ('caption', 'find: the cat on the "
+                    "left' or 'where is …' grounds, anything else is a question).")] = None
+    region: BoxRegion | None = Field(default=None, description="The part of the picture to ask about; boxes are "
+                                     "still in the whole picture's pixels.")
+    num_frames: int = Field(default=8, ge=1, le=64, description="Frames of a video to look at, evenly spaced, the "
+                            "first and the last included.")
+    signal: Signal = None  # H takes no planner signal: one given is ignored
+
+    @model_validator(mode="after")
+    def _one_picture(self) -> UnderstandInput:
+        if (self.image is None) == (self.video is None):
+            raise InvalidInput("give an image or a video" if self.image is None else
+                               "give an image or a video, not both", field="image",
+                               fix="set `image` to an image artifact, or `video` to a video artifact")
+        return self
+
+    def reading(self) -> tuple[UnderstandingTask, str]:
+        """The task and what it is about: the question, or the phrase to ground (the command without its `find:`
+        or `question:`), or the command itself for a caption."""
+        command = self.command.strip()
+        bare = command.rstrip(" .!?")
+        if self.task in (None, "caption") and _CAPTION.fullmatch(bare):
+            return "caption", command
+        grounding, question = _GROUNDING.fullmatch(command), _QUESTION.fullmatch(command)
+        if self.task in (None, "grounding") and grounding and grounding["rest"].strip(" .!?"):
+            return "grounding", grounding["rest"].strip(" .!?")
+        if self.task is None or self.task == "question":
+            return "question", question["rest"].strip() if question and question["rest"].strip() else command
+        return self.task, command
+
+
+class UnderstandOutput(ToolOutput):
+    text: str = Field(description="The caption, the answer, or what was found, in words.")
+    task: UnderstandingTask
+    answered: bool = Field(description="False when this backend cannot answer it: the text then says which "
+                                       "setting enables it.")
+    boxes: BoxesRef | None = Field(default=None, description="What was found: labelled boxes with scores, best "
+                                   "first (JSON, `schemas.LabelledBox`); none when nothing was grounded.")
+    region: BoxRegion | None = Field(default=None, description="The best box, as a region a later step takes.")
+
+
+class VisualUnderstanding(VisionTool[UnderstandInput, UnderstandOutput]):
+    name = "visual_understanding"
+    description = (
+        "Look at an image or a video and answer in words: caption it, answer a question about it, or find a phrase "
+        "('find: the cat on the left') and return its boxes, which a later step can take as its region. Without a "
+        "vision-language model it answers only what the pixels tell exactly: size, duration, main colours, where "
+        "the regions of a colour are, faces."
+    )
+    input_model = UnderstandInput
+    output_model = UnderstandOutput
+    backends = {"opencv": "tools.embedded.understanding:understand",
+                "transformers": "tools.real.understanding:understand"}
+    one_of = ("image", "video")

@@ -25,6 +25,7 @@ from memory import ArtifactEntry, ArtifactStore
 from schemas import (
     ARTIFACT_KINDS,
     ArtifactRef,
+    BoxRegion,
     CompiledPlan,
     CompiledStep,
     InputName,
@@ -40,6 +41,7 @@ from schemas import (
     a_or_an,
     is_reference,
     parse_reference,
+    region_from_boxes,
     resolve_module,
 )
 from schemas.references import NAME
@@ -105,12 +107,25 @@ def compile_invocations(invocations: Sequence[Invocation], table: Sequence[Artif
         tool = get_tool(inv.module)
         literal = {key: value for key in ("command", "region", "signal")
                    if (value := getattr(inv, key)) is not None and value != ""}
-        _check_with_placeholders(tool, {**values, **inv.params, **literal}, f"step {number} ({tool.name})")
         params = {**inv.params, **inv.model_dump(mode="json", context={"store": store}, include=set(literal),
                                                  exclude_none=True)}
+        if isinstance(values.get("region"), ArtifactRef):  # a remembered boxes artifact: its best box is the region
+            literal["region"] = _boxes_region(values.pop("region"), store, f"step {number} ({tool.name})")
+            params["region"] = literal["region"].model_dump(mode="json")
+        _check_with_placeholders(tool, {**values, **inv.params, **literal}, f"step {number} ({tool.name})")
         steps.append(CompiledStep(name=name, position=offset + len(steps) + 1, module=tool.name,
                                   version=tool.version, params=params, inputs=values, heavy=tool.heavy))
     return CompiledPlan(steps=tuple(steps))
+
+
+def _boxes_region(ref: ArtifactRef, store: ArtifactStore, where: str) -> BoxRegion:
+    """The region a boxes artifact stands for (its best box, on its frame)."""
+    name = f"@{ref.alias}" if ref.alias else f"boxes {ref.short}"
+    region = region_from_boxes(store.get_json(ref), field="inputs")
+    if region is None:
+        raise InvalidInput(f"{where} reads its region from {name}, which holds no box", field="inputs",
+                           fix="read the region from boxes that found something, or draw one")
+    return region
 
 
 def workflow_callee(name: str, flow: CompiledWorkflow) -> Callee:

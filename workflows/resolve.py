@@ -5,7 +5,12 @@ recent artifact of the fitting kind — an earlier step of this plan first, then
 table (where an undo's row stands for the artifact it brought back). Explicit aliases always win. When the
 newest candidates fit equally (two uploads of one turn, or two outputs of independent steps: neither made from
 the other), the agent asks instead of guessing. An optional input (a mask for an edit) is filled only when it
-was made from the same source as the image being edited.
+was made from the same source as the image being edited. A tool that reads one of several inputs (H: an image or a
+video) gets the newest artifact of any of their kinds.
+
+A step that takes a region may read it from an earlier step (`<input name="region">@1</input>`, or `@1` alone
+where step 1 makes no artifact the step takes): that step's region output (H's best box, B's mask box); or from a
+remembered boxes artifact (`@boxes1`), whose best box the compiler reads.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from memory import ArtifactEntry, restored
 from schemas import ArtifactRef, InvalidInput, Invocation, StepOutput, VitronError, a_or_an, step_number
 from tools import get_tool
 
-from .kinds import artifact_inputs, artifact_outputs
+from .kinds import artifact_inputs, artifact_outputs, input_fields, output_of_kind
 
 _UNNAMED = re.compile(r"^input\d*$")
 
@@ -42,6 +47,9 @@ class Callee:
     name: str
     inputs: dict[str, tuple[str, bool]]
     outputs: dict[str, str]
+    one_of: tuple[str, ...] = ()  # inputs of which exactly one is given (`VisionTool.one_of`)
+    takes_region: bool = False  # it has a `region` field a region or a boxes artifact can fill
+    region_output: str | None = None  # its output field of kind region (H's `region`, B's `box`)
 
     @property
     def output_kinds(self) -> tuple[str, ...]:
@@ -55,8 +63,11 @@ class Callee:
 def tool_callee(module: str) -> Callee:
     """A tool as a callee (any spelling of its module)."""
     tool = get_tool(module)
+    region = input_fields(tool.name).get("region")
     return Callee(tool.name, {f: (f, required) for f, required in artifact_inputs(tool.name).items()},
-                  dict(artifact_outputs(tool.name)))
+                  dict(artifact_outputs(tool.name)), one_of=tool.one_of,
+                  takes_region=region is not None and region.kind == "region",
+                  region_output=output_of_kind(tool.name, "region"))
 
 
 def output_kinds(tool_name: str) -> tuple[str, ...]:
@@ -103,9 +114,9 @@ class _Table:
         lineage = self.ancestors(alias) | {alias}
         return {a for a in lineage if a not in self.by_alias or not self.by_alias[a].parents}
 
-    def newest(self, kind: str) -> list[ArtifactEntry]:
-        """The newest artifacts of a kind that fit equally: same turn, same origin, neither made from the other."""
-        of_kind = [e for e in reversed(self.entries) if e.ref.kind == kind]
+    def newest(self, *kinds: str) -> list[ArtifactEntry]:
+        """The newest artifacts of the kinds that fit equally: same turn, same origin, neither made from the other."""
+        of_kind = [e for e in reversed(self.entries) if e.ref.kind in kinds]
         if not of_kind:
             return []
         first = of_kind[0]
@@ -164,6 +175,8 @@ def _resolve_step(index: int, plan: _Plan, done: list[StepInputs], table: _Table
     for key, value in inv.inputs.items():
         if _UNNAMED.match(key):
             unnamed.append(value)
+        elif key == "region" and key not in fields and callee.takes_region:
+            values[key] = _region_input(value, where, index, plan, table, inv)
         elif key not in fields:
             takes = ", ".join(fields) or "no artifacts"
             raise InvalidInput(f"{where} has an input {key!r}, but {callee.name} takes {takes}", field="inputs",
@@ -173,13 +186,19 @@ def _resolve_step(index: int, plan: _Plan, done: list[StepInputs], table: _Table
     for value in unnamed:
         kinds = _kinds_of(value, index, plan, table)
         free = [f for f, (kind, _) in fields.items() if kind in kinds and f not in values]
+        if not free and callee.takes_region and "region" not in values and _gives_region(value, index, plan, table):
+            values["region"] = _region_input(value, where, index, plan, table, inv)
+            continue
         if not free:
             raise InvalidInput(f"{where} reads {_show(value)}, a {' or '.join(kinds)}, but {callee.name} takes "
                                f"{', '.join(fields) or 'no artifacts'}", field="inputs",
                                fix="give each input to a step that takes its kind")
         values[free[0]] = _check(free[0], fields[free[0]][0], value, where, index, plan, table)
+    if callee.one_of and not any(f in values for f in callee.one_of):
+        field, found = _implicit_one_of(callee, where, index, plan, table)
+        values[field] = found
     for field, (kind, required) in fields.items():
-        if field not in values:
+        if field not in values and field not in callee.one_of:
             found = _implicit(kind, required, _main(values, fields), index, plan, done, table)
             if found is not None:
                 values[field] = found
@@ -187,13 +206,63 @@ def _resolve_step(index: int, plan: _Plan, done: list[StepInputs], table: _Table
                 named = field if field == kind else f"{field} ({kind})"
                 raise InvalidInput(f"{where} needs an input {named}, and the session has no {kind} yet",
                                    field="inputs", fix=f"attach {a_or_an(kind)}, or run a step that makes one first")
-    return StepInputs({f: values[f] for f in fields if f in values})  # in the callee's field order
+    return StepInputs({f: values[f] for f in (*fields, "region") if f in values})  # in the callee's field order
+
+
+def _gives_region(value: ArtifactRef | str, index: int, plan: _Plan, table: _Table) -> bool:
+    """Whether an input can stand for a region: a boxes artifact, or a step that makes a region."""
+    if isinstance(value, ArtifactRef):
+        return value.kind == "boxes"
+    if (number := step_number(value)) is not None:
+        return plan.earlier(number, value, index).region_output is not None
+    return table.resolve(value).ref.kind == "boxes"
+
+
+def _region_input(value: ArtifactRef | str, where: str, index: int, plan: _Plan, table: _Table,
+                  inv: Invocation) -> ArtifactRef | StepOutput:
+    """A step's region read from an earlier step (its region output) or a boxes artifact (the compiler reads its
+    best box)."""
+    if inv.region is not None:
+        raise InvalidInput(f"{where} has a region and reads another from {_show(value)}", field="region",
+                           fix="give the region once: drawn, or read from a step or a boxes artifact")
+    if not _gives_region(value, index, plan, table):
+        raise InvalidInput(f"{where} reads its region from {_show(value)}, which is no box", field="inputs",
+                           fix="read the region from a step that finds boxes (visual_understanding, "
+                               "image_segmentation) or from a boxes artifact such as @boxes1")
+    if isinstance(value, ArtifactRef):
+        return value
+    if (number := step_number(value)) is not None:
+        producer = plan.earlier(number, value, index)
+        return StepOutput(step=str(plan.offset + number), field=producer.region_output)
+    return table.resolve(value).ref
+
+
+def _implicit_one_of(callee: Callee, where: str, index: int, plan: _Plan,
+                     table: _Table) -> tuple[str, ArtifactRef | StepOutput]:
+    """The input a step that reads one of several (an image or a video) gets when it names none: the latest earlier
+    step making one of their kinds, else the newest such artifact."""
+    kinds = {callee.inputs[f][0]: f for f in callee.one_of}
+    for earlier in range(index - 1, 0, -1):
+        producer = plan.callees[earlier - 1]
+        for kind, field in kinds.items():
+            if (made := producer.output_of_kind(kind)) is not None:
+                return field, StepOutput(step=str(plan.offset + earlier), field=made)
+    candidates = table.newest(*kinds)
+    what = " or ".join(a_or_an(k) for k in kinds)
+    if not candidates:
+        raise InvalidInput(f"{where} needs {what}, and the session has none yet", field="inputs",
+                           fix=f"attach {what}, or run a step that makes one first")
+    if len(candidates) > 1:
+        listing = " or ".join(f"@{c.alias} ({c.describe().split(': ', 1)[1]})" for c in candidates)
+        raise Ambiguous(f"Which {' or '.join(kinds)} do you mean: {listing}?", [c.alias for c in candidates])
+    chosen = restored(table.entries, candidates[0])
+    return kinds[chosen.ref.kind], chosen.ref
 
 
 def _main(values: dict[str, ArtifactRef | StepOutput], fields: dict[str, tuple[str, bool]],
           ) -> ArtifactRef | StepOutput | None:
     """The image or video a step works on (a mask or masks belong to it)."""
-    return next((v for f, v in values.items() if fields[f][0] in ("image", "video")), None)
+    return next((v for f, v in values.items() if f in fields and fields[f][0] in ("image", "video")), None)
 
 
 def _show(value: ArtifactRef | str) -> str:

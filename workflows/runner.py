@@ -4,7 +4,7 @@ the step cache, and the events the agent emits:
     step_started  {position, step, module, job_id, command}
     progress      {position, step, module, fraction, message}
     cached        {position, step, module, signature}          the outputs came from the step cache
-    step_finished {position, step, module, seconds, outputs, cached}
+    step_finished {position, step, module, seconds, outputs, cached[, notes]}   notes: what the job told the user
     step_failed   {position, step, module, error}
     step_skipped  {position, step, module, reason}
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,8 +86,10 @@ class StepRecorder(Protocol):
     def progress(self, step: CompiledStep, fraction: float, message: str) -> bool:
         """The job advanced; True when the step was cancelled from elsewhere (its job is then told to stop)."""
 
-    def succeeded(self, step: CompiledStep, output: ToolOutput, *, cached: bool) -> dict[str, Any]:
-        """The step made `output`; the output fields to keep (JSON), which later steps read."""
+    def succeeded(self, step: CompiledStep, output: ToolOutput, *, cached: bool,
+                  notes: Sequence[str] = ()) -> dict[str, Any]:
+        """The step made `output` (its job noted `notes`); the output fields to keep (JSON), which later steps
+        read."""
 
     def failed(self, step: CompiledStep, error: BaseException, *, cancelled: bool) -> None: ...
 
@@ -103,7 +105,8 @@ class Unrecorded:
     def progress(self, step: CompiledStep, fraction: float, message: str) -> bool:
         return False
 
-    def succeeded(self, step: CompiledStep, output: ToolOutput, *, cached: bool) -> dict[str, Any]:
+    def succeeded(self, step: CompiledStep, output: ToolOutput, *, cached: bool,
+                  notes: Sequence[str] = ()) -> dict[str, Any]:
         return output.model_dump(mode="json", exclude={"backend"}, exclude_none=True)
 
     def failed(self, step: CompiledStep, error: BaseException, *, cancelled: bool) -> None:
@@ -234,7 +237,7 @@ class StepRunner:
                 # remembered before the success is recorded: a turn killed between the two and resumed finds the
                 # step in the cache instead of running it again
                 self._remember(started.signature, tool.name, result)
-            outputs = recorder.succeeded(step, output, cached=False)
+            outputs = recorder.succeeded(step, output, cached=False, notes=result.notes)
         except Exception as exc:  # a failing step must not end the run: the steps that read it are skipped instead
             cancelled = isinstance(exc, JobCancelled)
             recorder.failed(step, exc, cancelled=cancelled)
@@ -242,7 +245,7 @@ class StepRunner:
             return StepResult("cancelled" if cancelled else "failed", error=error_text(exc),
                               seconds=time.perf_counter() - began)
         emit({"event": "step_finished", **where, "seconds": round(result.seconds, 3), "outputs": _names(outputs),
-              "cached": False})
+              "cached": False, **({"notes": result.notes} if result.notes else {})})
         return StepResult("succeeded", outputs, seconds=result.seconds)
 
     def _remember(self, signature: str, module: str, result: JobResult) -> None:

@@ -97,13 +97,18 @@ def invoke(
     with progress_bar(enabled=not as_json) as progress:
         store, result = invoke_tool(tool.name, given, backend=backend, weights=weights, progress=progress)
     rows = _artifact_rows(result.artifacts(), store)
+    text = getattr(result, "text", None)  # what visual understanding said
     if as_json:
-        print(json.dumps({"module": tool.name, "backend": result.backend, "artifacts": rows}))
+        print(json.dumps({"module": tool.name, "backend": result.backend, "artifacts": rows,
+                          **({"text": text} if text is not None else {})}))
         return
-    table = Table("kind", "path", title=f"{tool.name} ({result.backend})")
-    for row in rows:
-        table.add_row(row["kind"], row["path"])
-    out.print(table)
+    if text is not None:
+        out.print(text, highlight=False, markup=False)
+    if rows or text is None:
+        table = Table("kind", "path", title=f"{tool.name} ({result.backend})")
+        for row in rows:
+            table.add_row(row["kind"], row["path"])
+        out.print(table)
 
 
 @app.command()

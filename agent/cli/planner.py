@@ -1,4 +1,5 @@
-"""`vitron planner train|eval`: reproduce the mini planner's checkpoint, and print its figures."""
+"""`vitron planner train|eval|align`: reproduce the mini planner's checkpoint, print its figures, and align a
+planner's signals with the configured backends."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import typer
 
 from .console import clear_errors, err
 
-planner_app = typer.Typer(help="The mini planner: train it from scratch, or measure a checkpoint.",
-                          no_args_is_help=True)
+planner_app = typer.Typer(help="The planners: train the mini planner from scratch, measure a checkpoint, or align "
+                               "a planner's signals with the configured backends.", no_args_is_help=True)
 
 
 def _say(message: str) -> None:
@@ -53,3 +54,23 @@ def eval_cmd(
     from agent.service import score_planner
 
     print(json.dumps(score_planner(conversations, planner=planner, progress=_say)))
+
+
+@planner_app.command("align")
+@clear_errors
+def align_cmd(
+    module: Annotated[str, typer.Option(help="The module whose backend reads the signal: letter (B), name or "
+                                             "title.")],
+    planner: Annotated[str | None, typer.Option(help="The planner whose signals are aligned: mini or vitron "
+                                                     "(default VITRON_PLANNER).")] = None,
+    pairs: Annotated[int, typer.Option(help="Signal/target pairs to fit on.")] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of the generated requests and the held-out split.")] = 0,
+) -> None:
+    """Fit an adapter from the planner's signals for MODULE to the backend the models file configures for it (its
+    own conditioning of the same instructions), stored under VITRON_HOME/adapters and loaded with the backend.
+    Prints one JSON line: the adapters written and how well they fit (progress on stderr)."""
+    import json
+
+    from agent.alignment import align_signals
+
+    print(json.dumps(align_signals(module, planner=planner, pairs=pairs, seed=seed, progress=_say)))

@@ -50,6 +50,9 @@ class _Bars:
             self.progress.update(self.tasks[position], completed=1.0 if done else None,
                                  description=f"{position}. {event['module']}: "
                                              + (f"done in {event['seconds']:.2f}s" if done else event["error"]))
+        if kind == "step_finished":
+            for note in event.get("notes", ()):  # e.g. a signal left out: the step ran, the user should know
+                self.progress.console.print(f"[yellow]{position}. {note}[/yellow]", highlight=False)
 
 
 def _follow(events: Any, show_bars: bool) -> None:

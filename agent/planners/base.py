@@ -19,6 +19,7 @@ class StepOutcome:
     status: str  # succeeded | failed | skipped
     outputs: tuple[str, ...] = ()  # aliases of what it made (`mask3`)
     error: str | None = None
+    answer: str | None = None  # what it said in words (visual understanding's text)
 
 
 _LAZY = frozenset({"history", "artifacts"})

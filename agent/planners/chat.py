@@ -79,7 +79,8 @@ DEFAULT_SYSTEM_PROMPT = """\
 You are Vitron, a vision assistant that works on the user's images and videos at the pixel level.
 
 - To segment, edit, generate or animate images and videos, call the tools. Describe, caption or answer \
-questions about a picture yourself, in plain text, without calling a tool.
+questions about a picture you can see yourself, in plain text; call visual_understanding for a picture you \
+cannot see, or to find where something is ("find: the cat on the left"): its boxes can be a later call's region.
 - Refer to artifacts (images, masks, videos, per-frame masks) by their alias from the artifact table, like \
 @img1 or @mask2. This turn's uploads are listed with the user's message; their pictures may follow it, each \
 labelled with its alias and its size in pixels.
@@ -88,7 +89,9 @@ output of call N of that answer, counting from 1: segment with call 1, then edit
 - `command` is a short instruction for the specialist, e.g. "segmentation: the red car" or "make it blue".
 - `region` points at an object in pixels: {"kind": "box", "box": [x1, y1, x2, y2]} or \
 {"kind": "points", "points": [[x, y]], "labels": [1]}, in the pixels of the artifact's own size, even where \
-its picture is shown smaller. When the user drew a region, pass it on as given.
+its picture is shown smaller. When the user drew a region, pass it on as given. \
+{"kind": "boxes", "boxes": "@1"} is the best box that call 1 (visual_understanding) found, or that a boxes \
+artifact such as @boxes1 holds.
 - After the tools run you see their results: call more tools if the request needs more, or answer the user \
 in plain text. An answer with no tool calls ends the turn.
 """
@@ -175,6 +178,16 @@ class ScribbleAlias(BaseModel):
     mask: AliasRef = Field(description="The scribble's alias, like @mask1.")
 
 
+class BoxesAlias(BaseModel):
+    """The best box an earlier step found, by alias: the planner passes it on as the step's region input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["boxes"] = "boxes"
+    boxes: AliasRef = Field(description="@N of a visual_understanding call of this answer, or a boxes alias like "
+                                        "@boxes1.")
+
+
 def _checked(make: Callable[[], _R]) -> _R:
     try:
         return make()
@@ -189,15 +202,16 @@ def _region_kind(value: Any) -> str | None:
     return getattr(value, "kind", None)
 
 
-_REGION_KEYS = (("box", "box"), ("points", "points"), ("mask", "scribble"))
+_REGION_KEYS = (("box", "box"), ("points", "points"), ("mask", "scribble"), ("boxes", "boxes"))
 
 PlannerRegion = Annotated[
-    Annotated[BoxArg, Tag("box")] | Annotated[PointsArg, Tag("points")] | Annotated[ScribbleAlias, Tag("scribble")],
+    Annotated[BoxArg, Tag("box")] | Annotated[PointsArg, Tag("points")] | Annotated[ScribbleAlias, Tag("scribble")]
+    | Annotated[BoxesAlias, Tag("boxes")],
     Discriminator(_region_kind, custom_error_type="region_kind",
                   custom_error_message='a region is {"kind": "box", "box": [x1, y1, x2, y2]} or '
                                        '{"kind": "points", "points": [[x, y]], "labels": [1]}'),
 ]
-"""The schemas' Region as the model writes it: box, points, or a scribble named by alias."""
+"""The schemas' Region as the model writes it: box, points, a scribble named by alias, or found boxes by alias."""
 
 
 class _ToolArgs(BaseModel):
@@ -573,6 +587,11 @@ def _read_call(name: str, args: Mapping[str, Any], call_id: str, position: int,
             problems.append(f"region: the scribble {arg.mask} is not a mask in the artifact table")
         else:
             region = ScribbleRegion(mask=ref)
+    elif isinstance(arg, BoxesAlias):  # the step reads its region from boxes (the resolver takes the best)
+        if (problem := _check_ref("region", "boxes", arg.boxes, position, known)) is not None:
+            problems.append(problem)
+        else:
+            inputs["region"] = arg.boxes
     elif arg is not None:
         region = arg.region()
     if problems:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from schemas import MODULES
+from schemas import MODULES, ModelsFile
 
 from .vitron_model import IMAGE_TOKEN, SPECIAL_TOKENS, SignalHeads, add_signal_tokens
 
@@ -65,8 +65,9 @@ def _build_tokenizer():
     return fast
 
 
-def build_tiny_vitron(folder: Path, *, seed: int = 0, vision: bool = True) -> Path:
-    """Write a tiny random planner model into `folder` (created if needed) and return the folder."""
+def build_tiny_vitron(folder: Path, *, seed: int = 0, vision: bool = True, models: ModelsFile | None = None) -> Path:
+    """Write a tiny random planner model into `folder` (created if needed) and return the folder; its signal heads
+    are as wide as the backends `models` configures read (default the settings' models file)."""
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -134,5 +135,5 @@ def build_tiny_vitron(folder: Path, *, seed: int = 0, vision: bool = True) -> Pa
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.save_pretrained(folder)
-    SignalHeads(TEXT_HIDDEN).save(folder)
+    SignalHeads(TEXT_HIDDEN, models=models).save(folder)
     return folder

@@ -37,7 +37,7 @@ from schemas import (
 
 from .base import PlanRequest
 from .grammar import SIGNAL_TOKENS, parse_plan
-from .vitron_model import IMAGE_TOKEN, MODEL_SETTING, SIGNAL_TOKEN, VitronModel
+from .vitron_model import IMAGE_TOKEN, MODEL_SETTING, MODULE_CODES, SIGNAL_TOKEN, VitronModel
 
 MAX_ARTIFACT_LINES = 40
 """The artifact table shows at most this many of the newest rows; the history sums up the rest."""
@@ -188,8 +188,8 @@ class VitronPlanner:
             return plan
         steps = []
         for step, rows in zip(plan.steps, torch.split(signal_hidden, counts), strict=True):
-            if step.signal_tokens:
-                code = resolve_module(step.invocation.module).code
+            code = resolve_module(step.invocation.module).code if step.signal_tokens else None
+            if code is not None and code in MODULE_CODES:  # H has no signal head: it takes no signal
                 task_specific, task_invariant = self.model.embed_signals(code, rows)
                 invocation = step.invocation.model_copy(update={"signal": _embedding(task_specific, task_invariant)})
                 step = PlanStep(invocation=invocation, signal_tokens=step.signal_tokens)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from schemas import BackendUnavailable, InvalidInput, UnsupportedOperation, resolve_module
+from schemas import BackendUnavailable, InvalidInput, ModelsFile, UnsupportedOperation, VitronSettings, resolve_module
 
 SIGNAL_TOKEN = "[SIG]"
 MODULE_TOKENS: tuple[str, ...] = (
@@ -41,15 +41,31 @@ HEADS_CONFIG = "signal_heads.json"
 HEADS_WEIGHTS = "signal_heads.safetensors"
 MODULE_CODES: tuple[str, ...] = ("A", "B", "C", "D", "E", "F", "G")
 DEFAULT_TASK_SPECIFIC_SIZES: dict[str, int] = {
-    "A": 768,  # CLIP text space (Stable Diffusion / GLIGEN conditioning)
+    "A": 768,  # CLIP text space (Stable Diffusion 1.5 / GLIGEN cross-attention)
     "B": 256,  # SAM sparse prompt space
     "C": 768,
-    "D": 768,
+    "D": 1024,  # ZeroScope's cross-attention (OpenCLIP ViT-H text space)
     "E": 256,
     "F": 768,
-    "G": 768,
+    "G": 1024,  # I2VGen-XL's cross-attention
 }
+"""Head widths for modules with no backend configured: the widths of the default real backends."""
 DEFAULT_TASK_INVARIANT_SIZE = 512
+
+
+def backend_widths(models: ModelsFile | None = None) -> dict[str, int]:
+    """Each module's head width: the width its configured backend reads (the models file; default the settings'),
+    else `DEFAULT_TASK_SPECIFIC_SIZES`."""
+    from tools.real.targets import signal_width
+
+    if models is None:
+        models = ModelsFile.load(VitronSettings().models_path)
+    sizes = dict(DEFAULT_TASK_SPECIFIC_SIZES)
+    for name, spec in models.modules.items():
+        code, width = resolve_module(name).code, signal_width(spec, name)
+        if width is not None and code in sizes:  # a module with no signal head (H) has no width to set
+            sizes[code] = width
+    return sizes
 
 
 def add_signal_tokens(tokenizer: Any) -> int:
@@ -86,9 +102,14 @@ class SignalHeads(nn.Module):
         hidden_size: int,
         task_specific_sizes: Mapping[str, int] | None = None,
         task_invariant_size: int = DEFAULT_TASK_INVARIANT_SIZE,
+        models: ModelsFile | None = None,
     ) -> None:
+        """Widths left out of `task_specific_sizes` are those the configured backends read (`models`, default the
+        settings' models file; see `backend_widths`)."""
         super().__init__()
-        sizes = {**DEFAULT_TASK_SPECIFIC_SIZES, **(task_specific_sizes or {})}
+        given = dict(task_specific_sizes or {})
+        defaults = DEFAULT_TASK_SPECIFIC_SIZES if set(MODULE_CODES) <= set(given) else backend_widths(models)
+        sizes = {**defaults, **given}
         unknown = set(sizes) - set(MODULE_CODES)
         if unknown:
             raise InvalidInput(f"unknown module letters {sorted(unknown)}", field="task_specific_sizes")

@@ -41,9 +41,9 @@ def _one_json(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(lines[0])
 
 
-def test_tools_json_lists_the_seven_modules(run):
+def test_tools_json_lists_the_eight_modules(run):
     rows = _one_json(run("tools", "--json"))
-    assert [r["code"] for r in rows if r["kind"] == "tool"] == list("ABCDEFG")
+    assert [r["code"] for r in rows if r["kind"] == "tool"] == list("ABCDEFGH")
     flows = {r["module"]: r for r in rows if r["kind"] == "workflow"}  # the examples that ship, at least
     assert {"product_cutout", "video_privacy", "photo_to_clip"} <= set(flows)
     assert flows["product_cutout"]["inputs"]["photo"]["kind"] == "image"

@@ -16,7 +16,7 @@ from .conftest import png_bytes, sse, upload
 
 def test_tools_are_listed_and_one_runs_as_a_job(client):
     tools = client.get("/tools").json()
-    assert [t["code"] for t in tools if t["kind"] == "tool"] == list("ABCDEFG")
+    assert [t["code"] for t in tools if t["kind"] == "tool"] == list("ABCDEFGH")
     assert "product_cutout" in {t["module"] for t in tools if t["kind"] == "workflow"}
     scene = render_scene(2)
     photo = upload(client, scene.image)

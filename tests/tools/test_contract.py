@@ -22,7 +22,7 @@ class ToolCallingFake(GenericFakeChatModel):
 
 
 def test_registry_finds_every_module_by_letter_name_and_title():
-    assert [t.code for t in all_tools()] == list("ABCDEFG")
+    assert [t.code for t in all_tools()] == list("ABCDEFGH")
     for info in MODULES:
         assert get_tool(info.code) is get_tool(info.name) is get_tool(info.title.upper())
         assert get_tool(info.code).name == info.name

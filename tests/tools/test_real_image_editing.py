@@ -120,11 +120,12 @@ def test_an_empty_mask_is_refused(tmp_path, ctx, weights, picture):
     assert info.value.field == "mask"
 
 
-def test_a_signal_of_the_wrong_width_is_refused(tmp_path, ctx, weights, picture, mask):
+def test_a_signal_of_the_wrong_width_is_left_out_and_the_job_says_so(tmp_path, ctx, weights, picture, mask):
     ctx = context(tmp_path, ctx, inpaint=weights["inpaint"])
-    with pytest.raises(InvalidInput, match=rf"\[k, {TEXT_WIDTH}\]") as info:
-        edit(ctx, picture, mask=mask, signal=signal(1, TEXT_WIDTH * 2))
-    assert info.value.field == "signal.task_specific"
+    left_out, _ = edit(ctx, picture, mask=mask, signal=signal(1, TEXT_WIDTH * 2))
+    assert np.array_equal(left_out, edit(ctx, picture, mask=mask)[0])
+    (note,) = ctx.notes
+    assert f"stable_diffusion (inpaint) reads [k, {TEXT_WIDTH}]" in note and "--module image_editing" in note
 
 
 def test_a_missing_weights_folder_names_the_setting_and_the_path(tmp_path, ctx, picture, mask):

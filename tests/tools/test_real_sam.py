@@ -93,7 +93,8 @@ def test_the_signal_enters_the_mask_decoder(sam_ctx, weights):
         predictor = predictor_for(sam, scene())
         for prompt in (Prompt(), region_prompt(get_tool("B").parse_input(
                 {"image": sam_ctx.store.put_image(scene()), "region": BOX}).region, sam_ctx.store)):
-            logits = [decode(predictor, prompt, sam_signal(sam, signal(seed)))[0] for seed in (1, 2)]
+            logits = [decode(predictor, prompt, sam_signal(sam, signal(seed), sam_ctx, sam_ctx.models.spec("B")))[0]
+                      for seed in (1, 2)]
             assert not torch.allclose(logits[0], logits[1], atol=1e-3)
             if not prompt.empty:
                 alone = decode(predictor, prompt, None)[0]
@@ -105,11 +106,19 @@ def test_the_signal_enters_the_mask_decoder(sam_ctx, weights):
     assert len(masks) > 1
 
 
-def test_a_signal_of_the_wrong_width_is_refused(sam_ctx):
-    with pytest.raises(InvalidInput, match=r"\[3, 16\].*\[k, 32\]") as err:
-        data = {"image": sam_ctx.store.put_image(scene()), "region": BOX, "signal": signal(0, width=16, k=3)}
-        get_tool("B").run(data, sam_ctx)
-    assert err.value.field == "signal.task_specific"
+def test_a_signal_of_the_wrong_width_is_left_out_and_the_job_says_so(sam_ctx):
+    image = sam_ctx.store.put_image(scene())
+    out = get_tool("B").run({"image": image, "region": BOX, "signal": signal(0, width=16, k=3)}, sam_ctx)
+    assert out.mask == get_tool("B").run({"image": image, "region": BOX}, sam_ctx).mask  # the region alone
+    (note,) = sam_ctx.notes
+    assert "signal was left out" in note and "[3, 16]" in note and "[k, 32]" in note
+    assert "vitron planner align --module image_segmentation" in note
+
+
+def test_a_signal_left_out_with_no_region_asks_for_a_region_or_an_adapter(sam_ctx):
+    with pytest.raises(InvalidInput, match="signal was left out") as err:
+        get_tool("B").run({"image": sam_ctx.store.put_image(scene()), "signal": signal(0, width=16)}, sam_ctx)
+    assert err.value.field == "region" and "vitron planner align --module image_segmentation" in err.value.fix
 
 
 def test_no_region_and_no_signal_asks_for_a_region(sam_ctx):
@@ -200,11 +209,12 @@ def test_video_masks_are_deterministic_and_follow_the_signal(sam_ctx):
     assert runs[0].masks != runs[2].masks
 
 
-def test_video_signal_width_and_missing_prompt_are_refused(sam_ctx):
+def test_video_signal_of_the_wrong_width_is_left_out_and_a_missing_prompt_refused(sam_ctx):
     ref = video(sam_ctx)
-    with pytest.raises(InvalidInput) as err:
-        get_tool("E").run({"video": ref, "region": BOX, "signal": signal(0, width=256)}, sam_ctx)
-    assert err.value.field == "signal.task_specific"
+    out = get_tool("E").run({"video": ref, "region": BOX, "signal": signal(0, width=256)}, sam_ctx)
+    assert out.masks == get_tool("E").run({"video": ref, "region": BOX}, sam_ctx).masks
+    (note,) = sam_ctx.notes
+    assert "video_segmentation: the planner's signal was left out" in note
     with pytest.raises(InvalidInput, match="SAM needs a prompt on the first frame"):
         get_tool("E").run({"video": ref}, sam_ctx)
 

@@ -135,11 +135,11 @@ def test_latent_blending_ties_each_frame_to_the_previous_one(tmp_path, ctx, weig
     assert max(locked) < 0.5
 
 
-def test_a_signal_of_the_wrong_width_is_refused(tmp_path, ctx, weights):
+def test_a_signal_of_the_wrong_width_is_left_out_and_the_job_says_so(tmp_path, ctx, weights):
     ctx = context(tmp_path, ctx, weights)
-    with pytest.raises(InvalidInput, match=rf"\[k, {TEXT_WIDTH}\]") as info:
-        edit(ctx, signal=signal(1, width=TEXT_WIDTH * 2))
-    assert info.value.field == "signal.task_specific"
+    assert np.array_equal(edit(ctx, signal=signal(1, width=TEXT_WIDTH * 2)), edit(ctx))
+    (note,) = ctx.notes
+    assert f"stable_diffusion (inpaint) reads [k, {TEXT_WIDTH}]" in note and "--module video_editing" in note
 
 
 def test_a_region_without_masks_asks_for_video_segmentation_first(tmp_path, ctx, weights):

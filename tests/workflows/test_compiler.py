@@ -123,7 +123,7 @@ def test_blocks_say_which_outputs_feed_which_inputs():
     described = {b["type"]: b for b in blocks()}
     assert set(described) == {f"{m}@v1" for m in ("image_generation", "image_segmentation", "image_editing",
                                                  "video_generation", "video_segmentation", "video_editing",
-                                                 "image_to_video")}
+                                                 "image_to_video", "visual_understanding")}
     seg = described["image_segmentation@v1"]
     assert {f["name"]: f["kind"] for f in seg["outputs"]} == {"mask": "mask", "box": "region", "area": "number"}
     assert "image_editing@v1.mask" in seg["feeds"]["mask"] and "image_editing@v1.region" in seg["feeds"]["box"]

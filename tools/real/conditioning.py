@@ -10,8 +10,12 @@ The rule (the models-file option `conditioning`, default `auto`):
 - `auto`: `both` when the invocation carries a signal, else `text`.
 
 The unconditional side of classifier-free guidance is the empty prompt's encoding followed by k zero vectors
-(zero keys and values: the extra tokens add nothing there), so both sides have the same shape. The signal's
-task-specific part must have the UNet's cross-attention width d (768 for SD 1.5, 2048 for SDXL…).
+(zero keys and values: the extra tokens add nothing there), so both sides have the same shape.
+
+The signal's task-specific part is read in the backend's own width d (the UNet's cross-attention width: 768 for
+SD 1.5, 2048 for SDXL…; SAM's prompt width). A signal of another width goes through the adapter fitted for its
+planner and these weights (`tools.real.adapters`, `vitron planner align`) first; one that still does not fit is
+left out: the step runs on its text and region (`text` in place of `signal` mode) and the job notes why.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from schemas import InvalidInput, SignalEmbedding
+from schemas import InvalidInput, ModelSpec, SignalEmbedding, resolve_module
+
+from ..base import ToolContext
+from .adapters import find_adapter
 
 ConditioningMode = Literal["auto", "text", "signal", "both"]
 MODES: tuple[str, ...] = ("auto", "text", "signal", "both")
@@ -36,20 +43,35 @@ def conditioning_mode(options: dict[str, Any]) -> ConditioningMode:
     return mode
 
 
-def signal_tokens(signal: SignalEmbedding | None, width: int, *, backend: str,
-                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
-    """The signal's task-specific part as [1, k, width] prompt tokens; a clear error when its width is wrong."""
+def signal_tokens(signal: SignalEmbedding | None, width: int, ctx: ToolContext, spec: ModelSpec, module: str,
+                  role: str = "main", *, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """The signal's task-specific part as [1, k, width] prompt tokens, through the adapter fitted for its planner and
+    these `role` weights when there is one; None when there is no signal, or when it does not fit (then the job
+    notes that it was left out: a step never fails on a signal's width)."""
     if signal is None:
         return None
-    tokens = torch.as_tensor(np.asarray(signal.task_specific, dtype=np.float32))
+    tokens = np.asarray(signal.task_specific, dtype=np.float32)
+    try:
+        adapter = find_adapter(ctx.settings.home, signal.source, module, spec, role)
+    except InvalidInput as exc:  # a damaged adapter file: the step goes on without the signal, and says why
+        ctx.note(f"{resolve_module(module).name}: the planner's signal was left out: {exc.message}")
+        return None
+    if adapter is not None and tokens.ndim == 2 and tokens.shape[1] == adapter.in_width:
+        tokens = adapter.apply(tokens)
     if tokens.ndim != 2 or tokens.shape[1] != width:
-        raise InvalidInput(
-            f"the signal's task_specific embedding has shape {list(tokens.shape)}, but {backend} reads [k, {width}]",
-            field="signal.task_specific",
-            fix=f"use a planner whose signal heads project into this backend's {width}-d conditioning space "
-            "(retrain its signal heads for the configured backend), or send no signal",
-        )
-    return tokens.unsqueeze(0).to(device=device, dtype=dtype)
+        ctx.note(left_out_note(list(np.shape(signal.task_specific)), width, module, spec, role))
+        return None
+    return torch.as_tensor(tokens).unsqueeze(0).to(device=device, dtype=dtype)
+
+
+def left_out_note(shape: list[int], width: int, module: str, spec: ModelSpec, role: str = "main") -> str:
+    """What a job says of a signal it left out, and how to make it fit."""
+    name = resolve_module(module).name
+    reader = spec.backend if role == "main" else f"{spec.backend} ({role})"
+    return (f"{name}: the planner's signal was left out: its task-specific part is {shape} but {reader} reads "
+            f"[k, {width}] and no adapter is fitted for this planner and these weights, so the step ran on its "
+            f"text and region. Fit one with `vitron planner align --module {name}`.")
 
 
 def combine(text: torch.Tensor, empty: torch.Tensor, tokens: torch.Tensor | None,
@@ -74,18 +96,26 @@ def encode_text(pipe: Any, text: str, device: torch.device) -> torch.Tensor:
     return embeds
 
 
-def prompt_condition(pipe: Any, command: str, signal: SignalEmbedding | None, options: dict[str, Any], *,
-                     backend: str, device: torch.device,
+def prompt_condition(pipe: Any, command: str, signal: SignalEmbedding | None, ctx: ToolContext, spec: ModelSpec,
+                     module: str, role: str = "main", *, device: torch.device,
                      encode: Callable[[Any, str, torch.device], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """`prompt_embeds` and `negative_prompt_embeds` for a pipeline call, by the rule above.
+    """`prompt_embeds` and `negative_prompt_embeds` for a pipeline call, by the rule above, with the pipeline of
+    `module`'s `role` weights.
 
     encode: the prompt encoding [1, 77, d]; default the pipeline's own `encode_prompt` (SD, SDXL's aside), else
     `encode_clip` for pipelines without one (InstructPix2Pix, I2VGenXL)."""
     encode = encode or encode_text
-    tokens = signal_tokens(signal, int(pipe.unet.config.cross_attention_dim), backend=backend, device=device)
+    tokens = signal_tokens(signal, int(pipe.unet.config.cross_attention_dim), ctx, spec, module, role, device=device)
     text, empty = encode(pipe, command, device), encode(pipe, "", device)
-    positive, negative = combine(text, empty, tokens, conditioning_mode(options))
+    positive, negative = combine(text, empty, tokens, signal_mode(spec.options, signal, tokens))
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+
+
+def signal_mode(options: dict[str, Any], signal: SignalEmbedding | None,
+                tokens: torch.Tensor | None) -> ConditioningMode:
+    """The models file's conditioning mode, except that a signal left out leaves the step its text."""
+    mode = conditioning_mode(options)
+    return "text" if signal is not None and tokens is None else mode
 
 
 def encode_clip(pipe: Any, text: str, device: torch.device, *, penultimate: bool = False) -> torch.Tensor:

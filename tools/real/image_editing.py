@@ -135,7 +135,7 @@ def _inpaint(inp: EditImageInput, ctx: ToolContext, spec: ModelSpec, image: np.n
 
     device, steps = device_of(spec), _steps(spec)
     pipe = load_pipeline(StableDiffusionInpaintPipeline, spec, MODULE, "inpaint")
-    condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device)
+    condition = prompt_condition(pipe, inp.command, inp.signal, ctx, spec, MODULE, "inpaint", device=device)
     height, width = image.shape[:2]
     h8, w8 = multiple_of_8(height), multiple_of_8(width)  # the pipeline needs multiples of 8
     mask_image = _resized(mask.astype(np.uint8) * 255, w8, h8, cv2.INTER_NEAREST)
@@ -154,7 +154,7 @@ def _gligen_inpaint(inp: EditImageInput, ctx: ToolContext, spec: ModelSpec, imag
 
     device, steps = device_of(spec), _steps(spec)
     pipe = load_pipeline(StableDiffusionGLIGENPipeline, spec, MODULE, "gligen")
-    condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device)
+    condition = prompt_condition(pipe, inp.command, inp.signal, ctx, spec, MODULE, "gligen", device=device)
     height, width = image.shape[:2]
     if isinstance(inp.region, BoxRegion) and inp.mask is None:
         x1, y1, x2, y2 = inp.region.box
@@ -183,7 +183,7 @@ def _instruct(inp: EditImageInput, ctx: ToolContext, spec: ModelSpec, image: np.
     height, width = image.shape[:2]
     h8, w8 = multiple_of_8(height), multiple_of_8(width)
     result = pipe(
-        **prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device,
+        **prompt_condition(pipe, inp.command, inp.signal, ctx, spec, MODULE, "instruct", device=device,
                            encode=encode_clip),
         image=Image.fromarray(_resized(image, w8, h8)),
         num_inference_steps=steps, guidance_scale=option(spec, "guidance_scale", 7.5),

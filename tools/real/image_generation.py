@@ -30,7 +30,7 @@ from schemas import MODELS_SETTING, BackendUnavailable, InvalidInput, ModelSpec,
 
 from ..base import ToolContext
 from ..specialists import GenerateImageInput, ImageOutput
-from .conditioning import combine, conditioning_mode, prompt_condition, signal_tokens
+from .conditioning import combine, prompt_condition, signal_mode, signal_tokens
 from .loading import device_of, generator, load_pipeline, model_spec, option, seeded, step_callback, step_progress
 
 MODULE = "image_generation"
@@ -56,9 +56,9 @@ def generate_image(inp: GenerateImageInput, ctx: ToolContext) -> ImageOutput:
             fix="point `weights:` of image_generation at a Stable Diffusion or SDXL diffusers folder",
         )
     if kind == "StableDiffusionXLPipeline":
-        condition = sdxl_condition(pipe, inp.command, inp.signal, spec.options, device=device)
+        condition = sdxl_condition(pipe, inp.command, inp.signal, ctx, spec, device=device)
     else:
-        condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device)
+        condition = prompt_condition(pipe, inp.command, inp.signal, ctx, spec, MODULE, device=device)
     result = pipe(
         **condition, height=inp.height, width=inp.width, num_inference_steps=steps,
         guidance_scale=option(spec, "guidance_scale", 7.5), generator=generator(inp.seed, device),
@@ -87,7 +87,7 @@ def _generate_with_boxes(inp: GenerateImageInput, ctx: ToolContext, spec: ModelS
     from diffusers import StableDiffusionGLIGENPipeline
 
     pipe = load_pipeline(StableDiffusionGLIGENPipeline, spec, MODULE, "gligen")
-    condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device)
+    condition = prompt_condition(pipe, inp.command, inp.signal, ctx, spec, MODULE, "gligen", device=device)
     with seeded(inp.seed, device):
         result = pipe(
             **condition, height=inp.height, width=inp.width, gligen_phrases=[b.phrase for b in inp.boxes],
@@ -99,20 +99,13 @@ def _generate_with_boxes(inp: GenerateImageInput, ctx: ToolContext, spec: ModelS
     return ImageOutput(image=ctx.store.put_image(as_uint8(result.images[0])), backend=BACKEND)
 
 
-def sdxl_condition(pipe: Any, command: str, signal: SignalEmbedding | None, options: dict[str, Any], *,
+def sdxl_condition(pipe: Any, command: str, signal: SignalEmbedding | None, ctx: ToolContext, spec: ModelSpec, *,
                    device: torch.device) -> dict[str, torch.Tensor]:
     """The conditioning rule for SDXL: prompt embeddings by `combine`, plus the pooled text embeddings."""
-    tokens = signal_tokens(signal, int(pipe.unet.config.cross_attention_dim), backend=BACKEND, device=device)
-    mode = conditioning_mode(options)
-
-    def encode(text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            embeds, _, pooled, _ = pipe.encode_prompt(prompt=text, device=device, num_images_per_prompt=1,
-                                                      do_classifier_free_guidance=False)
-        return embeds, pooled
-
-    text, text_pooled = encode(command)
-    empty, empty_pooled = encode("")
+    tokens = signal_tokens(signal, int(pipe.unet.config.cross_attention_dim), ctx, spec, MODULE, device=device)
+    mode = signal_mode(spec.options, signal, tokens)
+    text, text_pooled = encode_sdxl(pipe, command, device)
+    empty, empty_pooled = encode_sdxl(pipe, "", device)
     if pipe.config.get("force_zeros_for_empty_prompt", False):
         # SDXL base was trained with zeros as the unconditional input; its own pipeline guides against zeros.
         empty, empty_pooled = torch.zeros_like(empty), torch.zeros_like(empty_pooled)
@@ -120,6 +113,14 @@ def sdxl_condition(pipe: Any, command: str, signal: SignalEmbedding | None, opti
     pooled = empty_pooled if mode == "signal" else text_pooled
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative,
             "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": empty_pooled}
+
+
+def encode_sdxl(pipe: Any, text: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDXL's prompt encoding [1, 77, d] (both text encoders side by side) and its pooled embedding."""
+    with torch.no_grad():
+        embeds, _, pooled, _ = pipe.encode_prompt(prompt=text, device=device, num_images_per_prompt=1,
+                                                  do_classifier_free_guidance=False)
+    return embeds, pooled
 
 
 # -- shared with the image editing backend ------------------------------------------------

@@ -55,7 +55,7 @@ def image_to_video(inp: ImageToVideoInput, ctx: ToolContext) -> VideoOutput:
     pipe = load_pipeline(I2VGenXLPipeline, spec, MODULE)
     device = device_of(spec)
     # I2VGenXL reads the prompt from CLIP's last-but-one layer (its `clip_skip=1`).
-    condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device,
+    condition = prompt_condition(pipe, inp.command, inp.signal, ctx, spec, MODULE, device=device,
                                  encode=partial(encode_clip, penultimate=True))
     image = ctx.store.get_image(inp.image)
     height, width = image.shape[:2]

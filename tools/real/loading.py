@@ -37,17 +37,23 @@ def model_spec(ctx: ToolContext, module: str, backend: str) -> ModelSpec:
 
 
 def weights_path(spec: ModelSpec, module: str, role: str = "main", *,
-                 expect: Literal["folder", "file"] = "folder") -> Path:
-    """The path of one weights role, checked: a clear error naming the setting and the path if it is wrong."""
+                 expect: Literal["folder", "file", "transformers"] = "folder") -> Path:
+    """The path of one weights role, checked: a clear error naming the setting and the path if it is wrong.
+
+    `expect`: a diffusers folder (`folder`), a transformers folder (`transformers`: config.json beside the weights
+    and processor), or a single file."""
     name = resolve_module(module).name
     path = spec.weights.get(role)
-    what = "a diffusers folder (save_pretrained layout)" if expect == "folder" else "a weights file"
+    what = {"folder": "a diffusers folder (save_pretrained layout)", "file": "a weights file",
+            "transformers": "a transformers folder (save_pretrained layout, with config.json)"}[expect]
     if path is None:
         raise BackendUnavailable(
             f"{name} ({spec.backend}) needs weights for {role!r}", field=MODELS_SETTING,
-            fix=f"give `{role}: /path/to/{expect}` under {name} in the models file ({what})",
+            fix=f"give `{role}: /path/to/{'file' if expect == 'file' else 'folder'}` under {name} in the models "
+            f"file ({what})",
         )
-    ok = path.is_dir() and (path / "model_index.json").is_file() if expect == "folder" else path.is_file()
+    marker = {"folder": "model_index.json", "transformers": "config.json"}.get(expect)
+    ok = path.is_dir() and (path / marker).is_file() if marker else path.is_file()
     if not ok:
         problem = "does not exist" if not path.exists() else f"is not {what}"
         raise BackendUnavailable(

@@ -13,7 +13,9 @@ one nearest its centre).
 
 The conditioning rule: the signal's task-specific part [k, d] (d = the prompt encoder's width, 256 for the
 official checkpoints) is appended to the sparse prompt embeddings (after the points and the box) that enter the
-mask decoder, as LISA feeds its [SEG] token's embedding: k more prompt tokens the decoder attends to. With no
+mask decoder, as LISA feeds its [SEG] token's embedding: k more prompt tokens the decoder attends to. A signal of
+another width goes through the adapter fitted for its planner and these weights (`vitron planner align`: each
+signal token becomes the two corner tokens of a box prompt), or is left out with a note on the job. With no
 region the signal is the only sparse prompt; with neither, SAM has nothing to segment and the input is refused.
 The command text and the task-invariant part are not read (SAM has no text encoder). SAM answers three masks
 (multimask output); the one with the best predicted IoU is kept, preferring non-empty ones.
@@ -243,10 +245,22 @@ def mask_logits(sam: Any, mask: np.ndarray) -> np.ndarray:
     return ((low.numpy() > 0.5) * 2.0 - 1.0).astype(np.float32) * MASK_LOGIT
 
 
-def sam_signal(sam: Any, signal: SignalEmbedding | None) -> torch.Tensor | None:
-    """The signal's task-specific part as [1, k, d] sparse prompt tokens; InvalidInput when d is not SAM's width."""
-    return signal_tokens(signal, int(sam.prompt_encoder.embed_dim), backend="SAM's prompt encoder",
-                         device=sam.device)
+def sam_signal(sam: Any, signal: SignalEmbedding | None, ctx: ToolContext, spec: ModelSpec,
+               module: str = MODULE) -> torch.Tensor | None:
+    """The signal's task-specific part as [1, k, d] sparse prompt tokens (through its adapter, see
+    `signal_tokens`); None when there is none, or when it does not fit SAM's width (the job notes it)."""
+    return signal_tokens(signal, int(sam.prompt_encoder.embed_dim), ctx, spec, module, device=sam.device)
+
+
+def no_prompt(signal: SignalEmbedding | None, module: str = MODULE, where: str = "") -> InvalidInput:
+    """The error for a SAM call left with nothing to segment: no region, and no signal (or one left out)."""
+    if signal is None:
+        return InvalidInput(f"SAM needs a prompt{where}: no region and no signal embedding were given",
+                            field="region", fix=_NEEDS_PROMPT_FIX)
+    return InvalidInput(f"SAM needs a prompt{where}: no region was given, and the planner's signal was left out "
+                        "(its width does not fit SAM's prompt encoder)", field="region",
+                        fix=f"give a region (a box, points or a scribble on the object), or fit a signal adapter: "
+                        f"`vitron planner align --module {module}`")
 
 
 def predictor_for(sam: Any, image: np.ndarray) -> Any:
@@ -301,10 +315,9 @@ def segment_image(inp: SegmentImageInput, ctx: ToolContext) -> SegmentImageOutpu
     spec = model_spec(ctx, MODULE, BACKEND)
     prompt = region_prompt(inp.region, ctx.store)
     sam = load_sam(spec, MODULE)
-    tokens = sam_signal(sam, inp.signal)  # checked before the image encoder's work
+    tokens = sam_signal(sam, inp.signal, ctx, spec)  # checked before the image encoder's work
     if prompt.empty and tokens is None:
-        raise InvalidInput("SAM needs a prompt: no region and no signal embedding were given", field="region",
-                           fix=_NEEDS_PROMPT_FIX)
+        raise no_prompt(inp.signal)
     image = ctx.store.get_image(inp.image)
     ctx.progress(0.1, "image_segmentation: encoding the image (sam)")
     with precision(spec, sam.device):

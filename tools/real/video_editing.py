@@ -102,10 +102,11 @@ def edit_video(inp: EditVideoInput, ctx: ToolContext) -> EditVideoOutput:
     if instruct:
         extra["image_guidance_scale"] = option(spec, "image_guidance_scale", 1.5, low=0.0)
     pipeline_class = StableDiffusionInstructPix2PixPipeline if instruct else StableDiffusionInpaintPipeline
-    pipe = load_pipeline(pipeline_class, spec, MODULE, "instruct" if instruct else "inpaint")
+    role = "instruct" if instruct else "inpaint"
+    pipe = load_pipeline(pipeline_class, spec, MODULE, role)
     device = device_of(spec)
     # InstructPix2Pix has no `encode_prompt`: its prompt goes through the CLIP encoder directly.
-    condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device,
+    condition = prompt_condition(pipe, inp.command, inp.signal, ctx, spec, MODULE, role, device=device,
                                  encode=encode_clip if instruct else None)
 
     info = ctx.store.video_info(inp.video)

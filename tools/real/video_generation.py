@@ -62,7 +62,7 @@ def generate_video(inp: GenerateVideoInput, ctx: ToolContext) -> VideoOutput:
     guidance = option(spec, "guidance_scale", 9.0, low=0.0)
     pipe = load_pipeline(TextToVideoSDPipeline, spec, module)
     device = device_of(spec)
-    condition = prompt_condition(pipe, inp.command, inp.signal, spec.options, backend=BACKEND, device=device)
+    condition = prompt_condition(pipe, inp.command, inp.signal, ctx, spec, module, device=device)
     latents = pipe(
         **condition, num_frames=inp.num_frames, height=inp.height, width=inp.width, num_inference_steps=steps,
         guidance_scale=guidance, generator=generator(inp.seed, device), output_type="latent",

@@ -43,6 +43,7 @@ from .sam import (
     load_sam,
     mask_box,
     mask_logits,
+    no_prompt,
     precision,
     predict,
     predictor_for,
@@ -101,20 +102,19 @@ def track_masks(ctx: ToolContext, frames: Iterable[np.ndarray], start_mask: np.n
     tracker's `track(frames, first_mask, progress)` shape), with the models file's E entry and the signal."""
     spec = model_spec(ctx, MODULE, BACKEND)
     sam = load_sam(spec, MODULE)
-    tokens = sam_signal(sam, signal)
+    tokens = sam_signal(sam, signal, ctx, spec, MODULE)
     first = start_prompt(sam, start_mask)
     with precision(spec, sam.device):
         for result in track(sam, frames, first, tokens, every=keyframe_every(spec), progress=progress):
             yield result.mask
 
 
-def _first_prompt(inp: SegmentVideoInput, ctx: ToolContext, sam: Any) -> tuple[Prompt, torch.Tensor | None]:
+def _first_prompt(inp: SegmentVideoInput, ctx: ToolContext, sam: Any,
+                  spec: ModelSpec) -> tuple[Prompt, torch.Tensor | None]:
     first = region_prompt(inp.region, ctx.store)
-    tokens = sam_signal(sam, inp.signal)
+    tokens = sam_signal(sam, inp.signal, ctx, spec, MODULE)
     if first.empty and tokens is None:
-        raise InvalidInput("SAM needs a prompt on the first frame: no region and no signal embedding were given",
-                           field="region", fix="give a region on the first frame (a box, points or a scribble), "
-                           "or a signal embedding from the planner")
+        raise no_prompt(inp.signal, MODULE, " on the first frame")
     return first, tokens
 
 
@@ -124,7 +124,7 @@ def masks_from_region(ctx: ToolContext, inp: SegmentVideoInput, frames: Iterable
     chunked job, over every few frames of the video."""
     spec = model_spec(ctx, MODULE, BACKEND)
     sam = load_sam(spec, MODULE)
-    first, tokens = _first_prompt(inp, ctx, sam)
+    first, tokens = _first_prompt(inp, ctx, sam, spec)
     with precision(spec, sam.device):
         for result in track(sam, frames, first, tokens, every=keyframe_every(spec), progress=progress):
             yield result.mask
@@ -135,7 +135,7 @@ def segment_video(inp: SegmentVideoInput, ctx: ToolContext) -> SegmentVideoOutpu
     spec = model_spec(ctx, MODULE, BACKEND)
     every = keyframe_every(spec)
     sam = load_sam(spec, MODULE)
-    first, tokens = _first_prompt(inp, ctx, sam)
+    first, tokens = _first_prompt(inp, ctx, sam, spec)
     info = ctx.store.video_info(inp.video)
     total = max(1, info.frames)
 

@@ -7,7 +7,7 @@ import { artifactView, previewable } from "./media.js";
 const STORE = "vitron.run.";
 
 const LABELS = {
-  image_understanding: "Understanding", image_segmentation: "Segmentation", image_generation: "Generation",
+  visual_understanding: "Understanding", image_segmentation: "Segmentation", image_generation: "Generation",
   image_editing: "Image editing", video_segmentation: "Video segmentation", video_generation: "Video generation",
   image_to_video: "Image to video", video_editing: "Video editing",
 };
@@ -144,6 +144,7 @@ export class RunView {
     row.progress.value = 1;
     await this.app.refresh();
     for (const alias of Object.values(data.outputs || {})) this.showArtifact(alias, row.outputs);
+    for (const note of data.notes || []) row.outputs.append(el("p", { class: "note" }, note));
   }
 
   on_step_failed(data) {
