@@ -7,7 +7,7 @@ session names it: `@img1`, `@video1`…) and a drawn region, and what should hap
   (`on`: an alias the user meant, or `@N` for this turn's step N) and `where` an edit acts (`inside` the mask, or
   `outside` it: "blur the background"; read from the edit's `area` field, `background` being outside);
 - `ask`: the request is too vague to act on, and the planner should ask;
-- `question`: the user asks about the picture; nothing is edited;
+- `question`: the user asks about the picture: answered by the understanding module (one H step) or in words;
 - `op`: a session operation (`undo`, making `current` the current artifact again; `show`, answering with `target`)
   that needs no job: right when the plan's `operation` is that and nothing runs.
 
@@ -15,7 +15,8 @@ A plan that asks before running its guess (`Plan.confirm`) counts as a question:
 
 The session is simulated: the artifact table grows by what the gold plan would have made (and a gold undo's row, as
 session memory records one), so every turn is scored on the session the user actually had, whatever the planner did
-before. Inputs a plan leaves out are filled by the agent's own resolver (`workflows.resolve`), as in a real turn.
+before; its history holds the user's words and the plans that ran, as session memory does. Inputs a plan leaves out
+are filled by the agent's own resolver (`workflows.resolve`), as in a real turn.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from memory import ArtifactEntry, ArtifactStore, History, restored, undo_replaces
-from memory.sessions import ALIAS_PREFIXES, UNDO
+from memory.sessions import ALIAS_PREFIXES, UNDO, TurnRecord
 from schemas import (
     ArtifactRef,
     BoxRegion,
@@ -58,6 +60,7 @@ class _Session:
 
     entries: list[ArtifactEntry] = field(default_factory=list)
     turn: int = 0
+    history: list[TurnRecord] = field(default_factory=list)
 
     def add(self, kind: str, made_by: str, parents: Sequence[str] = (), *, content: ArtifactRef | None = None) -> str:
         number = 1 + sum(1 for e in self.entries if e.ref.kind == kind)
@@ -70,6 +73,14 @@ class _Session:
                                                       alias=alias), made_by, tuple(parents), step_id=step,
                                           turn_seq=self.turn))
         return alias
+
+    def remember(self, text: str, done: _Turn) -> None:
+        """The turn in the session's history: the user's words, and the plan that ran (none when it asked)."""
+        now = datetime.now(UTC)
+        for role, words, invocations in (("user", text, ()), ("assistant", done.reply, done.invocations)):
+            self.history.append(TurnRecord(id=len(self.history) + 1, session_id="heldout", seq=len(self.history) + 1,
+                                           role=role, text=words, invocations=invocations, reply=None, tokens=0,
+                                           created_at=now))
 
     def find(self, alias: str) -> ArtifactEntry | None:
         return next((e for e in self.entries if e.alias == alias.lstrip("@")), None)
@@ -106,6 +117,7 @@ class _Turn:
     asked: bool  # a question back to the user (or a plan the agent would refuse, or a guess it asks about first)
     reply: str
     operation: SessionOperation | None = None  # its target the alias the agent would act on: `@img1`
+    invocations: tuple[dict[str, Any], ...] = ()  # what ran, as session memory records it (the next turn's history)
 
 
 def load_conversations(path: str | Path) -> list[dict[str, Any]]:
@@ -138,6 +150,7 @@ def score_conversations(planner: Planner, conversations: Sequence[dict[str, Any]
                 started = time.perf_counter()
                 done = _plan_turn(planner, turn, session, store)
                 seconds.append(time.perf_counter() - started)
+                session.remember(turn["text"], done)
                 _score(turn["expect"], done, follow_up=number > 0, counts=counts)
                 if "steps" in turn["expect"]:
                     session.apply(turn["expect"]["steps"])
@@ -156,7 +169,8 @@ def _plan_turn(planner: Planner, turn: dict[str, Any], session: _Session, store:
     if turn.get("upload"):
         alias = session.add(turn["upload"], "upload")
         inputs[alias] = session.entries[-1].ref
-    request = PlanRequest(text=turn["text"], history=History("heldout", (), 0, 0), artifacts=tuple(session.entries),
+    history = History("heldout", tuple(session.history), 0, 0)
+    request = PlanRequest(text=turn["text"], history=history, artifacts=tuple(session.entries),
                           inputs=inputs, region=REGION if turn.get("region") else None, store=store)
     try:
         plan: Plan = planner.plan(request)
@@ -186,7 +200,8 @@ def _plan_turn(planner: Planner, turn: dict[str, Any], session: _Session, store:
         targets.append(None if main is None else f"@{main.step}" if isinstance(main, StepOutput) else f"@{main.alias}")
     return _Turn(modules, [s.command for s in steps], targets,
                  ["outside" if s.params.get("area") == "background" else "inside" for s in steps], asked=False,
-                 reply=plan.reply, operation=operation)
+                 reply=plan.reply, operation=operation,
+                 invocations=tuple(s.model_dump(mode="json", exclude={"signal"}) for s in steps))
 
 
 def _is_module(name: str) -> bool:
@@ -227,8 +242,8 @@ def _score(expect: dict[str, Any], done: _Turn, *, follow_up: bool, counts: Coun
         kind = "clear"
     elif expect.get("ask"):
         right, kind = done.asked or (not ran and done.reply.strip().endswith("?")), "vague"
-    elif expect.get("question"):
-        right, kind = not ran and bool(done.reply.strip()), "question"
+    elif expect.get("question"):  # answered: by the understanding module's one step, or in words
+        right, kind = done.modules == ["H"] or (not ran and bool(done.reply.strip())), "question"
     else:  # a session operation: undo back to `current`, or show `target`, and nothing else
         done_op = done.operation
         want = expect["current"] if expect["op"] == "undo" else expect["target"]

@@ -152,15 +152,23 @@ def test_a_follow_up_names_no_alias_the_user_did_not(planner, memory):
     ("what colour is the car?", True), ("is there a dog in this photo", True),
     ("can you outline the lighthouse?", False), ("what would a red barn look like? draw it", False),
     ("how about making it blue", False), ("segment the cup", False), ("where is the chair? cut it out", False)])
-def test_questions_get_an_honest_answer_and_no_edit(planner, memory, text, question):
-    from agent.planners.mini.planner import QUESTION_REPLY, is_question
+def test_questions_go_to_the_understanding_module_and_never_become_edits(planner, memory, text, question):
+    from agent.planners.mini.planner import NO_PICTURE_REPLY, is_question
 
     assert is_question(text) == question
     if question:
         session = memory.create_session("question")
+        assert planner.plan(turn_request(memory, session.id, text)).reply == NO_PICTURE_REPLY  # nothing to look at
         image = memory.store.put_image(photos.astronaut())
         plan = planner.plan(turn_request(memory, session.id, text, uploads=[image]))
-        assert plan.steps == [] and plan.reply == QUESTION_REPLY and "understanding model" in plan.reply
+        assert [(s.invocation.module, s.invocation.command) for s in plan.steps] == [("visual_understanding", text)]
+
+
+def test_what_can_you_do_is_answered_by_the_planner(planner, memory):
+    from agent.planners.mini.planner import CAPABILITIES_REPLY
+
+    plan = planner.plan(turn_request(memory, memory.create_session("help").id, "hi! what can you do?"))
+    assert plan.steps == [] and plan.reply == CAPABILITIES_REPLY
 
 
 def test_single_steps_of_every_other_module(planner, tmp_path):
@@ -222,6 +230,22 @@ def test_do_the_same_on_a_new_upload_repeats_the_previous_plan(planner, memory):
     assert plan.steps[0].invocation.region == box and plan.steps[1].invocation.region is None
 
 
+def test_a_bit_more_repeats_the_last_edit_on_its_result(planner, memory):
+    session = memory.create_session("more")
+    memory.append_turn(session.id, "user", "segment the helmet and blur it",
+                       attachments=[memory.store.put_image(photos.astronaut())])
+    memory.append_turn(session.id, "assistant", reply="Done.", invocations=[
+        {"module": "B", "command": "segmentation: the helmet", "inputs": {"image": "@img1"}},
+        {"module": "C", "command": "editing: blur", "inputs": {"image": "@img1", "mask": "@1"},
+         "params": {"area": "background"}}])
+    for text in ("a bit more", "ok, even more please", "stronger!"):
+        plan = planner.plan(turn_request(memory, session.id, text))
+        assert [(s.invocation.module, s.invocation.command, s.invocation.inputs, s.invocation.params)
+                for s in plan.steps] == [("image_editing", "editing: blur", {}, {"area": "background"})], text
+    other = planner.plan(turn_request(memory, session.id, "make it more blue"))
+    assert [s.invocation.command for s in other.steps] != ["editing: blur"]
+
+
 def test_a_reading_it_is_unsure_of_becomes_a_question_naming_the_guess(planner, memory):
     from agent.planners.mini.planner import proposal
 
@@ -245,8 +269,8 @@ def test_random_text_never_raises_anything_but_a_typed_error(planner, tmp_path, 
         plan = planner.plan(request)
     except VitronError:
         return
-    for step in plan.steps:
-        assert step.invocation.signal is not None
+    for step in plan.steps:  # every specialist step carries its signal (understanding takes none)
+        assert (step.invocation.signal is not None) != (step.invocation.module == "visual_understanding")
 
 
 def test_numpy_inference_gives_the_numbers_torch_gives():

@@ -207,7 +207,8 @@ def _picture(text: str, spans: Sequence[Span], context: Context) -> str:
 
 def _segment_where_needed(steps: list[Step], context: Context, text: str) -> list[Step]:
     """Drop a segmentation only an edit implied when the session already has the mask (a follow-up such as "make
-    the lighthouse red too"); add one before an edit of the background when nothing marks the object yet."""
+    the lighthouse red too") and one that only repeats the verb about the object just segmented ("find the cup and
+    cut it out"); add one before an edit of the background when nothing marks the object yet."""
     fresh = context.region or context.upload is not None
     out: list[Step] = []
     for index, step in enumerate(steps):
@@ -222,6 +223,9 @@ def _segment_where_needed(steps: list[Step], context: Context, text: str) -> lis
             continue  # "segment the cat, then blur the cat": the cat is segmented once
         if step.module in "BE" and any(step is s for s in out):
             continue  # moved before the edit that needed it
+        if step.module in "BE" and step.explicit and not step.object_spans and not step.inputs and out \
+                and out[-1].module == step.module and out[-1].object_spans:
+            continue  # "find the cup and cut it out": the verb again, about the same object
         if step.module in "CF" and step.area == "background" and not any(s.module in "BE" for s in out):
             later = next((s for s in steps[index + 1:] if s.module in "BE"), None)
             if later is not None:  # "make the rest gray but keep the shark": the shark is segmented first

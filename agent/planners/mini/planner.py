@@ -2,9 +2,10 @@
 
 It reads the user's request as tagged spans and one intent (`model.MiniPlannerModel`), composes the steps from the
 spans (`compose.compose`), and projects the tagger's states over each step's words into the step's
-`SignalEmbedding` (task-specific + task-invariant), as VitronPlanner does at its signal tokens. Questions get an
-honest answer, "undo" and "show me the mask again" become session operations, and a reading it is not sure of
-becomes one short question naming its best guess, which "yes" runs (`Plan.confirm`).
+`SignalEmbedding` (task-specific + task-invariant), as VitronPlanner does at its signal tokens. Questions go to
+the understanding module (H), whose answer is the reply; "undo" and "show me the mask again" become session
+operations, and a reading it is not sure of becomes one short question naming its best guess, which "yes" runs
+(`Plan.confirm`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 
 from memory import UNDO, ArtifactEntry, undo_target
 from schemas import (
+    BoxRegion,
     InvalidInput,
     Invocation,
     Plan,
@@ -160,10 +162,12 @@ class MiniPlanner:
         if _GRAMMAR.search(text):
             return parse_plan(text, workflows=request.workflows)  # the user wrote the invocations themselves
         table = tuple(request.artifacts)
-        if _SAME.search(text.lower()):
-            again = _same_again(request)
+        if _SAME.search(text.lower()) or _MORE.fullmatch(text.lower().strip()):
+            again = _same_again(request, edits_only=_MORE.fullmatch(text.lower().strip()) is not None)
             if again is not None:
                 return again
+        if _CAPABILITY.search(text.lower()):
+            return Plan(reply=CAPABILITIES_REPLY)
         context = context_of(request)
         reading = read_request(self.tagger, self.reader, text, context)
         if reading.intent in ("undo", "show"):
@@ -171,7 +175,7 @@ class MiniPlanner:
         if reading.intent == "vague":
             return Plan(reply=VAGUE_REPLY)
         if reading.intent == "question" or is_question(text):
-            return Plan(reply=QUESTION_REPLY)  # an honest answer, never an edit nobody asked for
+            return _question(text, request)  # an answer from the pixels, never an edit nobody asked for
         if not reading.steps:
             return Plan(reply=VAGUE_REPLY)
         steps = self._steps(reading, request.region)
@@ -199,11 +203,19 @@ _SAME = re.compile(r"\b(?:do the same|the same (?:thing|again|here|for|on|to|wit
                    r"repeat (?:that|it|this|the last)|do (?:that|it) again)\b")
 
 
-def _same_again(request: PlanRequest) -> Plan | None:
+_MORE = re.compile(r"(?:(?:ok|okay|now|and|yes|nice|good|great|hmm)[,.!]? )*(?:(?:even|a (?:little |tiny )?bit|"
+                   r"a little|a lot|much|some|slightly) )?(?:more|stronger)(?: please| again)?[.!?]*")
+"""Asking for more of the last edit ("a bit more", "even stronger"): its edits again, on their own result."""
+
+
+def _same_again(request: PlanRequest, *, edits_only: bool = False) -> Plan | None:
     """"Do the same on this one": the previous plan again, its inputs left to the resolver (this turn's upload, the
-    latest result) and this turn's region on its first step that reads one; None when there is no previous plan."""
+    latest result) and this turn's region on its first step that reads one; None when there is no previous plan.
+    `edits_only`: only its edits ("a bit more" strengthens the edit, the object is already segmented)."""
     previous = next((turn.invocations for turn in reversed(request.history.turns)
                      if turn.role == "assistant" and turn.invocations), None)
+    if edits_only and previous:
+        previous = [d for d in previous if resolve_module(d["module"]).code in "CF"]
     if not previous:
         return None
     steps, region = [], request.region
@@ -224,9 +236,27 @@ def context_of(request: PlanRequest) -> Context:
 
 # --- what the planner says instead of running something ----------------------------------------------------
 
-QUESTION_REPLY = ("I can't answer questions about pictures yet: that needs an understanding model, and none is "
-                  "configured. I can segment, edit, generate and animate: say what to change, e.g. \"make the cup "
-                  "blue\".")
+CAPABILITIES_REPLY = ("I segment, edit, generate and animate pictures and videos, and answer questions about them: "
+                      "e.g. \"segment the dog\", \"make the car red\", \"blur the background\", \"generate an "
+                      "image of a lighthouse\", \"animate it with a slow zoom\", \"how big is this photo?\"; "
+                      "\"undo\" and \"show me the mask again\" work too. What would you like to do?")
+NO_PICTURE_REPLY = "Which picture do you mean? Upload an image or a video and ask again."
+_CAPABILITY = re.compile(r"\b(?:what (?:can|could) (?:you|this|it) do|what are you able to do|what do you do|"
+                         r"how do i use (?:you|this|it)|what features|what (?:can|could) i ask)\b")
+
+
+def _question(text: str, request: PlanRequest) -> Plan:
+    """A question about the picture is one step of the understanding module (H), whose answer becomes the reply;
+    one with no picture to look at is asked back."""
+    pictures = [*(e.ref.kind for e in request.artifacts), *(r.kind for r in request.inputs.values())]
+    if not any(kind in ("image", "video") for kind in pictures):
+        return Plan(reply=NO_PICTURE_REPLY)
+    fields: dict[str, object] = {"module": "visual_understanding", "command": " ".join(text.split())}
+    if isinstance(request.region, BoxRegion):
+        fields["region"] = request.region  # "what is in the box?"
+    return Plan(steps=[PlanStep(invocation=Invocation.model_validate(fields))])
+
+
 VAGUE_REPLY = ("What would you like me to do? For example: \"segment the dog\", \"make the car red\", \"blur the "
                "background\", \"animate it with a slow zoom\" or \"generate an image of a lighthouse\"?")
 _ASKING = re.compile(r"^(?:what|what's|whats|which|who|whose|where|when|why|how|is|are|was|were|does|do|did|"
@@ -277,6 +307,7 @@ _FILLER = frozenset((
     "even", "little", "slightly", "much", "lot", "bit", "somewhat", "how", "way", "look", "object", "thing",
     "shape", "region", "area", "selection", "part", "stuff", "item", "marked", "drew", "box", "boxed", "where",
     "which", "who", "when", "while", "whose", "second", "seconds", "minute", "minutes", "an", "of", "to", "in", "on",
+    "around", "through", "drawn", "circled", "inside", "within",
 ))
 
 
