@@ -5,7 +5,7 @@
     with VitronAgent.from_settings() as agent:
         session = agent.session()
         reply = session.send("<module>B</module><instruction>segment the cup</instruction>"
-                             "<region>(72, 52, 484, 392)</region>", image="coffee.png")
+                             "<region>(72, 14, 484, 396)</region>", image="coffee.png")
 
 The names below load on first use, so `vitron --help` (which imports `agent.cli`) loads no graph, model or database.
 """

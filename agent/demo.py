@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from schemas import ArtifactRef, BoxRegion, Invocation, JobFailed, Plan, PlanStep, VitronSettings
 
 # The cup and saucer in skimage.data.coffee() (600x400), in pixels.
-CUP_BOX = BoxRegion(box=(72, 52, 484, 392))
+CUP_BOX = BoxRegion(box=(72, 14, 484, 396))
 TURNS = ("segment the cup and saucer, then make it blue", "now blur the background around the cup")
 
 

@@ -474,7 +474,7 @@ def _outcomes(state: TurnState) -> tuple[StepOutcome, ...]:
             status=result.get("status", "pending"),
             outputs=tuple(r["alias"] for r in result.get("outputs", {}).values() if isinstance(r, dict)
                           and r.get("alias")),
-            error=result.get("error"), answer=_answer_of(step.module, result)))
+            error=result.get("error"), answer=_answer_of(step.module, result), question=result.get("question")))
     return tuple(outcomes)
 
 
@@ -507,19 +507,25 @@ def _guess_question(guess: Plan) -> str:
 
 def _summary(state: TurnState) -> str:
     """The planner's words, the steps' answers (what visual understanding said), then what was made and what went
-    wrong, by alias."""
+    wrong, by alias. A step that asks which object its command means asks it here, instead of failing: the steps
+    waiting for it are not listed as skipped."""
     parts = [r for r in state.get("replies", []) if r]
-    made, problems = [], []
-    for outcome in _outcomes(state):
+    made, problems, questions = [], [], []
+    outcomes = _outcomes(state)
+    asked = any(outcome.question for outcome in outcomes)
+    for outcome in outcomes:
         if outcome.answer and outcome.answer not in parts:  # a planner that saw the answer may have said it already
             parts.append(outcome.answer)
         if outcome.status == "succeeded":
             made.extend(f"@{alias}" for alias in outcome.outputs)
-        elif outcome.status in ("failed", "cancelled", "skipped"):
+        elif outcome.question:
+            questions.append(outcome.question)
+        elif outcome.status in ("failed", "cancelled") or (outcome.status == "skipped" and not asked):
             problems.append(f"step {outcome.position} ({outcome.module}) {outcome.status}: {outcome.error}")
     if made:
         parts.append("Made " + ", ".join(made) + ".")
     parts.extend(problems)
+    parts.extend(questions)
     if not parts:
         parts.append("Nothing to do. Write invocations such as "
                      "<module>B</module><instruction>segment the cup</instruction><region>(10, 10, 200, 150)</region>")

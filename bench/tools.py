@@ -1,6 +1,9 @@
-"""Latency of the embedded backends: a 640x480 image and a 100-frame 320x240 video. Prints one JSON line.
+"""Latency of the embedded backends: a 640x480 image and a 100-frame 320x240 video; and the quality of image
+segmentation on real photos: IoU against masks drawn by hand (tests/ground_truth/), from a box and from two clicks
+per object; and referring segmentation on rendered scenes of several coloured objects (B given a phrase of colour,
+place, size or order): the mean IoU and how often the right object is picked. Prints one JSON line.
 
-Run: .venv/bin/python bench/tools.py
+Run: .venv/bin/python bench/tools.py (only the referring figures: .venv/bin/python bench/tools.py referring)
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memory import ArtifactStore
-from tests.scenes import render_scene, render_video
+from tests.ground_truth import hand_drawn
+from tests.scenes import iou, referring_phrases, render_referring, render_scene, render_video
 from tools import ToolContext, get_tool
 
 
@@ -28,6 +32,57 @@ def timed_ms(fn, repeats: int) -> float:
         fn()
         times.append((time.perf_counter() - start) * 1000)
     return round(statistics.median(times), 1)
+
+
+def photo_quality(ctx: ToolContext) -> dict[str, object]:
+    """IoU of module B's masks against the hand-drawn ones, per object and the mean, from a box and from the clicks
+    recorded with each object; and the median time of one such call."""
+    figures: dict[str, object] = {}
+    for prompt in ("box", "points"):
+        scores, times = {}, []
+        for obj in hand_drawn():
+            region = ({"kind": "box", "box": list(obj.box)} if prompt == "box" else
+                      {"kind": "points", "points": [list(c) for c in obj.clicks], "labels": [1] * len(obj.clicks)})
+            photo = ctx.store.put_image(obj.image)
+            start = time.perf_counter()
+            out = get_tool("B").run({"image": photo, "region": region}, ctx)
+            times.append((time.perf_counter() - start) * 1000)
+            scores[obj.name] = round(iou(ctx.store.get_mask(out.mask), obj.mask), 3)
+        figures[f"photo_{prompt}_iou"] = scores
+        figures[f"photo_{prompt}_iou_mean"] = round(statistics.mean(scores.values()), 3)
+        figures[f"photo_{prompt}_ms_median"] = round(statistics.median(times), 1)
+    return figures
+
+
+def referring_quality(ctx: ToolContext, seeds: int = 100, grey: bool = True) -> dict[str, object]:
+    """Module B given referring phrases ("the second red object from the left", "the largest object") on rendered
+    scenes of three to five coloured objects on a grey photo (`grey=False`: on the photo in colour, whose own coloured
+    patches are candidates too): the mean IoU with the object meant, the share of phrases whose mask is that object's
+    (its best IoU), the shares answered with a question or an error instead, over `seeds` scenes."""
+    from schemas import AmbiguousTarget, InvalidInput
+
+    ious, right, asked, failed, times = [], 0, 0, 0, []
+    for seed in range(seeds):
+        scene = render_referring(seed, grey=grey)
+        photo = ctx.store.put_image(scene.image)
+        for phrase, target in referring_phrases(scene, seed):
+            start = time.perf_counter()
+            try:
+                out = get_tool("B").run({"image": photo, "command": phrase}, ctx)
+            except (AmbiguousTarget, InvalidInput) as exc:
+                asked += isinstance(exc, AmbiguousTarget)
+                failed += isinstance(exc, InvalidInput)
+                ious.append(0.0)
+                continue
+            finally:
+                times.append((time.perf_counter() - start) * 1000)
+            scores = [iou(ctx.store.get_mask(out.mask), truth) for truth in scene.masks]
+            ious.append(scores[target])
+            right += max(range(len(scores)), key=scores.__getitem__) == target
+    name = "referring" if grey else "referring_colour_photo"
+    return {f"{name}_phrases": len(ious), f"{name}_iou_mean": round(statistics.mean(ious), 4),
+            f"{name}_right_pick": round(right / len(ious), 4), f"{name}_asked": round(asked / len(ious), 4),
+            f"{name}_failed": round(failed / len(ious), 4), f"{name}_ms_median": round(statistics.median(times), 1)}
 
 
 def main() -> None:
@@ -54,6 +109,9 @@ def main() -> None:
                 lambda: get_tool("G").run({"image": image, "command": "zoom in", "num_frames": 100}, ctx), 1),
         }
         figures: dict[str, object] = {name: timed_ms(fn, repeats) for name, (fn, repeats) in jobs.items()}
+        figures.update(photo_quality(ctx))
+        figures.update(referring_quality(ctx))
+        figures.update(referring_quality(ctx, grey=False))
     figures["video_segmentation_ms_per_frame"] = round(figures["video_segmentation_ms"] / 100, 2)
     figures["video_editing_ms_per_frame"] = round(figures["video_editing_ms"] / 100, 2)
     figures["machine"] = f"{platform.machine()}, {platform.python_version()}"
@@ -61,4 +119,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["referring"]:
+        with tempfile.TemporaryDirectory() as folder:
+            ctx = ToolContext(store=ArtifactStore(folder))
+            print(json.dumps({**referring_quality(ctx), **referring_quality(ctx, grey=False)}))
+    else:
+        main()

@@ -3,6 +3,7 @@
 from .artifacts import MEDIA_TYPES, ArtifactKind, ArtifactRef
 from .errors import (
     AliasNotFound,
+    AmbiguousTarget,
     ArtifactNotFound,
     BackendUnavailable,
     CorruptArtifact,
@@ -19,6 +20,7 @@ from .errors import (
     WorkflowFailed,
     a_or_an,
     error_text,
+    question_of,
 )
 from .invocations import INPUT_REF_PATTERN, WORKFLOW_NAME_PATTERN, InputRef, Invocation, SignalEmbedding, WorkflowName
 from .jobs import JobCancelled, JobFailed, JobQueue, JobResult, JobSpec, JobStatus
@@ -67,6 +69,7 @@ __all__ = [
     "WORKFLOW_VERSION",
     "AliasName",
     "AliasNotFound",
+    "AmbiguousTarget",
     "ArtifactKind",
     "ArtifactNotFound",
     "ArtifactRef",
@@ -127,6 +130,7 @@ __all__ = [
     "parse_box",
     "parse_points",
     "parse_reference",
+    "question_of",
     "region_from_boxes",
     "resolve_module",
     "step_number",

@@ -61,6 +61,27 @@ class UnsupportedOperation(InvalidInput):
     """The command asks for something the chosen backend cannot do."""
 
 
+class AmbiguousTarget(VitronError):
+    """A command's phrase fits several objects equally ("the red object" with two alike): the agent asks which one.
+    `question` names each with its box; `boxes` are their (x1, y1, x2, y2)."""
+
+    def __init__(self, question: str, *, boxes: list[tuple[float, float, float, float]] | None = None,
+                 fix: str | None = None) -> None:
+        super().__init__(question, field="command", fix=fix)
+        self.question = question
+        self.boxes = list(boxes or [])
+
+
+def question_of(exc: BaseException) -> str | None:
+    """The question an error asks the user, or None: a target several objects fit (`AmbiguousTarget`, also as the
+    `JobFailed` a worker sends back, which keeps its class name and its problem)."""
+    if isinstance(exc, AmbiguousTarget):
+        return exc.question
+    if isinstance(exc, VitronError) and getattr(exc, "error_type", None) == AmbiguousTarget.__name__:
+        return exc.problem
+    return None
+
+
 class WorkflowFailed(VitronError):
     """A step of a workflow run did not succeed; `field` names the step (`steps.paint`)."""
 

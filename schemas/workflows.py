@@ -3,7 +3,7 @@
     version: 1
     inputs: {photo: image, colour: {type: text, default: blue}}
     steps:
-      - {name: seg, type: image_segmentation@v1, image: $inputs.photo, region: {kind: box, box: [72, 52, 484, 392]}}
+      - {name: seg, type: image_segmentation@v1, image: $inputs.photo, region: {kind: box, box: [72, 14, 484, 396]}}
       - {name: paint, type: C@v1, image: $inputs.photo, mask: $steps.seg.mask, command: "make it {colour}"}
     outputs: {result: $steps.paint.image, mask: $steps.seg.mask}
 

@@ -26,6 +26,7 @@ class Scene:
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive)
     colour: str
     shape: str
+    background: np.ndarray | None = None  # [h, w, 3] the photo without the object (what removing it should give back)
 
 
 @dataclass
@@ -109,8 +110,9 @@ def render_scene(seed: int, width: int = 480, height: int = 360) -> Scene:
     size = rng.uniform(0.25, 0.4) * min(width, height)
     centre = (rng.uniform(size, width - size), rng.uniform(size, height - size))
     mask = shape_mask(shape, width, height, centre, size, angle=float(rng.uniform(0, 90)))
-    image = paint(photo(photo_name, width, height), mask, colour, rng)
-    return Scene(image, mask, mask_box(mask), colour, shape)
+    background = photo(photo_name, width, height)
+    image = paint(background, mask, colour, rng)
+    return Scene(image, mask, mask_box(mask), colour, shape, background)
 
 
 def render_video(seed: int, frames: int = 30, width: int = 320, height: int = 240) -> VideoScene:
@@ -167,3 +169,82 @@ def render_objects(seed: int, colours: tuple[str, ...] = ("red", "blue", "green"
                                    angle=float(rng.uniform(0, 90)))
         image = paint(image, masks[colour], colour, rng)
     return ObjectsScene(image, masks)
+
+
+@dataclass
+class ReferringScene:
+    image: np.ndarray  # [h, w, 3] uint8 RGB
+    masks: list[np.ndarray]  # each object's exact pixels
+    colours: list[str]  # each object's colour; several objects may share one
+
+    def box(self, index: int) -> tuple[int, int, int, int]:
+        return mask_box(self.masks[index])
+
+
+def render_referring(seed: int, width: int = 480, height: int = 360, *, grey: bool = True) -> ReferringScene:
+    """Three to five shaded objects on a grey photo (`grey=False`: in its colours), their colours drawn from three of
+    `OBJECT_COLOURS` (so some share one), each in its own cell of a 3×2 grid (they never touch); each object's pixels
+    exactly."""
+    rng = np.random.default_rng(seed)
+    image = (grey_photo if grey else photo)(list(PHOTOS)[seed % len(PHOTOS)], width, height)
+    columns, rows = 3, 2
+    cell_w, cell_h = width / columns, height / rows
+    palette = [str(c) for c in rng.permutation(OBJECT_COLOURS)[:3]]
+    masks, colours = [], []
+    for cell in rng.permutation(columns * rows)[: int(rng.integers(3, 6))]:
+        size = rng.uniform(0.4, 0.7) * min(cell_w, cell_h)
+        margin = 0.62 * size + 2  # a turned rectangle's corner reaches 0.61 of its size from the centre
+        x0, y0 = (cell % columns) * cell_w, (cell // columns) * cell_h
+        centre = (x0 + rng.uniform(margin, cell_w - margin), y0 + rng.uniform(margin, cell_h - margin))
+        colour = palette[int(rng.integers(len(palette)))]
+        mask = shape_mask(SHAPES[int(rng.integers(len(SHAPES)))], width, height, centre, size,
+                          angle=float(rng.uniform(0, 90)))
+        image = paint(image, mask, colour, rng)
+        masks.append(mask)
+        colours.append(colour)
+    return ReferringScene(image, masks, colours)
+
+
+_SIDES = {"left": (0, 1), "right": (0, -1), "top": (1, 1), "bottom": (1, -1)}
+_NTH = {1: "", 2: "second ", 3: "third "}
+
+
+def referring_phrases(scene: ReferringScene, seed: int) -> list[tuple[str, int]]:
+    """For each object that a phrase of colour, place, size or order tells apart clearly (places at least 0.6 of the
+    objects' size apart, areas at least a third apart), one such phrase, drawn at random: (phrase, object index)."""
+    rng = np.random.default_rng(seed)
+    boxes = [scene.box(i) for i in range(len(scene.masks))]
+    centres = [((x1 + x2) / 2, (y1 + y2) / 2) for x1, y1, x2, y2 in boxes]
+    extents = [(x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes]
+    areas = [int(m.sum()) for m in scene.masks]
+    cases = []
+    for target, colour in enumerate(scene.colours):
+        forms = []
+        for named in (True, False):
+            group = [i for i in range(len(boxes)) if not named or scene.colours[i] == colour]
+            what = f"{colour} object" if named else "object"
+            if named and len(group) == 1:
+                forms += [f"the {colour} object", f"the {colour} one", f"segment the {colour} shape"]
+            if len(group) < 2:
+                continue
+            for side, (axis, sign) in _SIDES.items():
+                order = sorted(group, key=lambda i: sign * centres[i][axis])
+                for nth in (1, 2, 3):
+                    if nth > len(order) or order[nth - 1] != target:
+                        continue
+                    near = [order[j] for j in (nth - 2, nth) if 0 <= j < len(order)]
+                    if all(abs(centres[target][axis] - centres[j][axis]) >= 0.6 * (extents[target][axis]
+                                                                                  + extents[j][axis]) / 2
+                           for j in near):
+                        at = "on" if side in ("left", "right") else "at"
+                        forms.append(f"the {what} {at} the {side}" if nth == 1 else
+                                     f"the {_NTH[nth]}{what} from the {side}")
+            by_size = sorted(group, key=lambda i: -areas[i])
+            for word, index in (("largest", 0), ("smallest", -1)):
+                others = [i for i in group if i != target]
+                if by_size[index] == target and all(min(areas[i], areas[target]) / max(areas[i], areas[target])
+                                                    <= 0.67 for i in others):
+                    forms.append(f"the {word} {what}")
+        if forms:
+            cases.append((forms[int(rng.integers(len(forms)))], target))
+    return cases

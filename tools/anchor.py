@@ -23,16 +23,17 @@ Tracker = Callable[[list[np.ndarray], np.ndarray | None], Iterator[np.ndarray]]
 """Frames (the first one the start) and the mask on the first (None: the input's region) → one mask per frame."""
 
 
-def first_frame_region(inp: Any, ctx: ToolContext, backend: str) -> Any:
+def first_frame_region(inp: Any, ctx: ToolContext, backend: str, *, start: np.ndarray | None = None) -> Any:
     """`inp` with its region on frame 0; the input itself when it already is, has none, or has per-frame masks (the
-    region is not read then)."""
+    region is not read then). `start`: the object's mask on the region's frame, when already known (a referring
+    phrase's pick), instead of the backend finding it from the region."""
     region = getattr(inp, "region", None)
     if region is None or region.frame == 0 or getattr(inp, "masks", None) is not None:
         return inp
     drawn = region.frame
     track = _tracker(inp, ctx, backend)
     ctx.progress(0.0, f"finding the object on frame {drawn}, then following it back to the first frame")
-    mask: np.ndarray | None = None
+    mask: np.ndarray | None = start
     stop = drawn + 1
     while True:
         start = max(0, stop - KEYFRAME_EVERY)

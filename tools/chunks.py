@@ -206,7 +206,7 @@ def edit_video_chunk(spec: JobSpec, start: int, stop: int, ctx: ToolContext) -> 
         with ctx.store.video_writer(fps) as writer:
             for index, frame in enumerate(frames):
                 mask = next(masks) if masks is not None else None
-                writer.write(apply_edit(frame, mask, op))
+                writer.write(apply_edit(frame, mask, op, frame=True))
                 report(index)
     if writer.frames != stop - start:
         raise InvalidInput(f"the video ends at frame {start + writer.frames}, before {stop}", field="video")

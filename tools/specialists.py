@@ -73,11 +73,13 @@ class ImageSegmentation(VisionTool[SegmentImageInput, SegmentImageOutput]):
     name = "image_segmentation"
     description = (
         "Segment one object in an image. Point at it with a region (a box, points or a scribble) or name "
-        "it by colour in the command ('the red object'). Returns a mask and its bounding box."
+        "it in the command by colour, place, size or order ('the red object', 'the blue one on the left', "
+        "'the second largest cat'). Returns a mask and its bounding box."
     )
     input_model = SegmentImageInput
     output_model = SegmentImageOutput
     backends = {"opencv": "tools.embedded.segmentation:segment_image", "sam": "tools.real.sam:segment_image"}
+    preparer = "tools.grounded:image_region"  # a referring phrase, grounded to a box (SAM with a detector)
 
 
 # -- C: image editing ----------------------------------------------------------------------------
@@ -134,14 +136,15 @@ class VideoSegmentation(VisionTool[SegmentVideoInput, SegmentVideoOutput]):
     name = "video_segmentation"
     description = (
         "Track one object through a video. Point at it on the first frame with a region or name it by "
-        "colour; returns a mask per frame."
+        "colour, place, size or order ('the red car on the left', 'the dog in frame 12'); returns a mask per frame."
     )
     input_model = SegmentVideoInput
     output_model = SegmentVideoOutput
     backends = {"opencv": "tools.embedded.video_segmentation:segment_video",
                 "sam": "tools.real.video_segmentation:segment_video"}
     heavy = True
-    preparer = "tools.anchor:first_frame_region"  # a region drawn on a later frame, moved to the first
+    # A referring phrase grounded on its frame; a region on a later frame then moved to the first.
+    preparer = "tools.grounded:video_region"
 
 
 # -- F: video editing ----------------------------------------------------------------------------

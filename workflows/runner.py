@@ -36,6 +36,7 @@ from schemas import (
     ToolOutput,
     VitronSettings,
     error_text,
+    question_of,
 )
 from tools import get_tool
 from tools.base import read_models_file
@@ -64,6 +65,7 @@ class StepResult:
     error: str | None = None
     seconds: float = 0.0  # the tool's own time when it succeeded (0 from the cache); else the time waited
     cached: bool = False
+    question: str | None = None  # a failed step's question to the user (which of several objects, `AmbiguousTarget`)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"status": self.status, "seconds": self.seconds}
@@ -71,6 +73,8 @@ class StepResult:
             data["outputs"] = self.outputs
         if self.error is not None:
             data["error"] = self.error
+        if self.question is not None:
+            data["question"] = self.question
         if self.cached:
             data["cached"] = True
         return data
@@ -243,7 +247,7 @@ class StepRunner:
             recorder.failed(step, exc, cancelled=cancelled)
             emit({"event": "step_failed", **where, "error": error_text(exc)})
             return StepResult("cancelled" if cancelled else "failed", error=error_text(exc),
-                              seconds=time.perf_counter() - began)
+                              seconds=time.perf_counter() - began, question=question_of(exc))
         emit({"event": "step_finished", **where, "seconds": round(result.seconds, 3), "outputs": _names(outputs),
               "cached": False, **({"notes": result.notes} if result.notes else {})})
         return StepResult("succeeded", outputs, seconds=result.seconds)

@@ -20,6 +20,7 @@ class StepOutcome:
     outputs: tuple[str, ...] = ()  # aliases of what it made (`mask3`)
     error: str | None = None
     answer: str | None = None  # what it said in words (visual understanding's text)
+    question: str | None = None  # what it asks the user instead (which of several objects the command means)
 
 
 _LAZY = frozenset({"history", "artifacts"})

@@ -50,6 +50,24 @@ def test_what_changes_a_signature_and_what_does_not(tmp_path):
     assert step_signature("image_editing", data, "stable_diffusion", models) != base
 
 
+
+def test_a_detector_shared_from_h_is_part_of_bs_signature(tmp_path):
+    sam, detector = tmp_path / "sam.pth", tmp_path / "detector"
+    sam.write_bytes(b"sam")
+    detector.mkdir()
+    b = {"backend": "sam", "weights": str(sam), "variant": "vit_b"}
+    data = {"image": REF, "command": "the cat on the left"}
+    alone = step_signature("B", data, "sam", ModelsFile.parse({"image_segmentation": b}))
+    h = {"backend": "transformers", "grounding": str(detector)}
+    shared = ModelsFile.parse({"image_segmentation": b, "visual_understanding": h})
+    assert step_signature("B", data, "sam", shared) != alone
+    strict = {**h, "options": {"box_threshold": 0.5}}
+    stricter = ModelsFile.parse({"image_segmentation": b, "visual_understanding": strict})
+    assert step_signature("B", data, "sam", stricter) != step_signature("B", data, "sam", shared)
+    own = ModelsFile.parse({"image_segmentation": {**b, "grounding": str(detector)}, "visual_understanding": h})
+    assert step_signature("B", data, "sam", own) == step_signature(
+        "B", data, "sam", ModelsFile.parse({"image_segmentation": {**b, "grounding": str(detector)}}))
+
 def test_the_runner_does_not_cache_an_unseeded_random_step(runtime, tmp_path):
     models_file = runtime.settings.home / "models.yaml"
     models_file.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from tools.base import ToolContext
 from tools.specialists import EditImageInput, EditImageOutput
 
 from .colours import COLOURS, find_colours
+from .inpaint import inpaint
 
 Area = Literal["object", "background"]
 
@@ -247,13 +248,19 @@ _EDITS: dict[str, Callable[[np.ndarray, np.ndarray, EditOp], np.ndarray]] = {
 }
 
 
-def _remove(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    # Inpaint a slightly grown mask so the object's soft edge goes too. Large holes are filled at a
-    # reduced scale (much faster, and smoother), then only the hole is taken from the upscaled fill.
+def _remove(image: np.ndarray, mask: np.ndarray, *, frame: bool = False) -> np.ndarray:
+    # Fill a slightly grown mask so the object's soft edge goes too.
     h, w = mask.shape
     grow = max(2, round(0.006 * max(h, w)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
     hole = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+    if not frame:
+        # Patches of the surroundings copied in (exemplar-based, coarse to fine): a large hole gets the
+        # background's texture, not a smear of its rim.
+        return inpaint(image, hole)
+    # A video's frames get diffusion, which is fast and changes smoothly with the mask (patches chosen frame by
+    # frame would flicker). Large holes are filled at a reduced scale, then only the hole is taken from the
+    # upscaled fill.
     scale = min(1.0, 160.0 / max(1.0, float(np.sqrt(hole.sum()))))
     if scale < 0.9:
         small_size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -269,8 +276,11 @@ def _remove(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def apply_edit(image: np.ndarray, mask: np.ndarray | None, op: EditOp) -> np.ndarray:
-    """Apply `op` to an RGB uint8 image inside `mask` (outside it for background edits; everywhere when None)."""
+def apply_edit(image: np.ndarray, mask: np.ndarray | None, op: EditOp, *, frame: bool = False) -> np.ndarray:
+    """Apply `op` to an RGB uint8 image inside `mask` (outside it for background edits; everywhere when None).
+
+    `frame`: the image is one frame of a video, edited frame by frame (remove then fills by diffusion, which does
+    not flicker, instead of copying patches)."""
     if mask is None:
         if op.needs_mask:
             what = "the object" if op.area == "object" else "the object to keep"
@@ -288,7 +298,7 @@ def apply_edit(image: np.ndarray, mask: np.ndarray | None, op: EditOp) -> np.nda
     if not area.any():
         return image.copy()
     if op.name == "remove":
-        return _remove(image, area)
+        return _remove(image, area, frame=frame)
     edited = _EDITS[op.name](image, area.astype(np.float32), op)
     edited = np.clip(np.rint(edited), 0, 255).astype(np.uint8)
     return np.where(area[..., None], edited, image)

@@ -31,15 +31,13 @@ from schemas import MODELS_SETTING, LabelledBox
 from tools.base import ToolContext
 from tools.specialists import UnderstandingTask, UnderstandInput, UnderstandOutput
 
-from .colours import COLOURS, SYNONYMS, find_colours
-from .segmentation import _HSV_RANGES  # the same colour names as segmentation's "the red object"
+from .colours import CHROMATIC, COLOURS, SYNONYMS, colour_names, find_colours
 
 BACKEND = "opencv"
 MIN_REGION = 0.001  # a region smaller than this share of the frame (or 16 pixels) is noise, not a region
 MAX_BOXES = 50  # boxes kept in the artifact; the text names the first few
 SHOWN = 5
 FACE_SIDE = 640  # faces are searched on a copy at most this long; at least 1/12 of its shorter side large
-CHROMATIC = tuple(c for c in COLOURS if c not in ("white", "black", "gray"))
 COLOURS_INDEX = {colour: index for index, colour in enumerate(COLOURS)}
 
 
@@ -201,18 +199,6 @@ def _size(inp: UnderstandInput, ctx: ToolContext, kind: str) -> Answer:
         x1, y1, x2, y2 = _crop(inp, width, height)
         text += f" The region is {x2 - x1}×{y2 - y1} pixels."
     return Answer(text)
-
-
-def colour_names(image: np.ndarray) -> np.ndarray:
-    """Each RGB pixel's colour, as an index into `COLOURS` (-1: none): the first colour whose HSV range holds it."""
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-    names = np.full(image.shape[:2], -1, np.int8)
-    for index, colour in enumerate(COLOURS):
-        hit = np.zeros(image.shape[:2], np.uint8)
-        for (h_lo, h_hi), (s_lo, s_hi), (v_lo, v_hi) in _HSV_RANGES[colour]:
-            hit |= cv2.inRange(hsv, (h_lo, s_lo, v_lo), (h_hi, s_hi, v_hi))
-        names[(hit > 0) & (names < 0)] = index
-    return names
 
 
 def _colours(pictures: list[_Picture], inp: UnderstandInput) -> Answer:

@@ -78,7 +78,7 @@ def edit_video(inp: EditVideoInput, ctx: ToolContext) -> EditVideoOutput:
             # The recolour's reference brightness comes from the first frame showing the object, so
             # the new colour does not flicker as the object's mean brightness changes frame to frame.
             op = with_reference(op, frame, mask)
-            writer.write(apply_edit(frame, mask, op))
+            writer.write(apply_edit(frame, mask, op, frame=True))
             if (index + 1) % every == 0:
                 ctx.progress(0.05 + 0.9 * min(1.0, (index + 1) / total),
                              f"video_editing: {op.label}, frame {index + 1}/{total}")

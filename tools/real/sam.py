@@ -66,7 +66,9 @@ CUSTOM_DEFAULTS: dict[str, Any] = {
 }
 """Sizes of a `variant: custom` SAM, each overridable in `options` (these are vit_b's, without global attention)."""
 
-_NEEDS_PROMPT_FIX = "give a region (a box, points or a scribble on the object), or a signal embedding from the planner"
+_NEEDS_PROMPT_FIX = ("give a region (a box, points or a scribble on the object), a signal embedding from the planner, "
+                     "or name the object in the command ('the cat on the left') with a grounding detector configured "
+                     "(`grounding: /path/to/detector` under the module in the models file)")
 
 
 # -- loading ---------------------------------------------------------------------------------------

@@ -102,9 +102,10 @@ def _check_role(spec: ModelSpec, role: str, task: str) -> None:
             f"AutoProcessor and {auto} load")
 
 
-def load(spec: ModelSpec, role: str) -> Loaded:
-    """The processor and model of one role, on the spec's device and dtype, cached; never the network."""
-    path = weights_path(spec, MODULE, role, expect="transformers")
+def load(spec: ModelSpec, role: str, module: str = MODULE) -> Loaded:
+    """The processor and model of one role, on the spec's device and dtype, cached; never the network. `module`: the
+    models-file entry `spec` is (B and E ground with a detector of their own entry, or of H's)."""
+    path = weights_path(spec, module, role, expect="transformers")
     auto, what = _ROLES[role]
 
     def load_now() -> Loaded:
@@ -121,7 +122,7 @@ def load(spec: ModelSpec, role: str) -> Loaded:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BackendUnavailable(
                 f"cannot load {what} from {path}: {exc}", field=MODELS_SETTING,
-                fix=f"point `{role}` of {MODULE} at a folder saved with save_pretrained (model and processor) that "
+                fix=f"point `{role}` of {module} at a folder saved with save_pretrained (model and processor) that "
                     f"AutoProcessor and {auto} load") from exc
         return Loaded(processor, model.to(device).eval())
 
@@ -216,8 +217,8 @@ def generate(loaded: Loaded, spec: ModelSpec, images: list[Image.Image], questio
 
 # -- grounding -----------------------------------------------------------------------------------------------------
 
-def ground(loaded: Loaded, spec: ModelSpec, pictures: list[Picture], phrases: list[str],
-           ctx: ToolContext) -> list[LabelledBox]:
+def ground(loaded: Loaded, spec: ModelSpec, pictures: list[Picture], phrases: list[str], ctx: ToolContext, *,
+           module: str = MODULE) -> list[LabelledBox]:
     """The detector's boxes for `phrases` on every picture, best first (by frame, then score), in whole-picture
     pixels; overlapping boxes of one label kept once."""
     if not phrases:
@@ -234,7 +235,7 @@ def ground(loaded: Loaded, spec: ModelSpec, pictures: list[Picture], phrases: li
     square = type(processor.image_processor).__name__.startswith("Owlv2")
     found: list[LabelledBox] = []
     for index, picture in enumerate(pictures):
-        ctx.progress(0.2 + 0.75 * index / len(pictures), f"{MODULE}: finding on picture {index + 1}/{len(pictures)}")
+        ctx.progress(0.2 + 0.75 * index / len(pictures), f"{module}: finding on picture {index + 1}/{len(pictures)}")
         width, height = picture.image.size
         inputs = _to(processor(images=picture.image, text=text, return_tensors="pt"), model)
         with torch.inference_mode():

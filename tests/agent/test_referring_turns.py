@@ -1,0 +1,51 @@
+"""Referring segmentation in turns: a phrase that picks one object segments it; one that fits several equally makes
+the agent ask which, naming each with its box, as it asks about two artifacts that fit equally."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.api import VitronAgent
+from tests.scenes import grey_photo, iou, paint, shape_mask
+
+
+@pytest.fixture
+def explicit(agent_settings):
+    with VitronAgent.from_settings(agent_settings, planner="explicit") as agent:
+        yield agent
+
+
+def two_red_squares():
+    rng = np.random.default_rng(0)
+    image = grey_photo("chelsea", 320, 240)
+    masks = [shape_mask("rectangle", 320, 240, centre, 60) for centre in ((60, 80), (260, 90))]
+    for mask in masks:
+        image = paint(image, mask, "red", rng)
+    return image, masks
+
+
+def test_a_phrase_that_fits_two_objects_is_a_question(explicit):
+    image, (_, right) = two_red_squares()
+    session = explicit.session()
+    reply = session.send("<module>B</module><instruction>segment the red object</instruction>"
+                         "<module>C</module><instruction>make it blue</instruction><input>@1</input>", image=image)
+    assert [s.status for s in reply.steps] == ["failed", "skipped"]
+    assert reply.text.startswith("2 candidates fit 'the red object'. Which do you mean: the red object on the left at "
+                                 "(30, 59, 91, 102) or the red object on the right at (230, 69, 291, 112)?")
+    assert "skipped" not in reply.text and reply.artifacts == ()
+    assert explicit.memory.history(session.id).turns[-1].reply == reply.text
+
+    reply = session.send("<module>B</module><instruction>segment the red object on the right</instruction>"
+                         "<module>C</module><instruction>make it blue</instruction><input>@1</input>")
+    assert [s.status for s in reply.steps] == ["succeeded", "succeeded"]
+    mask = explicit.memory.store.get_mask(reply.artifacts[0].ref)
+    assert iou(mask, right) >= 0.95
+
+
+def test_the_mini_planner_keeps_the_phrase(agent):
+    image, (left, _) = two_red_squares()
+    reply = agent.session().send("segment the red object on the left", image=image)
+    (step,) = reply.steps
+    assert step.status == "succeeded" and "left" in step.invocation["command"]
+    assert iou(agent.memory.store.get_mask(reply.artifacts[0].ref), left) >= 0.95
