@@ -6,8 +6,9 @@ segment, the words of an edit, a description to generate, the background an edit
 the data: `compose.compose` builds them from the tagged spans, for the generated requests as for the user's.
 
 Phrasings are clause templates; each template belongs to exactly one split (train, val, test), and so do the
-object nouns, so the test split is written only in phrasings and about objects the model never trained on (a
-quarter of the objects are made-up words). The vocabulary of edits, verbs and colours is shared by all splits.
+object nouns (`object_nouns`: over a thousand), so the test split is written only in phrasings and about objects
+the model never trained on (a quarter of the objects are made-up words). The vocabulary of edits, verbs and
+colours is shared by all splits.
 Template mini-language: `{slot}` is filled (see `_Writer._slot`); `[words]` are tagged as a segmentation request
 (`SEG`), `<words>` as background (`BG`), `(words)` as an edit (`EDIT`), `«words»` as animation (`ANIM`); everything
 else is untagged.
@@ -15,6 +16,7 @@ else is untagged.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Sequence
@@ -71,7 +73,27 @@ NOUNS = (
     "sign", "flag", "kite surfer", "jellyfish", "octopus", "crab", "deer", "wolf", "bear", "panda", "koala",
     "kangaroo", "flamingo", "peacock", "swan", "eagle", "hummingbird", "squirrel", "hedgehog", "llama", "alpaca",
 )
-"""Object nouns; a fifth of them (chosen per seed) appear only in the test split."""
+"""Object nouns written for this generator (see `object_nouns` for all of them)."""
+
+
+@functools.cache
+def object_nouns() -> tuple[str, ...]:
+    """Every object noun the generator names: `NOUNS`, then the ImageNet and COCO category names torchvision ships
+    with its weights' metadata (no download), so the tagger meets a thousand real object names, not two hundred.
+    A share of them (chosen per seed) appears only in the test split."""
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
+
+    names = [*ResNet50_Weights.IMAGENET1K_V1.meta["categories"],
+             *FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]]
+    seen = set(NOUNS)
+    extra = []
+    for name in names:
+        name = name.lower().replace("-", " ")
+        if re.fullmatch(r"[a-z]+(?: [a-z]+){0,2}", name) and name not in seen and name != "n a":
+            seen.add(name)
+            extra.append(name)
+    return NOUNS + tuple(extra)
 COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta", "pink", "brown", "white", "black",
            "gray", "grey", "gold", "silver", "teal", "navy")
 ADJECTIVES = ("big", "small", "tall", "little", "large", "tiny", "old", "shiny", "striped", "wooden", "left",
@@ -92,7 +114,8 @@ MATERIALS = ("golden", "metallic", "wooden", "glassy", "frozen", "shiny", "rusty
 MOODS = ("night", "winter", "summer", "sunset", "rainy", "foggy", "snowy", "autumn", "spring", "stormy", "dreamy",
          "sunny", "gloomy", "golden hour", "underwater", "futuristic")
 THINGS = ("a party hat", "a crown", "sunglasses", "a scarf", "a red bow", "a top hat", "wings", "a flower",
-          "a sunset", "a rainbow", "snow", "a beach", "fireworks", "a moustache", "a cape", "stars")
+          "a sunset", "a rainbow", "snow", "a beach", "fireworks", "a moustache", "a cape", "stars",
+          "a starry sky", "clouds", "a forest", "a brick wall", "flames")
 
 VERBS: dict[str, tuple[str, ...]] = {
     "seg": ("segment", "cut out", "outline", "mask", "select", "isolate", "extract", "pick out", "separate",
@@ -118,7 +141,8 @@ EDITS: dict[str, tuple[str, ...]] = {
     "remove": ("remove {o}", "erase {o}", "delete {o}", "get rid of {o}", "take out {o}", "eliminate {o}",
                "make {o} disappear", "wipe out {o}"),
     "blur": ("blur {o}", "blur out {o}", "soften {o}", "make {o} out of focus", "make {o} blurry", "smudge {o}"),
-    "pixelate": ("pixelate {o}", "censor {o}", "mosaic {o}", "hide {o}", "anonymise {o}"),
+    "pixelate": ("pixelate {o}", "censor {o}", "mosaic {o}", "hide {o}", "anonymise {o}", "black out {o}",
+                 "redact {o}", "cover up {o}"),
     "gray": ("make {o} black and white", "make {o} grayscale", "desaturate {o}", "make {o} monochrome",
              "turn {o} gray"),
     "light": ("brighten {o}", "make {o} brighter", "darken {o}", "make {o} darker", "lighten {o}",
@@ -127,7 +151,8 @@ EDITS: dict[str, tuple[str, ...]] = {
               "cartoonify {o}", "render {o} as {s}", "give {o} the look of {s}", "style {o} like {s}",
               "redo {o} as {s}", "make {o} into {s}", "apply {s} style to {o}", "transform {o} into {s}"),
     "texture": ("make {o} look {m}", "make {o} {m}", "give {o} a {m} look", "turn {o} {m}", "change {o} to {m}"),
-    "replace": ("replace {o} with {t}", "swap {o} for {t}", "change {o} into {t}", "turn {o} into {t}"),
+    "replace": ("replace {o} with {t}", "swap {o} for {t}", "change {o} into {t}", "turn {o} into {t}",
+                "replace {o} by {t}", "swap out {o} for {t}"),
 }
 ADDS = ("put {t} on {o}", "add {t} to {o}", "give {o} {t}", "place {t} on {o}")
 """Additions: the whole phrase, object included, is the edit (nothing is segmented first)."""
@@ -229,6 +254,8 @@ QUESTIONS = (
     "what is the {noun} doing?", "explain {w}", "what kind of {noun} is that?", "is it daytime in {w}?",
     "does {w} show a {noun}?", "what's happening in {w}", "what is this?", "count the {noun}s",
     "how long is the video?", "what are the main colours?", "which objects are in {w}?",
+    "what are you able to do?", "what can this do?", "what features do you have?", "what do you see?",
+    "is this a {noun}?", "what is the {noun} made of?", "how do i use this?",
 )
 VAGUE = (
     "make it better", "fix this", "fix it", "do something cool with it", "change the thing", "edit", "hmm",
@@ -236,13 +263,16 @@ VAGUE = (
     "change it", "edit this", "work on this photo", "make it pop", "make it look good", "surprise me", "hello",
     "hi there", "ok", "what now?", "go on", "do the thing", "make it awesome", "help", "idk, whatever",
     "make it more interesting", "modify it", "adjust it", "tweak the image", "change something",
+    "can you improve this?", "make it look better",
 )
 UNDOS = (
     "undo", "undo that", "go back", "revert", "go back to the original", "undo the last edit", "take that back",
     "i liked it better before", "revert to the previous version", "undo the animation", "restore the original",
     "back to the previous one", "cancel that change", "undo the last step", "undo it", "revert that",
-    "go back one step", "that's wrong, undo", "undo please", "put it back the way it was", "reset to the original",
+    "go back one step", "that's wrong, undo", "please undo the last thing you did", "put it back the way it was",
+    "reset to the original",
     "roll back the last change", "back to before", "remove the last edit",
+    "discard the last change", "revert the last change", "cancel the last edit", "never mind, undo it",
 )
 SHOWS = (
     "show me the mask again", "show the original again", "show me the masks", "show me the first photo",
@@ -292,7 +322,7 @@ def template_splits(seed: int = 0) -> dict[str, dict[Split, list[int]]]:
     rng = random.Random(f"splits-{seed}")
     groups = {**{key: len(value) for key, value in CLAUSES.items()}, "conn": len(CONNECTORS),
               "question": len(QUESTIONS), "vague": len(VAGUE), "undo": len(UNDOS), "show": len(SHOWS),
-              "noun": len(NOUNS)}
+              "noun": len(object_nouns())}
     out: dict[str, dict[Split, list[int]]] = {}
     for key, count in groups.items():
         order = list(range(count))
@@ -349,7 +379,11 @@ class _Writer:
     def noun(self) -> str:
         if self.rng.random() < 0.25:
             return _pseudo_noun(self.rng)  # a word never seen: the tagger must read the context, not the word
-        return NOUNS[self.rng.choice(self.splits["noun"][self.split])]
+        pool = self.splits["noun"][self.split]
+        index = self.rng.choice(pool)
+        while self.rng.random() < 0.5 and index >= len(NOUNS):  # half of them from the common nouns written here
+            index = self.rng.choice(pool)
+        return object_nouns()[index]
 
     def write(self, intent: Intent) -> Example:
         rng = self.rng

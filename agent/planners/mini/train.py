@@ -35,8 +35,9 @@ from .inference import INTENTS, MODULE_CODES, TAG_INDEX, MiniConfig, NumpyTagger
 from .model import MiniPlannerModel
 
 Progress = Callable[[str], None]
-ASK_SHARE = 0.02
-"""The share of the validation requests the planner reads right that it may still ask about (sets the threshold)."""
+ASK_SHARE = 0.04
+"""The share of the validation requests the planner reads right that it may still ask about (sets the threshold);
+chosen on the hand-written development set among 2-5% (4%: silent-wrong 1.9%, asks 3.0% there)."""
 
 
 @dataclass
