@@ -146,6 +146,9 @@ def test_videos_named_or_uploaded_or_made_switch_to_video_modules():
     text = "draw a fox and animate it then make it sepia"
     spans = tagged(text, ("a fox", "GEN"), ("animate", "ANIM"), ("make", "EDIT"), ("sepia", "EDIT", False))
     assert [m for m, *_ in plan_of(text, spans, Context())] == ["A", "G", "F"]
+    text = "create a fox in the snow and then animate it"  # only an image is animated: the description is one
+    spans = tagged(text, ("a fox in the snow", "VGEN"), ("animate", "ANIM"))
+    assert [m for m, *_ in plan_of(text, spans, Context())] == ["A", "G"]
 
 
 def test_named_aliases_go_to_the_nearest_step_and_the_users_mask_replaces_a_segmentation():

@@ -8,7 +8,8 @@ user's own words (never a repeated or invented one) and every action tagged in t
   penguin") segments the object first and edits inside its mask; `BG` words ("everything else", "the background")
   make the edit act outside it (`area="background"`), segmenting what the region marks when nothing else is;
 - an object-only edit on a follow-up reuses the session's mask (no new segmentation) unless a region was drawn;
-- `GEN` / `VGEN` descriptions generate an image / a video; `ANIM` words animate the latest image;
+- `GEN` / `VGEN` descriptions generate an image / a video; `ANIM` words animate the latest image (so a
+  description animated right after is an image's, whichever of the two it was tagged);
 - whether segmentation and editing work on images (B, C) or videos (E, F) follows the picture the request is
   about: an alias it names, a video word, this turn's upload, else the session's latest picture, and a video once
   a step of this plan made one.
@@ -182,6 +183,9 @@ def compose(text: str, spans: Sequence[Span], context: Context) -> list[Step]:
                 edit.area = "background"
             else:
                 pending_background = True
+    for before, after in itertools.pairwise(steps):
+        if before.module == "D" and after.module == "G":
+            before.module = "A"  # only an image is animated: what was described to animate is an image
     _name_inputs(steps, text, ordered)
     steps = _segment_where_needed(steps, context, text)
     _share_pictures(steps)
