@@ -4,8 +4,8 @@ For each pipeline: SD 1.5 (UNet 860M, 512², module A), SAM ViT-B (1024², modul
 text-to-video UNet (320×576, 24 frames, module D), and for module H Qwen2-VL-2B (a caption of a 1024² photo, 32
 tokens) and OWLv2 base (ViT-B/16 at 960², a phrase found), and referring segmentation (module B given "the
 largest car" and no region: OWLv2 grounds it, SAM ViT-B segments the picked box), built from their published
-configs with random weights, saved with `save_pretrained` / `torch.save` and loaded through a models file exactly as a user's weights
-are:
+configs with random weights, saved with `save_pretrained` / `torch.save` and loaded through a models file exactly
+as a user's weights are:
 
 - `latency_s`: one job through the tool (`get_tool(...).run`), median of `--repeats` after a warm-up;
 - `peak_gpu_gb`: the peak GPU memory the job allocated;
