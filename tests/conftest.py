@@ -49,3 +49,13 @@ def env(home) -> dict[str, str]:
     from tests.cli import cli_env
 
     return cli_env(home)
+
+
+@pytest.fixture
+def fresh_model_cache():
+    """An empty model cache before and after the test: it loads its models itself (and leaves none behind)."""
+    from tools.model_cache import model_cache
+
+    model_cache().clear()
+    yield
+    model_cache().clear()

@@ -38,11 +38,7 @@ def weights(tmp_path_factory) -> dict[str, Path]:
             "sd": save_sd(StableDiffusionPipeline, root / "sd")}
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    model_cache().clear()
-    yield
-    model_cache().clear()
+pytestmark = pytest.mark.usefixtures("fresh_model_cache")  # each test loads its models anew
 
 
 def sam_entry(weights: dict[str, Path]) -> dict:

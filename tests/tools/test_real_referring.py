@@ -19,7 +19,6 @@ from schemas import AmbiguousTarget, InvalidInput, ModelsFile
 from tests.tools.tiny_sam import TINY_OPTIONS, save_tiny_sam
 from tests.tools.tiny_vlm import save_grounding_dino, save_owlv2
 from tools import ToolContext, get_tool
-from tools.model_cache import model_cache
 from tools.real.grounding import candidates
 from tools.referring import parse_phrase, pick
 
@@ -33,11 +32,7 @@ def weights(tmp_path_factory) -> dict[str, Path]:
             "grounding_dino": save_grounding_dino(root / "grounding-dino")}
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    model_cache().clear()
-    yield
-    model_cache().clear()
+pytestmark = pytest.mark.usefixtures("fresh_model_cache")  # each test loads its models anew
 
 
 def configure(ctx: ToolContext, tmp_path: Path, weights: dict[str, Path], detector: str | None = "owlv2", *,

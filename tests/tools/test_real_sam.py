@@ -26,11 +26,7 @@ def weights(tmp_path_factory):
     return save_tiny_sam(tmp_path_factory.mktemp("sam"))
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    model_cache().clear()
-    yield
-    model_cache().clear()
+pytestmark = pytest.mark.usefixtures("fresh_model_cache")  # each test loads its models anew
 
 
 @pytest.fixture

@@ -34,11 +34,7 @@ def weights(tmp_path_factory) -> dict[str, Path]:
     return {"sam": save_tiny_sam(root / "sam"), "sd": save_sd(StableDiffusionPipeline, root / "sd")}
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    model_cache().clear()
-    yield
-    model_cache().clear()
+pytestmark = pytest.mark.usefixtures("fresh_model_cache")  # each test loads its models anew
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ MOODS = ("night", "winter", "summer", "sunset", "rainy", "foggy", "snowy", "autu
          "sunny", "gloomy", "golden hour", "underwater", "futuristic")
 THINGS = ("a party hat", "a crown", "sunglasses", "a scarf", "a red bow", "a top hat", "wings", "a flower",
           "a sunset", "a rainbow", "snow", "a beach", "fireworks", "a moustache", "a cape", "stars",
-          "a starry sky", "clouds", "a forest", "a brick wall", "flames")
+          "clouds", "a forest", "a brick wall", "flames")
 
 VERBS: dict[str, tuple[str, ...]] = {
     "seg": ("segment", "cut out", "outline", "mask", "select", "isolate", "extract", "pick out", "separate",
@@ -429,6 +429,8 @@ class _Writer:
     def _object(self) -> str:
         rng = self.rng
         noun = self.noun()
+        if rng.random() < 0.2:
+            noun = _plural(noun)  # "the tulips", "the licence plates"
         draw = rng.random()
         adjective = rng.choice(COLOURS) if draw < 0.3 else rng.choice(ADJECTIVES) if draw < 0.45 else ""
         where = rng.choice(POSITIONS) if rng.random() < 0.12 else ""
@@ -597,6 +599,15 @@ _ONSETS = ("b", "bl", "br", "c", "ch", "cr", "d", "dr", "f", "fl", "g", "gr", "h
            "pl", "qu", "r", "s", "sk", "sl", "sn", "sp", "st", "t", "tr", "v", "w", "z")
 _VOWELS = ("a", "e", "i", "o", "u", "oo", "ea", "ai", "y")
 _CODAS = ("", "", "n", "m", "t", "k", "p", "rt", "nd", "sh", "x", "ck", "ll", "rp", "ng", "s")
+
+
+def _plural(noun: str) -> str:
+    """The English plural of a noun's last word, by the regular rules ("bus" → "buses", "cherry" → "cherries")."""
+    if re.search(r"(?:s|x|z|ch|sh)$", noun):
+        return noun + "es"
+    if re.search(r"[^aeiou]y$", noun):
+        return noun[:-1] + "ies"
+    return noun + "s"
 
 
 def _pseudo_noun(rng: random.Random) -> str:
