@@ -25,7 +25,6 @@ from schemas import BoxRegion, InvalidInput, PointsRegion, Region, ScribbleRegio
 from tools.base import ToolContext
 from tools.specialists import SegmentImageInput, SegmentImageOutput
 
-from .colours import COLOURS, HSV_RANGES, find_colours
 from .referring import referred_mask
 
 MAX_SIDE = 640
@@ -57,7 +56,6 @@ WIDEN_ROUNDS = 2  # times that box may widen where the cut reaches its sides or 
 
 _FG_LABELS = (cv2.GC_FGD, cv2.GC_PR_FGD)
 
-_HSV_RANGES = HSV_RANGES  # each named colour's HSV ranges (tools/embedded/colours.py)
 
 _NEEDS_PROMPT_FIX = (
     "give a region (a box, points or a scribble on the object), name its colour in the command "
@@ -655,37 +653,14 @@ def _snap_to_edges(image: np.ndarray, mask: np.ndarray, band: int) -> np.ndarray
     return snapped
 
 
-def colour_mask(image: np.ndarray, colour: str) -> np.ndarray:
-    """The largest object of a named colour (see `COLOURS`) in an RGB image; bool [h, w]."""
-    if colour not in _HSV_RANGES:
-        raise InvalidInput(f"unknown colour {colour!r}", field="command", fix=f"name one of {sorted(COLOURS)}")
-    h, w = image.shape[:2]
-    small, _ = _downscale(image)
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    hit = np.zeros(hsv.shape[:2], np.uint8)
-    for (h_lo, h_hi), (s_lo, s_hi), (v_lo, v_hi) in _HSV_RANGES[colour]:
-        hit |= cv2.inRange(hsv, (h_lo, s_lo, v_lo), (h_hi, s_hi, v_hi))
-    radius = max(1, round(0.004 * max(small.shape[:2])))
-    # Closing first joins an object split by highlights or noise; then the usual cleanup.
-    closed = cv2.morphologyEx(hit, cv2.MORPH_CLOSE, _disc(radius)) > 0
-    mask = _cleanup(closed, None, radius)
-    if mask.sum() < max(16, 1e-4 * mask.size):  # a few stray pixels are not an object
-        raise InvalidInput(f"no {colour} object was found in the image", field="command",
-                           fix="name the colour the object has, or give a region (box, points or scribble)")
-    return _upscale(mask, h, w)
-
-
 def object_mask(image: np.ndarray, command: str, region: Region | None, store: ArtifactStore) -> np.ndarray:
     """The object a region points at, else the one the command names by colour, place, size or order; bool [h, w]."""
     if region is not None:
         return region_mask(image, region, store)
     if (referred := referred_mask(image, command)) is not None:  # "the blue one on the left": tools.referring
         return referred
-    colours = find_colours(command)
-    if colours:
-        return colour_mask(image, colours[0])
     raise InvalidInput(f"cannot tell which object {command!r} means: no region was given and the command "
-                       "names no colour", field="region", fix=_NEEDS_PROMPT_FIX)
+                       "names no colour of it", field="region", fix=_NEEDS_PROMPT_FIX)
 
 
 def refine_mask(image: np.ndarray, mask: np.ndarray, band: int, iterations: int = REFINE_ITERATIONS) -> np.ndarray:

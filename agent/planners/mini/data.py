@@ -381,7 +381,8 @@ class _Writer:
             return _pseudo_noun(self.rng)  # a word never seen: the tagger must read the context, not the word
         pool = self.splits["noun"][self.split]
         index = self.rng.choice(pool)
-        while self.rng.random() < 0.5 and index >= len(NOUNS):  # half of them from the common nouns written here
+        # an extra name is redrawn half the time, so the common nouns written here come up more often
+        while self.rng.random() < 0.5 and index >= len(NOUNS):
             index = self.rng.choice(pool)
         return object_nouns()[index]
 

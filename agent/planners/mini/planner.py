@@ -162,11 +162,13 @@ class MiniPlanner:
         if _GRAMMAR.search(text):
             return parse_plan(text, workflows=request.workflows)  # the user wrote the invocations themselves
         table = tuple(request.artifacts)
-        if _SAME.search(text.lower()) or _MORE.fullmatch(text.lower().strip()):
-            again = _same_again(request, edits_only=_MORE.fullmatch(text.lower().strip()) is not None)
+        lowered = text.lower()
+        more = _MORE.fullmatch(lowered.strip()) is not None
+        if more or _SAME.search(lowered):
+            again = _same_again(request, edits_only=more)
             if again is not None:
                 return again
-        if _CAPABILITY.search(text.lower()):
+        if _CAPABILITY.search(lowered):
             return Plan(reply=CAPABILITIES_REPLY)
         context = context_of(request)
         reading = read_request(self.tagger, self.reader, text, context)
