@@ -237,9 +237,10 @@ class StepRunner:
             output = tool.output_model.model_validate(result.output)
             if on_success is not None:
                 on_success(output.model_dump(mode="json", exclude={"backend"}, exclude_none=True))
-            if started.signature is not None and self.cache is not None:
+            if started.signature is not None and self.cache is not None and not result.notes:
                 # remembered before the success is recorded: a turn killed between the two and resumed finds the
-                # step in the cache instead of running it again
+                # step in the cache instead of running it again. A result with notes (a signal left out) is not:
+                # a hit would repeat it without them, and after `vitron planner align` the step should run again.
                 self._remember(started.signature, tool.name, result)
             outputs = recorder.succeeded(step, output, cached=False, notes=result.notes)
         except Exception as exc:  # a failing step must not end the run: the steps that read it are skipped instead

@@ -87,10 +87,14 @@ class SignalAdapter:
         return adapter
 
 
+def adapter_folder(home: Path, source: str, module: str, spec: ModelSpec) -> Path:
+    """Where the adapters of `source`'s signals for `module`'s backend live, one per weights."""
+    return Path(home).expanduser() / ADAPTERS / source / resolve_module(module).name / spec.backend
+
+
 def adapter_path(home: Path, source: str, module: str, spec: ModelSpec, role: str = "main") -> Path:
     """Where the adapter of `source`'s signals for `module`'s backend with these `role` weights lives."""
-    folder = Path(home).expanduser() / ADAPTERS / source / resolve_module(module).name / spec.backend
-    return folder / f"{weights_identity(spec, role)}.safetensors"
+    return adapter_folder(home, source, module, spec) / f"{weights_identity(spec, role)}.safetensors"
 
 
 def find_adapter(home: Path, source: str | None, module: str, spec: ModelSpec,
@@ -98,6 +102,8 @@ def find_adapter(home: Path, source: str | None, module: str, spec: ModelSpec,
     """The adapter fitted for signals of `source` and these weights, loaded once per process; None when none is."""
     if source is None or spec.weights.get(role) is None:
         return None
+    if not adapter_folder(home, source, module, spec).is_dir():
+        return None  # nothing fitted: no need to fingerprint the weights folder (every job with a signal asks)
     path = adapter_path(home, source, module, spec, role)
     try:
         stat = path.stat()

@@ -60,18 +60,23 @@ def signal_tokens(signal: SignalEmbedding | None, width: int, ctx: ToolContext, 
     if adapter is not None and tokens.ndim == 2 and tokens.shape[1] == adapter.in_width:
         tokens = adapter.apply(tokens)
     if tokens.ndim != 2 or tokens.shape[1] != width:
-        ctx.note(left_out_note(list(np.shape(signal.task_specific)), width, module, spec, role))
+        ctx.note(left_out_note(list(np.shape(signal.task_specific)), width, module, spec, role,
+                               adapter_width=None if adapter is None else adapter.in_width))
         return None
     return torch.as_tensor(tokens).unsqueeze(0).to(device=device, dtype=dtype)
 
 
-def left_out_note(shape: list[int], width: int, module: str, spec: ModelSpec, role: str = "main") -> str:
-    """What a job says of a signal it left out, and how to make it fit."""
+def left_out_note(shape: list[int], width: int, module: str, spec: ModelSpec, role: str = "main", *,
+                  adapter_width: int | None = None) -> str:
+    """What a job says of a signal it left out, and how to make it fit (`adapter_width`: the input width of the
+    adapter found for this planner and these weights, when one was)."""
     name = resolve_module(module).name
     reader = spec.backend if role == "main" else f"{spec.backend} ({role})"
+    why = ("no adapter is fitted for this planner and these weights" if adapter_width is None else
+           f"the adapter fitted for this planner and these weights reads [k, {adapter_width}]")
     return (f"{name}: the planner's signal was left out: its task-specific part is {shape} but {reader} reads "
-            f"[k, {width}] and no adapter is fitted for this planner and these weights, so the step ran on its "
-            f"text and region. Fit one with `vitron planner align --module {name}`.")
+            f"[k, {width}] and {why}, so the step ran on its text and region. Fit one with "
+            f"`vitron planner align --module {name}`.")
 
 
 def combine(text: torch.Tensor, empty: torch.Tensor, tokens: torch.Tensor | None,
