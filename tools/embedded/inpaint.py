@@ -32,6 +32,15 @@ def inpaint(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
         return image.copy()  # nothing to copy from
     ys, xs = np.nonzero(hole)
     extent = max(np.ptp(xs), np.ptp(ys)) + 1
+    # Only the hole's neighbourhood takes part (the coarse fill copies from within SEARCH hole sizes of it anyway):
+    # a small hole in a large photo costs what its surroundings do, not what the photo does.
+    margin = round(SEARCH * extent) + 4 * PATCH
+    y1, x1 = max(0, ys.min() - margin), max(0, xs.min() - margin)
+    y2, x2 = min(hole.shape[0], ys.max() + 1 + margin), min(hole.shape[1], xs.max() + 1 + margin)
+    if (y1, x1, y2, x2) != (0, 0, *hole.shape):
+        out = image.copy()
+        out[y1:y2, x1:x2] = inpaint(image[y1:y2, x1:x2], hole[y1:y2, x1:x2])
+        return out
     levels = max(0, int(np.ceil(np.log2(extent / COARSE_SIDE))))
     # The image pyramid (level 0 = full size), halved until the hole fits COARSE_SIDE.
     images, holes = [image], [hole]
