@@ -16,7 +16,7 @@ remembered boxes artifact (`@boxes1`), whose best box the compiler reads.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -253,10 +253,15 @@ def _implicit_one_of(callee: Callee, where: str, index: int, plan: _Plan,
         raise InvalidInput(f"{where} needs {what}, and the session has none yet", field="inputs",
                            fix=f"attach {what}, or run a step that makes one first")
     if len(candidates) > 1:
-        listing = " or ".join(f"@{c.alias} ({c.describe().split(': ', 1)[1]})" for c in candidates)
-        raise Ambiguous(f"Which {' or '.join(kinds)} do you mean: {listing}?", [c.alias for c in candidates])
+        raise _which(kinds, candidates)
     chosen = restored(table.entries, candidates[0])
     return kinds[chosen.ref.kind], chosen.ref
+
+
+def _which(kinds: Iterable[str], candidates: Sequence[ArtifactEntry]) -> Ambiguous:
+    """The question to ask when several artifacts fit an input the step left out."""
+    listing = " or ".join(f"@{c.alias} ({c.describe().split(': ', 1)[1]})" for c in candidates)
+    return Ambiguous(f"Which {' or '.join(kinds)} do you mean: {listing}?", [c.alias for c in candidates])
 
 
 def _main(values: dict[str, ArtifactRef | StepOutput], fields: dict[str, tuple[str, bool]],
@@ -311,9 +316,7 @@ def _implicit(kind: str, required: bool, main: ArtifactRef | StepOutput | None, 
     if len(candidates) > 1:
         if not required:
             return None  # an optional input is never guessed
-        names = [c.alias for c in candidates]
-        listing = " or ".join(f"@{c.alias} ({c.describe().split(': ', 1)[1]})" for c in candidates)
-        raise Ambiguous(f"Which {kind} do you mean: {listing}?", names)
+        raise _which([kind], candidates)
     chosen = restored(table.entries, candidates[0])  # after an undo: what it brought back, by its own alias
     if not required and not _same_source(chosen.ref, main, table):
         return None

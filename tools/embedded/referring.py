@@ -18,6 +18,7 @@ from schemas import InvalidInput, LabelledBox
 
 from ..referring import Phrase, parse_phrase, pick
 from .colours import CHROMATIC, COLOURS, colour_hits, colour_names
+from .masks import fill_holes
 
 MAX_SIDE = 640  # regions are found on a copy no larger than this, as segmentation's colour phrases are
 MIN_REGION = 0.001  # of the picture (and at least 16 pixels): smaller is noise, not an object
@@ -50,7 +51,7 @@ def regions(image: np.ndarray, colours: tuple[str, ...] = ()) -> tuple[list[Labe
     names = colour_names(small) if not colours else None
     found: list[tuple[LabelledBox, np.ndarray]] = []
     for i in kept:
-        piece = _filled(labels == i)
+        piece = fill_holes(labels == i)
         if scale != 1.0:  # linear interpolation of the 0/1 mask, cut at 0.5: smooth edges, not blocky ones
             piece = cv2.resize(piece.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) > 0.5
         ys, xs = np.nonzero(piece)
@@ -62,14 +63,6 @@ def regions(image: np.ndarray, colours: tuple[str, ...] = ()) -> tuple[list[Labe
                                   box=(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)), piece))
     found.sort(key=lambda f: -(f[0].area or 0))
     return [f[0] for f in found], [f[1] for f in found]
-
-
-def _filled(piece: np.ndarray) -> np.ndarray:
-    """One region with its holes filled: its outer outline, drawn filled."""
-    contours, _ = cv2.findContours(piece.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    out = np.zeros(piece.shape, np.uint8)
-    cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
-    return out > 0
 
 
 def _main_colour(names: np.ndarray, piece: np.ndarray) -> str:

@@ -17,7 +17,8 @@ import numpy as np
 from tools.base import ToolContext
 from tools.specialists import SegmentVideoInput, SegmentVideoOutput
 
-from .segmentation import ColourModel, keep_components, object_mask, refine_mask
+from .masks import keep_components
+from .segmentation import ColourModel, object_mask, refine_mask
 
 Progress = Callable[[int], None]
 
