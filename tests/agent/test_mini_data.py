@@ -134,6 +134,11 @@ def test_a_follow_up_edit_of_an_object_reuses_the_sessions_mask_unless_a_region_
     later = Context(memory=("img1", "mask1", "img2"))
     assert [m for m, *_ in plan_of(text, spans, later)] == ["C"]
     assert [m for m, *_ in plan_of(text, spans, Context(memory=("img1", "mask1", "img2"), region=True))] == ["B", "C"]
+    # the session's mask is reused only when it is of the object named ("lighthouses" is a lighthouse)
+    same = Context(memory=("img1", "mask1", "img2"), segmented=("old", "lighthouses"))
+    assert [m for m, *_ in plan_of(text, spans, same)] == ["C"]
+    other = Context(memory=("img1", "mask1", "img2"), segmented=("umbrella",))
+    assert [m for m, *_ in plan_of(text, spans, other)] == ["B", "C"]
 
 
 def test_videos_named_or_uploaded_or_made_switch_to_video_modules():

@@ -147,6 +147,20 @@ def test_a_follow_up_names_no_alias_the_user_did_not(planner, memory):
     assert first == ["@img1"]  # "the first photo", "the original image": the session's first one
 
 
+def test_a_follow_up_edit_segments_a_new_object_and_reuses_the_mask_of_the_same_one(planner, memory):
+    session = memory.create_session("masks")
+    image = memory.store.put_image(photos.astronaut())
+    memory.append_turn(session.id, "user", "segment the umbrella", attachments=[image])  # img1
+    segment = {"module": "B", "command": "segmentation: the umbrella", "inputs": {"image": "@img1"}}
+    memory.append_turn(session.id, "assistant", "done", invocations=[segment])
+    step = memory.record_step(session.id, segment)
+    memory.finish_step(step.id, [memory.store.put_mask(np.ones((512, 512), bool))])  # mask1: the umbrella
+    modules = [m for m, *_ in steps_of(planner.plan(turn_request(memory, session.id, "make the boots red")))]
+    assert modules == ["image_segmentation", "image_editing"]  # the boots have no mask yet
+    modules = [m for m, *_ in steps_of(planner.plan(turn_request(memory, session.id, "make the umbrella red")))]
+    assert modules == ["image_editing"]  # the umbrella's mask is there
+
+
 @pytest.mark.parametrize(("text", "question"), [
     ("what is in this picture?", True), ("How many people are in the photo", True), ("describe this image", True),
     ("what colour is the car?", True), ("is there a dog in this photo", True),
@@ -230,6 +244,19 @@ def test_do_the_same_on_a_new_upload_repeats_the_previous_plan(planner, memory):
     assert plan.steps[0].invocation.region == box and plan.steps[1].invocation.region is None
 
 
+@pytest.mark.parametrize("text", ["now do the boots too", "do the same for the boots", "same for the boots please"])
+def test_the_same_for_another_object_segments_that_object(planner, memory, text):
+    session = memory.create_session("same-object")
+    memory.append_turn(session.id, "user", "make the umbrella red",
+                       attachments=[memory.store.put_image(photos.astronaut())])
+    memory.append_turn(session.id, "assistant", reply="Done.", invocations=[
+        {"module": "B", "command": "segmentation: the umbrella", "inputs": {"image": "@img1"}},
+        {"module": "C", "command": "editing: make the umbrella red", "inputs": {"image": "@img1", "mask": "@1"}}])
+    plan = planner.plan(turn_request(memory, session.id, text))
+    assert [(s.invocation.module, s.invocation.command) for s in plan.steps] == [
+        ("image_segmentation", "segmentation: the boots"), ("image_editing", "editing: make the boots red")]
+
+
 def test_a_bit_more_repeats_the_last_edit_on_its_result(planner, memory):
     session = memory.create_session("more")
     memory.append_turn(session.id, "user", "segment the helmet and blur it",
@@ -278,8 +305,9 @@ def test_numpy_inference_gives_the_numbers_torch_gives():
 
     model, tagger, reader, encoder = MiniPlannerModel.load(CHECKPOINT), load_tagger(), load_reader(), load_minilm()
     for text in ("segment the red cup and make it blue please", "Hi! ANIMATE img3: zoom in", "what is this?"):
-        encoded, tokens = encoder.encode([text]), reader.tokens(text)
-        states = reader.states(tokens)
+        layers = tagger.config.encoder_layers
+        encoded, tokens = encoder.encode([text], layers=layers), reader.tokens(text)
+        states = reader.states(tokens, layers)
         assert np.abs(encoded.hidden[0].numpy() - states).max() < 1e-4
         with torch.inference_mode():
             tags, intents, hidden = model(encoded.hidden, encoded.mask)

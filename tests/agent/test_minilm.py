@@ -37,6 +37,11 @@ def test_the_encoder_matches_transformers_bert():
     assert encoded.offsets == [[tuple(o) for o in row] for row in offsets]
     assert encoded.segments == [[-1 if s is None else s for s in batch.sequence_ids(i)] for i in range(len(TEXTS))]
 
+    with torch.inference_mode():  # the tagger reads several layers side by side: the same as transformers' too
+        layers = model(**batch, output_hidden_states=True).hidden_states
+    picked = ours.encode(TEXTS, CONTEXTS, layers=(0, 2, 4, 6)).hidden
+    assert (picked - torch.cat([layers[i] for i in (0, 2, 4, 6)], dim=-1))[real].abs().max() < 1e-4
+
     single = tokenizer(TEXTS, truncation=True, max_length=128, padding=True, return_tensors="pt")
     with torch.inference_mode():
         states = model(**single).last_hidden_state

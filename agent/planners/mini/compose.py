@@ -81,11 +81,20 @@ class Span:
 @dataclass(frozen=True)
 class Context:
     """What the session holds when the request comes: this turn's upload kind, the aliases of its artifact table
-    (oldest first) and whether a region was drawn."""
+    (oldest first), whether a region was drawn, and what the session's latest segmentation was of (its content
+    words; empty when unknown)."""
 
     upload: str | None = None  # "image" or "video"
     memory: tuple[str, ...] = ()
     region: bool = False
+    segmented: tuple[str, ...] = ()
+
+    def mask_is_of(self, said: str) -> bool:
+        """Whether the session's latest mask may be of the object the user names: yes when it is not known what it
+        was of, or when they share a content word ("the lamp" / "the brass lamp"; "boots" / "boot")."""
+        if not self.segmented:
+            return True
+        return bool({_stem(w) for w in said.split()} & {_stem(w) for w in self.segmented})
 
     def has(self, kind: str) -> bool:
         return any(kind_of(alias) == kind for alias in self.memory)
@@ -111,6 +120,10 @@ class Step:
     @property
     def keywords(self) -> tuple[str, ...]:
         return keywords_of(self.instruction.split(":", 1)[1])
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
 
 
 def kind_of(alias: str) -> str | None:
@@ -210,8 +223,9 @@ def _picture(text: str, spans: Sequence[Span], context: Context) -> str:
 
 
 def _segment_where_needed(steps: list[Step], context: Context, text: str) -> list[Step]:
-    """Drop a segmentation only an edit implied when the session already has the mask (a follow-up such as "make
-    the lighthouse red too") and one that only repeats the verb about the object just segmented ("find the cup and
+    """Drop a segmentation only an edit implied when the session already has the object's mask (a follow-up such
+    as "make the lighthouse red too" after segmenting the lighthouse; "now make the boots red" after the umbrella
+    segments the boots) and one that only repeats the verb about the object just segmented ("find the cup and
     cut it out"); add one before an edit of the background when nothing marks the object yet."""
     fresh = context.region or context.upload is not None
     out: list[Step] = []
@@ -220,7 +234,8 @@ def _segment_where_needed(steps: list[Step], context: Context, text: str) -> lis
         follower = steps[index + 1] if index + 1 < len(steps) else None
         if step.module in "BE" and not step.explicit and follower is not None and kind in follower.inputs:
             continue  # "recolour the dog in mask1": the user named the mask
-        if step.module in "BE" and not step.explicit and not fresh and context.has(kind) and not out:
+        if step.module in "BE" and not step.explicit and not fresh and context.has(kind) and not out \
+                and context.mask_is_of(_said(step, text)):
             continue
         if step.module in "BE" and not step.explicit and any(
                 s.module == step.module and _said(s, text) == _said(step, text) for s in out):

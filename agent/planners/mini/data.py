@@ -72,8 +72,19 @@ NOUNS = (
     "sun", "mountain", "river", "road", "wave", "sand", "grass", "leaf", "rock", "log", "wheel", "licence plate",
     "sign", "flag", "kite surfer", "jellyfish", "octopus", "crab", "deer", "wolf", "bear", "panda", "koala",
     "kangaroo", "flamingo", "peacock", "swan", "eagle", "hummingbird", "squirrel", "hedgehog", "llama", "alpaca",
+    "wall", "sea", "floor", "ceiling", "field", "lake", "beach", "building", "street", "fur", "skin", "lips", "logo",
+    "text", "watermark", "screen", "roof", "people", "kid", "eyes", "water", "snow", "trees", "power lines",
+    "number plate", "tourist", "crowd", "skyline", "curtains", "carpet", "headlights",
 )
 """Object nouns written for this generator (see `object_nouns` for all of them)."""
+STUFF = frozenset((
+    "sky", "water", "grass", "wall", "sea", "floor", "road", "hair", "face", "eyes", "skin", "tree", "trees", "field",
+    "building", "street", "car", "person", "people", "man", "woman", "kid", "dog", "cat", "shirt", "dress", "jacket",
+    "hat", "logo", "text", "watermark", "sign", "screen", "window", "door", "roof", "fence", "clouds", "cloud", "snow",
+    "sand", "leaf", "river", "lake", "beach", "mountain", "flower", "bird", "bus", "boat", "cup", "bottle", "lemon",
+    "apple", "cake", "crowd", "power lines", "number plate", "licence plate", "tourist", "curtains", "carpet",
+))
+"""What photo edits are most often about: a fifth of the objects drawn come from here (those of the split)."""
 
 
 @functools.cache
@@ -95,11 +106,16 @@ def object_nouns() -> tuple[str, ...]:
             extra.append(name)
     return NOUNS + tuple(extra)
 COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta", "pink", "brown", "white", "black",
-           "gray", "grey", "gold", "silver", "teal", "navy")
+           "gray", "grey", "gold", "silver", "teal", "navy", "beige", "turquoise", "maroon", "lavender", "crimson",
+           "cream", "light blue", "dark green", "navy blue", "bright red", "pale yellow", "hot pink", "olive green",
+           "deep purple", "baby blue", "dark grey", "matte black")
 ADJECTIVES = ("big", "small", "tall", "little", "large", "tiny", "old", "shiny", "striped", "wooden", "left",
               "right", "front", "second", "nearest", "furry", "metal", "rusty")
+PARTICIPLES = ("standing", "sitting", "walking", "lying", "parked", "hanging", "running", "leaning")
+"""Words users put between an object and its place ("the man standing on the left")."""
 POSITIONS = ("on the left", "on the right", "in the back", "in front", "in the middle", "near the window",
-             "at the top", "at the bottom", "in the corner", "behind the fence", "next to the door")
+             "at the top", "at the bottom", "in the corner", "behind the fence", "next to the door",
+             "in the background", "in the foreground", "behind the statue", "by the window")
 SCENES = ("on a beach", "in the snow", "at sunset", "in a forest", "on the moon", "in a city street", "under water",
           "in a desert", "on a table", "in the rain", "in a garden", "on a mountain", "at night", "in space",
           "in a kitchen", "by a lake", "in a wheat field", "over a harbour", "in the fog", "on a rooftop")
@@ -111,6 +127,8 @@ STYLES = ("a watercolour", "an oil painting", "a pencil sketch", "a cartoon", "a
           "a pastel drawing", "an ink drawing", "a 3d render", "a polaroid", "a woodcut", "a lego model")
 MATERIALS = ("golden", "metallic", "wooden", "glassy", "frozen", "shiny", "rusty", "glowing", "furry", "transparent",
              "marble", "old", "wet", "snowy", "sparkly", "matte", "faded", "neon")
+QUALITIES = ("dramatic", "vivid", "colourful", "saturated", "contrasty", "moody", "realistic", "natural",
+             "visible", "vibrant", "faded", "detailed")
 MOODS = ("night", "winter", "summer", "sunset", "rainy", "foggy", "snowy", "autumn", "spring", "stormy", "dreamy",
          "sunny", "gloomy", "golden hour", "underwater", "futuristic")
 THINGS = ("a party hat", "a crown", "sunglasses", "a scarf", "a red bow", "a top hat", "wings", "a flower",
@@ -150,6 +168,8 @@ EDITS: dict[str, tuple[str, ...]] = {
     "style": ("give {o} a sepia look", "turn {o} into {s}", "make {o} look like {s}", "make {o} look vintage",
               "cartoonify {o}", "render {o} as {s}", "give {o} the look of {s}", "style {o} like {s}",
               "redo {o} as {s}", "make {o} into {s}", "apply {s} style to {o}", "transform {o} into {s}"),
+    "adjust": ("make {o} more {q}", "make {o} less {q}", "make {o} look more {q}", "give {o} a more {q} look",
+               "make {o} a bit more {q}"),
     "texture": ("make {o} look {m}", "make {o} {m}", "give {o} a {m} look", "turn {o} {m}", "change {o} to {m}"),
     "replace": ("replace {o} with {t}", "swap {o} for {t}", "change {o} into {t}", "turn {o} into {t}",
                 "replace {o} by {t}", "swap out {o} for {t}"),
@@ -165,7 +185,10 @@ WHOLE = ("make {w} look like {s}", "make {w} {s}", "turn {w} into {s}", "render 
          "invert {w}", "make {w} warmer", "make {w} cooler", "cartoonify {w}", "make {w} look vintage",
          "make {w} look like a cartoon", "give {w} a cartoon look", "make {w} sepia", "desaturate {w}",
          "boost the contrast of {w}", "make {w} look like an oil painting", "turn {w} {c}", "make {w} {c}",
-         "blur {w}", "pixelate {w}", "add more contrast to {w}", "make {w} a pencil sketch", "tint {w} {c}")
+         "blur {w}", "pixelate {w}", "add more contrast to {w}", "make {w} a pencil sketch", "tint {w} {c}",
+         "denoise {w}", "make {w} sharper", "make {w} less blurry", "increase the saturation of {w}", "cool {w} down",
+         "warm {w} up", "make {w} look sharper", "sharpen {w} a little", "make {w} less noisy", "make {w} cooler",
+         "make {w} {c}", "turn {w} {c}")
 WHOLE_WORDS = ("it", "the photo", "this picture", "the image", "the whole photo", "the whole image", "this",
                "everything", "the picture", "my photo", "the entire image", "the result", "the new image")
 VIDEO_WORDS = ("it", "the video", "this clip", "the clip", "the whole video", "the footage", "my video", "this")
@@ -175,7 +198,7 @@ BACKGROUNDS = ("the background", "everything else", "the rest", "the rest of the
                "the backdrop", "everything around it", "everything around {p}", "the area around it", "all around it",
                "the rest of the picture", "the background behind it", "the scenery", "what's behind it")
 BG_VERBS = ("blur", "darken", "remove", "pixelate", "desaturate", "erase", "brighten", "grey out", "recolour",
-            "blur out", "get rid of")
+            "blur out", "get rid of", "crop out", "white out", "fade out")
 
 # --- clause templates by group --------------------------------------------------------------------------------
 
@@ -219,9 +242,18 @@ CLAUSES: dict[str, tuple[str, ...]] = {
                 "{verb_bg} <everything but> {obj}", "[keep] {obj} sharp and {bgedit}", "[keep] {obj} and {bgedit}",
                 "[cut] {obj} [out] and {bgedit}", "{bgedit} but keep {obj}", "{bgedit}, keep {obj} as it is",
                 "[keep] {obj} in colour and {bgedit}", "(make) <everything except> {obj} {c}", "{bgedit} around {obj}",
-                "{verb_bg} <the area around> {obj}", "(make) <the rest> {c} but [keep] {obj}"),
+                "{verb_bg} <the area around> {obj}", "(make) <the rest> {c} but [keep] {obj}",
+                "(put) {obj} (on a) {c} <background>", "(give) {obj} (a) {c} <background>",
+                "(change) <the background> (to) {c} behind {obj}", "(put) {obj} (in front of a) {c} <backdrop>",
+                "{bgedit} but keep {obj} in colour", "(set) <the background> (to) {c}, not {obj}",
+                "[keep only] {obj} and {bgedit}", "{bgedit} and [keep only] {obj}", "{bgedit} so only {obj} is left"),
     "edit_bg_it": ("{bgedit}", "now {bgedit}", "{bgedit} instead", "{verb_bg} <everything except it>",
-                   "{verb_bg} <everything but {p}>", "{bgedit} too", "and {bgedit}"),
+                   "{verb_bg} <everything but {p}>", "{bgedit} too", "and {bgedit}",
+                   "(put) {p} (on a) {c} <background>", "(change) <the background> (to) {c}",
+                   "(give) {p} (a) {c} <background>"),
+    # another object, same kind of edit, said in a few words after an edit ("and the door blue")
+    "edit_more": ("and {obj} {c}", "{obj} {c} too", "now {obj} {c}", "and {obj} {c} as well", "also {obj} {c}",
+                  "{obj} in {c} too", "now do {obj} in {c}", "same for {obj}, {c}"),
     # generation
     "gen": ("{gen} {desc}", "i'd love a picture of {desc}", "can i get an image of {desc}",
             "{desc} please, as a picture", "make art of {desc}", "{gen} me {desc}", "generate: {desc}",
@@ -280,6 +312,8 @@ SHOWS = (
     "bring up the last image", "show the mask", "show me the original picture", "show the last result",
     "let me see the masks again", "open the first image again", "show me what you made", "show the video again",
     "display the original", "show me the previous image", "can you show the mask?", "see the mask again",
+    "give me the mask again", "send me the mask", "i want to see the mask", "can i have the cutout again",
+    "where's the mask?", "show me the cutout", "give me the original back", "let me look at the first image",
 )
 FOLLOW_PRE = ("", "", "", "now ", "and ", "thanks! now ", "ok, ", "great, now ", "perfect. ", "also ", "next, ",
               "cool. ", "nice, now ", "alright, ", "hmm, ", "actually, ")
@@ -295,16 +329,17 @@ CONNECTORS = (", then ", " and then ", ". then ", "; after that ", " and ", ", a
 PLANS: tuple[tuple[float, tuple[str, ...], str], ...] = (
     (1.0, ("seg",), "image"), (0.4, ("seg_it",), "image"), (1.0, ("track",), "video"),
     (0.5, ("more",), "image"), (0.3, ("more",), "video"),
-    (1.4, ("edit_obj",), "image"), (0.7, ("edit_obj",), "video"), (0.9, ("edit_pron",), "image"),
+    (2.6, ("edit_obj",), "image"), (1.0, ("edit_obj",), "video"), (0.9, ("edit_pron",), "image"),
     (0.5, ("edit_pron",), "video"), (0.9, ("edit_whole",), "image"), (0.6, ("edit_whole",), "video"),
-    (0.4, ("edit_add",), "image"), (1.0, ("edit_short",), "image"), (0.4, ("edit_short",), "video"),
+    (0.4, ("edit_add",), "image"), (1.6, ("edit_short",), "image"), (0.4, ("edit_short",), "video"),
     (1.0, ("edit_bg",), "image"), (0.6, ("edit_bg",), "video"),
     (0.6, ("edit_bg_it",), "image"), (0.3, ("edit_bg_it",), "video"),
     (0.8, ("gen",), "none"), (0.7, ("vgen",), "none"), (0.8, ("anim",), "image"),
     (1.2, ("seg", "edit_pron"), "image"), (0.7, ("track", "edit_pron"), "video"),
     (0.4, ("seg_it", "edit_pron"), "image"),
     (0.6, ("seg", "edit_bg_it"), "image"), (0.4, ("track", "edit_bg_it"), "video"),
-    (0.5, ("seg", "seg_more"), "image"), (0.4, ("seg", "anim"), "image"), (0.5, ("edit_obj", "anim"), "image"),
+    (0.5, ("seg", "seg_more"), "image"), (0.4, ("edit_more",), "image"),
+    (0.3, ("edit_obj", "edit_more"), "image"), (0.4, ("seg", "anim"), "image"), (0.5, ("edit_obj", "anim"), "image"),
     (0.4, ("edit_whole", "anim"), "image"), (0.4, ("edit_obj", "edit_bg_it"), "image"),
     (0.5, ("gen", "anim"), "none"), (0.5, ("gen", "edit_whole_it"), "none"), (0.3, ("gen", "seg_gen"), "none"),
     (0.4, ("vgen", "edit_whole_it"), "none"), (0.3, ("vgen", "track_gen"), "none"),
@@ -380,6 +415,8 @@ class _Writer:
         if self.rng.random() < 0.25:
             return _pseudo_noun(self.rng)  # a word never seen: the tagger must read the context, not the word
         pool = self.splits["noun"][self.split]
+        if self.rng.random() < 0.2:
+            pool = _stuff_pool(tuple(pool)) or pool
         index = self.rng.choice(pool)
         # an extra name is redrawn half the time, so the common nouns written here come up more often
         while self.rng.random() < 0.5 and index >= len(NOUNS):
@@ -432,11 +469,21 @@ class _Writer:
         noun = self.noun()
         if rng.random() < 0.2:
             noun = _plural(noun)  # "the tulips", "the licence plates"
+        if rng.random() < 0.35:
+            # plainly "the lemon", as most requests name an object: "make the lemon green" must not read like
+            # "make the photo green" or "make the selection green", whose words are always the same few
+            return f"the {noun}"
         draw = rng.random()
-        adjective = rng.choice(COLOURS) if draw < 0.3 else rng.choice(ADJECTIVES) if draw < 0.45 else ""
+        adjective = rng.choice(COLOURS) if draw < 0.2 else rng.choice(ADJECTIVES) if draw < 0.3 else ""
         where = rng.choice(POSITIONS) if rng.random() < 0.12 else ""
+        if where and rng.random() < 0.3:
+            where = f"{rng.choice(PARTICIPLES)} {where}"  # "the man standing on the left"
+        elif not where and rng.random() < 0.06:
+            where = rng.choice((f"of the {self.noun()}", f"on the {self.noun()}", f"in the {self.noun()}",
+                                "of everyone", f"of all the {_plural(self.noun())}"))  # "the plates of the cars"
         owner = rng.random() < 0.06
-        determiner = rng.choice(("the ", "the ", "the ", "the ", "", "that ", "this ", "my ", "her ", "his "))
+        determiner = rng.choice(("the ", "the ", "the ", "the ", "", "that ", "this ", "my ", "her ", "his ", "every ",
+                                 "all the ", "each ", "both "))
         core = f"{adjective} {noun}".strip()
         if owner:
             core = f"{self.noun()}'s {noun}"
@@ -482,10 +529,12 @@ class _Writer:
         rng = self.rng
         for part in re.split(r"(\{[a-z]\})", form):
             if part == "{o}":
-                self._tagged(rng.choice(PRONOUNS) if obj is None else obj, None if obj is None else object_tag)
+                # "it" mostly: "the selection", "the mask"… are a few fixed words, "the <noun>" is open-ended
+                pronoun = rng.choice(PRONOUNS[:5] if rng.random() < 0.6 else PRONOUNS)
+                self._tagged(pronoun if obj is None else obj, None if obj is None else object_tag)
             elif part:
                 for name, choices in (("{c}", COLOURS), ("{t}", THINGS), ("{s}", STYLES), ("{m}", MATERIALS),
-                                      ("{e}", MOODS)):
+                                      ("{e}", MOODS), ("{q}", QUALITIES)):
                     part = part.replace(name, rng.choice(choices))
                 self._tagged(part, "EDIT")
 
@@ -541,8 +590,8 @@ class _Writer:
             self._edit(None)
         elif name == "whole":
             form = rng.choice(WHOLE)
-            self._edit_form(form.replace("{w}", "{o}"), rng.choice(VIDEO_WORDS if self.media == "video"
-                                                                     else WHOLE_WORDS), object_tag=None)
+            whole = "it" if rng.random() < 0.35 else rng.choice(VIDEO_WORDS if self.media == "video" else WHOLE_WORDS)
+            self._edit_form(form.replace("{w}", "{o}"), whole, object_tag=None)
         elif name == "add":
             self._edit_form(rng.choice(ADDS), self._object(), object_tag="EDIT")
         elif name == "verb_bg":
@@ -600,6 +649,11 @@ _ONSETS = ("b", "bl", "br", "c", "ch", "cr", "d", "dr", "f", "fl", "g", "gr", "h
            "pl", "qu", "r", "s", "sk", "sl", "sn", "sp", "st", "t", "tr", "v", "w", "z")
 _VOWELS = ("a", "e", "i", "o", "u", "oo", "ea", "ai", "y")
 _CODAS = ("", "", "n", "m", "t", "k", "p", "rt", "nd", "sh", "x", "ck", "ll", "rp", "ng", "s")
+
+
+@functools.cache
+def _stuff_pool(pool: tuple[int, ...]) -> list[int]:
+    return [index for index in pool if object_nouns()[index] in STUFF]
 
 
 def _plural(noun: str) -> str:

@@ -28,7 +28,7 @@ def default_folder() -> Path:
 class Encoded:
     """A batch of encoded texts (or (text, context) pairs) with each wordpiece's place in its text."""
 
-    hidden: torch.Tensor  # [b, s, 384] last-layer states
+    hidden: torch.Tensor  # [b, s, 384 * len(layers)]: the states of the layers asked for, side by side
     mask: torch.Tensor  # [b, s] bool, real tokens
     copyable: torch.Tensor  # [b, s] bool, tokens a plan may copy (not [CLS]/[SEP]/padding)
     tokens: list[list[str]]  # wordpieces
@@ -74,13 +74,19 @@ class Bert(torch.nn.Module):
         model.load_state_dict(state)
         return model.eval().requires_grad_(False)
 
-    def forward(self, ids: torch.Tensor, type_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, type_ids: torch.Tensor, mask: torch.Tensor,
+                layers: Sequence[int] | None = None) -> torch.Tensor:
+        """The last layer's states, or those of `layers` (0: the embeddings) side by side."""
         positions = torch.arange(ids.shape[1], device=ids.device)
         hidden = self.norm(self.word(ids) + self.position(positions)[None] + self.token_type(type_ids))
         blocked = (~mask.bool())[:, None, None, :]  # padding is never attended to
-        for layer in self.layers:
+        wanted = tuple(layers) if layers is not None else (len(self.layers),)
+        kept = [hidden] if 0 in wanted else []
+        for index, layer in enumerate(self.layers[:max(wanted)], start=1):
             hidden = layer(hidden, blocked, self.heads)
-        return hidden
+            if index in wanted:
+                kept.append(hidden)
+        return torch.cat(kept, dim=-1)
 
 
 class _BertLayer(torch.nn.Module):
@@ -130,12 +136,14 @@ class MiniLM:
                    for name in ("ids", "type_ids", "attention_mask")}
         return encodings, tensors
 
-    def encode(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Encoded:
-        """Each text (and its context as a second segment, when given), encoded."""
+    def encode(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
+               layers: Sequence[int] | None = None) -> Encoded:
+        """Each text (and its context as a second segment, when given), encoded: the last layer's states, or those
+        of `layers` side by side."""
         items = list(texts) if contexts is None else list(zip(texts, contexts, strict=True))
         encodings, batch = self._batch(items, "longest_first" if contexts is None else "only_first")
         with torch.inference_mode():
-            hidden = self.model(batch["ids"], batch["type_ids"], batch["attention_mask"])
+            hidden = self.model(batch["ids"], batch["type_ids"], batch["attention_mask"], layers)
         segments = [[-1 if s is None else s for s in e.sequence_ids] for e in encodings]
         mask = batch["attention_mask"].bool()
         copyable = torch.tensor([[s >= 0 for s in row] for row in segments], dtype=torch.bool) & mask

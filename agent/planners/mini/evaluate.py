@@ -138,7 +138,7 @@ def plan_latency_ms(planner: MiniPlanner, examples: Sequence[Example], warmup: i
 
 def signal_features(model: MiniPlannerModel, examples: Sequence[Example]) -> tuple[torch.Tensor, np.ndarray]:
     """The tagger's states over each gold step's words and the steps' module indices."""
-    encoded = encode_examples(load_minilm(), examples)
+    encoded = encode_examples(load_minilm(), examples, layers=model.config.encoder_layers)
     hidden = signal_states(model, encoded)
     labels = np.array([MODULE_CODES.index(step.module) for e in examples for step in e.steps])
     return hidden, labels

@@ -39,7 +39,8 @@ MAX_LENGTH = 128
 class MiniConfig:
     """Sizes of the trained parts (MiniLM's own config comes with the package) and the planner's two settings."""
 
-    encoder_size: int = 384
+    encoder_size: int = 384  # the width of one MiniLM layer's states
+    encoder_layers: tuple[int, ...] = (6,)  # which layers' states the tagger reads, side by side (0: embeddings)
     width: int = 192
     layers: int = 2
     heads: int = 4
@@ -59,7 +60,8 @@ def read_config(folder: Path) -> MiniConfig:
                                  fix="train one: `vitron planner train --out DIR`, or use the shipped one (leave "
                                      "VITRON_PLANNER_MODEL unset)")
     try:
-        return MiniConfig(**json.loads((folder / CONFIG_FILE).read_text()))
+        fields = json.loads((folder / CONFIG_FILE).read_text())
+        return MiniConfig(**{**fields, "encoder_layers": tuple(fields.get("encoder_layers", (6,)))})
     except (TypeError, ValueError) as exc:
         raise BackendUnavailable(f"the mini planner checkpoint in {folder} does not load: {exc}", field="planner",
                                  fix="train it again with this version") from exc
@@ -121,12 +123,14 @@ class NumpyBert:
         self.layers = config["num_hidden_layers"]
         self.w = {k: v.astype(np.float32) for k, v in load_file(str(folder / "model.safetensors")).items()}
 
-    def __call__(self, ids: list[int], type_ids: list[int]) -> np.ndarray:
+    def __call__(self, ids: list[int], type_ids: list[int], layers: tuple[int, ...] = (6,)) -> np.ndarray:
+        """The states of `layers` (0: the embeddings), side by side: [s, 384 * len(layers)]."""
         w, eps = self.w, self.eps
         hidden = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:len(ids)]
                   + w["embeddings.token_type_embeddings.weight"][type_ids])
         hidden = layer_norm(hidden, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
-        for index in range(self.layers):
+        kept = [hidden] if 0 in layers else []
+        for index in range(max(layers)):
             p = f"encoder.layer.{index}."
 
             def linear(x: np.ndarray, name: str, p: str = p) -> np.ndarray:
@@ -140,7 +144,9 @@ class NumpyBert:
             inner = gelu(linear(hidden, "intermediate.dense"))
             hidden = layer_norm(hidden + linear(inner, "output.dense"), w[p + "output.LayerNorm.weight"],
                                 w[p + "output.LayerNorm.bias"], eps)
-        return hidden
+            if index + 1 in layers:
+                kept.append(hidden)
+        return np.concatenate(kept, axis=-1)
 
 
 @dataclass
@@ -245,8 +251,8 @@ class Reader:
         return Tokens(list(encoding.ids), list(encoding.type_ids), [tuple(o) for o in encoding.offsets],
                       [s is not None for s in encoding.sequence_ids])
 
-    def states(self, tokens: Tokens) -> np.ndarray:
-        return self.bert(tokens.ids, tokens.type_ids)
+    def states(self, tokens: Tokens, layers: tuple[int, ...] = (6,)) -> np.ndarray:
+        return self.bert(tokens.ids, tokens.type_ids, tuple(layers))
 
 
 _LOCK = threading.Lock()

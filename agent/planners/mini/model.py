@@ -65,7 +65,8 @@ class MiniPlannerModel(nn.Module):
         self.config = config
         d = config.width
         # dropout on the encoder's states: the tagger must read each word's context, not memorise the word
-        self.source = nn.Sequential(nn.Dropout(config.dropout * 2), nn.Linear(config.encoder_size, d), nn.LayerNorm(d))
+        read = config.encoder_size * len(config.encoder_layers)
+        self.source = nn.Sequential(nn.Dropout(config.dropout * 2), nn.Linear(read, d), nn.LayerNorm(d))
         layer = nn.TransformerEncoderLayer(d, config.heads, config.feedforward, config.dropout, batch_first=True,
                                            norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
@@ -77,7 +78,7 @@ class MiniPlannerModel(nn.Module):
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tag logits [b, s, tags], intent logits [b, intents] and tagger states [b, s, d] for MiniLM states
-        [b, s, 384] with their real-token mask [b, s]."""
+        [b, s, 384 * layers] with their real-token mask [b, s]."""
         hidden = self.norm(self.encoder(self.source(states), src_key_padding_mask=~mask))
         weights = mask[..., None].to(hidden.dtype)
         mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)

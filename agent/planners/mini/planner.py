@@ -33,7 +33,7 @@ from schemas import (
 
 from ..base import PlanRequest
 from ..grammar import parse_plan
-from .compose import ALIAS, REGION_MODULES, STOPWORDS, TAGS, Context, Span, Step, compose
+from .compose import ALIAS, PREFIX, REGION_MODULES, STOPWORDS, TAGS, Context, Span, Step, compose, keywords_of
 from .inference import NumpyTagger, Reader, load_reader, load_tagger, step_state
 
 _GRAMMAR = re.compile(r"<module[\s>]", re.IGNORECASE)
@@ -60,7 +60,7 @@ class RequestReading:
 def read_request(tagger: NumpyTagger, reader: Reader, text: str, context: Context) -> RequestReading:
     """Tag the request, compose its steps, and say how sure the reading is."""
     tokens = reader.tokens(text)
-    reading = tagger.read(reader.states(tokens))
+    reading = tagger.read(reader.states(tokens, tagger.config.encoder_layers))
     spans, sure = spans_of(reading.tag_probabilities, tokens.offsets, tokens.words, text,
                            tagger.config.switch_penalty)
     steps = compose(text, spans, context) if reading.intent == "plan" else []
@@ -164,8 +164,11 @@ class MiniPlanner:
         table = tuple(request.artifacts)
         lowered = text.lower()
         more = _MORE.fullmatch(lowered.strip()) is not None
-        if more or _SAME.search(lowered):
-            again = _same_again(request, edits_only=more)
+        do_too = _DO_TOO.fullmatch(lowered.strip())
+        if more or do_too or _SAME.search(lowered):
+            target = None if more else self._object_named(text, context_of(request))
+            target = target or (do_too.group("object") if do_too else None)
+            again = _same_again(request, edits_only=more, target=target)
             if again is not None:
                 return again
         if _CAPABILITY.search(lowered):
@@ -187,6 +190,12 @@ class MiniPlanner:
         doubt = reading.confidence < self.tagger.config.threshold or _unexplained(reading)
         return plan.model_copy(update={"reply": proposal(plan), "confirm": True}) if doubt else plan
 
+    def _object_named(self, text: str, context: Context) -> str | None:
+        """The object a "do the same to …" request names ("the helmet"), as the tagger reads it; None for none."""
+        reading = read_request(self.tagger, self.reader, text, context)
+        named = [text[s.start:s.end] for s in reading.spans if s.tag == "OBJ"]
+        return " ".join(named) or None
+
     def _steps(self, reading: RequestReading, region: Region | None) -> list[Invocation]:
         out = []
         region_left = region
@@ -205,21 +214,42 @@ _SAME = re.compile(r"\b(?:do the same|the same (?:thing|again|here|for|on|to|wit
                    r"repeat (?:that|it|this|the last)|do (?:that|it) again)\b")
 
 
+_DO_TOO = re.compile(r"(?:(?:ok|okay|now|and|also|nice|great|good|cool)[,.!]? )*(?:now )?do (?!it\b|that\b|this\b)"
+                     r"(?P<object>(?:the |that |this |his |her |my )?[a-z' ]+?) (?:too|as well|also)(?: please)?[.!]*")
+"""The previous edit on another object, said in a few words ("now do the helmet too")."""
+
+
 _MORE = re.compile(r"(?:(?:ok|okay|now|and|yes|nice|good|great|hmm)[,.!]? )*(?:(?:even|a (?:little |tiny )?bit|"
                    r"a little|a lot|much|some|slightly) )?(?:more|stronger)(?: please| again)?[.!?]*")
 """Asking for more of the last edit ("a bit more", "even stronger"): its edits again, on their own result."""
 
 
-def _same_again(request: PlanRequest, *, edits_only: bool = False) -> Plan | None:
+def _same_again(request: PlanRequest, *, edits_only: bool = False, target: str | None = None) -> Plan | None:
     """"Do the same on this one": the previous plan again, its inputs left to the resolver (this turn's upload, the
     latest result) and this turn's region on its first step that reads one; None when there is no previous plan.
-    `edits_only`: only its edits ("a bit more" strengthens the edit, the object is already segmented)."""
+    `edits_only`: only its edits ("a bit more" strengthens the edit, the object is already segmented). `target`:
+    the object this time ("same for the helmet"): segmented instead of the previous one (first, when the previous
+    plan segmented nothing)."""
     previous = next((turn.invocations for turn in reversed(request.history.turns)
                      if turn.role == "assistant" and turn.invocations), None)
     if edits_only and previous:
         previous = [d for d in previous if resolve_module(d["module"]).code in "CF"]
     if not previous:
         return None
+    previous = [dict(d) for d in previous]
+    if target:
+        codes = [resolve_module(d["module"]).code for d in previous]
+        segmenting = [d for d, code in zip(previous, codes, strict=True) if code in "BE"]
+        edit = next((code for code in codes if code in "CF"), None)
+        if not segmenting and edit is not None:  # a whole-picture edit: now only on the object
+            segmenting = [{"module": "E" if edit == "F" else "B"}]
+            previous.insert(0, segmenting[0])
+        for dumped in segmenting:
+            before = str(dumped.get("command", "")).split(":", 1)[-1].strip()
+            dumped["command"] = f"{PREFIX[resolve_module(dumped['module']).code]} {target}"
+            for edit_step in previous:  # "editing: make the umbrella red" → "editing: make the helmet red"
+                if before and resolve_module(edit_step["module"]).code in "CF":
+                    edit_step["command"] = str(edit_step.get("command", "")).replace(before, target)
     steps, region = [], request.region
     for dumped in previous:
         fields = {k: v for k, v in dumped.items() if k in ("module", "command", "params")}
@@ -233,7 +263,19 @@ def context_of(request: PlanRequest) -> Context:
     uploads = [ref.kind for ref in request.inputs.values()]
     upload = "video" if "video" in uploads else "image" if "image" in uploads else None
     return Context(upload=upload, memory=tuple(e.alias for e in request.artifacts if e.alias),
-                   region=request.region is not None)
+                   region=request.region is not None, segmented=_last_segmented(request))
+
+
+_SEGMENTATIONS = {spelling for code in "BE" for spelling in (code, resolve_module(code).name)}
+
+
+def _last_segmented(request: PlanRequest) -> tuple[str, ...]:
+    """The content words of the session's latest segmentation ("segmentation: the red cup" → red, cup)."""
+    for turn in reversed(request.history.turns):
+        for dumped in reversed(turn.invocations if turn.role == "assistant" else ()):
+            if str(dumped.get("module", "")) in _SEGMENTATIONS:
+                return keywords_of(str(dumped.get("command", "")).split(":", 1)[-1])
+    return ()
 
 
 # --- what the planner says instead of running something ----------------------------------------------------
@@ -309,7 +351,7 @@ _FILLER = frozenset((
     "even", "little", "slightly", "much", "lot", "bit", "somewhat", "how", "way", "look", "object", "thing",
     "shape", "region", "area", "selection", "part", "stuff", "item", "marked", "drew", "box", "boxed", "where",
     "which", "who", "when", "while", "whose", "second", "seconds", "minute", "minutes", "an", "of", "to", "in", "on",
-    "around", "through", "drawn", "circled", "inside", "within",
+    "around", "through", "drawn", "circled", "inside", "within", "footage", "movie", "recording", "gif",
 ))
 
 

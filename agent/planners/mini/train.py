@@ -54,7 +54,9 @@ class TrainConfig:
     synergy_weight: float = 1.0
     adversary_steps: int = 4
     threads: int | None = None  # torch's choice
-    model: MiniConfig = field(default_factory=MiniConfig)
+    # the tagger reads three of MiniLM's six layers: the lower ones hold more of each word's syntax (which noun
+    # an edit is about), the last its meaning in the sentence
+    model: MiniConfig = field(default_factory=lambda: MiniConfig(encoder_layers=(2, 4, 6)))
 
 
 # --- encoding examples --------------------------------------------------------------------------------------
@@ -73,11 +75,11 @@ class Encoded:
 
 
 def encode_examples(minilm: MiniLM, examples: Sequence[Example], batch_size: int = 128,
-                    progress: Progress | None = None) -> list[Encoded]:
+                    progress: Progress | None = None, layers: Sequence[int] = (6,)) -> list[Encoded]:
     out = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        batch = minilm.encode([e.text for e in chunk])
+        batch = minilm.encode([e.text for e in chunk], layers=layers)
         for row, example in enumerate(chunk):
             n = int(batch.mask[row].sum())
             offsets = batch.offsets[row][:n]
@@ -410,7 +412,8 @@ def _train(out_folder: Path, seed: int, say: Progress, config: TrainConfig) -> d
     sizes: dict[Split, int] = {"train": config.sizes["train"], "val": config.sizes["val"]}
     data = generate_splits(sizes, seed)
     say(f"generated {sizes} examples")
-    encoded = {split: encode_examples(minilm, examples, progress=say) for split, examples in data.items()}
+    encoded = {split: encode_examples(minilm, examples, progress=say, layers=config.model.encoder_layers)
+               for split, examples in data.items()}
     model = MiniPlannerModel(copy.deepcopy(config.model))
 
     t1 = time.perf_counter()
