@@ -24,7 +24,7 @@ def train_cmd(
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: the shipped checkpoint).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the data and the weights.")] = 0,
 ) -> None:
-    """Train the three stages (instruction tuning, embedding alignment, cross-task synergy); about 18 min on 2 idle cores."""
+    """Train the three stages (instruction tuning, embedding alignment, cross-task synergy); ~18 min, 2 idle cores."""
     from agent.planners.mini import CHECKPOINT
     from agent.planners.mini.train import train
 
