@@ -61,7 +61,9 @@ def read_config(folder: Path) -> MiniConfig:
                                      "VITRON_PLANNER_MODEL unset)")
     try:
         fields = json.loads((folder / CONFIG_FILE).read_text())
-        return MiniConfig(**{**fields, "encoder_layers": tuple(fields.get("encoder_layers", (6,)))})
+        if "encoder_layers" in fields:  # a JSON list; older checkpoints read the last layer (the default)
+            fields["encoder_layers"] = tuple(fields["encoder_layers"])
+        return MiniConfig(**fields)
     except (TypeError, ValueError) as exc:
         raise BackendUnavailable(f"the mini planner checkpoint in {folder} does not load: {exc}", field="planner",
                                  fix="train it again with this version") from exc
@@ -123,8 +125,9 @@ class NumpyBert:
         self.layers = config["num_hidden_layers"]
         self.w = {k: v.astype(np.float32) for k, v in load_file(str(folder / "model.safetensors")).items()}
 
-    def __call__(self, ids: list[int], type_ids: list[int], layers: tuple[int, ...] = (6,)) -> np.ndarray:
-        """The states of `layers` (0: the embeddings), side by side: [s, 384 * len(layers)]."""
+    def __call__(self, ids: list[int], type_ids: list[int], layers: tuple[int, ...] | None = None) -> np.ndarray:
+        """The last layer's states, or those of `layers` (0: the embeddings) side by side: [s, 384 * len(layers)]."""
+        layers = layers or (self.layers,)
         w, eps = self.w, self.eps
         hidden = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:len(ids)]
                   + w["embeddings.token_type_embeddings.weight"][type_ids])
@@ -251,8 +254,8 @@ class Reader:
         return Tokens(list(encoding.ids), list(encoding.type_ids), [tuple(o) for o in encoding.offsets],
                       [s is not None for s in encoding.sequence_ids])
 
-    def states(self, tokens: Tokens, layers: tuple[int, ...] = (6,)) -> np.ndarray:
-        return self.bert(tokens.ids, tokens.type_ids, tuple(layers))
+    def states(self, tokens: Tokens, layers: tuple[int, ...] | None = None) -> np.ndarray:
+        return self.bert(tokens.ids, tokens.type_ids, layers)
 
 
 _LOCK = threading.Lock()

@@ -163,18 +163,21 @@ class MiniPlanner:
             return parse_plan(text, workflows=request.workflows)  # the user wrote the invocations themselves
         table = tuple(request.artifacts)
         lowered = text.lower()
+        context = context_of(request)
+        reading: RequestReading | None = None
         more = _MORE.fullmatch(lowered.strip()) is not None
         do_too = _DO_TOO.fullmatch(lowered.strip())
         if more or do_too or _SAME.search(lowered):
-            target = None if more else self._object_named(text, context_of(request))
-            target = target or (do_too.group("object") if do_too else None)
+            target = None
+            if not more:  # "same for the boots": the object named this time, as the tagger reads it
+                reading = read_request(self.tagger, self.reader, text, context)
+                target = _object_phrase(reading) or (do_too.group("object") if do_too else None)
             again = _same_again(request, edits_only=more, target=target)
             if again is not None:
                 return again
         if _CAPABILITY.search(lowered):
             return Plan(reply=CAPABILITIES_REPLY)
-        context = context_of(request)
-        reading = read_request(self.tagger, self.reader, text, context)
+        reading = reading or read_request(self.tagger, self.reader, text, context)
         if reading.intent in ("undo", "show"):
             return _operation(reading.intent, text, table)
         if reading.intent == "vague":
@@ -189,12 +192,6 @@ class MiniPlanner:
         plan = Plan(steps=[PlanStep(invocation=invocation) for invocation in steps])
         doubt = reading.confidence < self.tagger.config.threshold or _unexplained(reading)
         return plan.model_copy(update={"reply": proposal(plan), "confirm": True}) if doubt else plan
-
-    def _object_named(self, text: str, context: Context) -> str | None:
-        """The object a "do the same to …" request names ("the helmet"), as the tagger reads it; None for none."""
-        reading = read_request(self.tagger, self.reader, text, context)
-        named = [text[s.start:s.end] for s in reading.spans if s.tag == "OBJ"]
-        return " ".join(named) or None
 
     def _steps(self, reading: RequestReading, region: Region | None) -> list[Invocation]:
         out = []
@@ -224,6 +221,11 @@ _MORE = re.compile(r"(?:(?:ok|okay|now|and|yes|nice|good|great|hmm)[,.!]? )*(?:(
 """Asking for more of the last edit ("a bit more", "even stronger"): its edits again, on their own result."""
 
 
+def _object_phrase(reading: RequestReading) -> str | None:
+    """The object words of a reading ("the helmet"); None when it names none."""
+    return " ".join(reading.text[s.start:s.end] for s in reading.spans if s.tag == "OBJ") or None
+
+
 def _same_again(request: PlanRequest, *, edits_only: bool = False, target: str | None = None) -> Plan | None:
     """"Do the same on this one": the previous plan again, its inputs left to the resolver (this turn's upload, the
     latest result) and this turn's region on its first step that reads one; None when there is no previous plan.
@@ -236,20 +238,8 @@ def _same_again(request: PlanRequest, *, edits_only: bool = False, target: str |
         previous = [d for d in previous if resolve_module(d["module"]).code in "CF"]
     if not previous:
         return None
-    previous = [dict(d) for d in previous]
     if target:
-        codes = [resolve_module(d["module"]).code for d in previous]
-        segmenting = [d for d, code in zip(previous, codes, strict=True) if code in "BE"]
-        edit = next((code for code in codes if code in "CF"), None)
-        if not segmenting and edit is not None:  # a whole-picture edit: now only on the object
-            segmenting = [{"module": "E" if edit == "F" else "B"}]
-            previous.insert(0, segmenting[0])
-        for dumped in segmenting:
-            before = str(dumped.get("command", "")).split(":", 1)[-1].strip()
-            dumped["command"] = f"{PREFIX[resolve_module(dumped['module']).code]} {target}"
-            for edit_step in previous:  # "editing: make the umbrella red" → "editing: make the helmet red"
-                if before and resolve_module(edit_step["module"]).code in "CF":
-                    edit_step["command"] = str(edit_step.get("command", "")).replace(before, target)
+        previous = _retargeted([dict(d) for d in previous], target)
     steps, region = [], request.region
     for dumped in previous:
         fields = {k: v for k, v in dumped.items() if k in ("module", "command", "params")}
@@ -257,6 +247,24 @@ def _same_again(request: PlanRequest, *, edits_only: bool = False, target: str |
             fields["region"], region = region, None
         steps.append(PlanStep(invocation=Invocation.model_validate(fields)))
     return Plan(steps=steps)
+
+
+def _retargeted(previous: list[dict], target: str) -> list[dict]:
+    """The previous plan about `target`: its segmentations segment it (one is added before a whole-picture edit)
+    and its edits name it where they named the previous object."""
+    codes = [resolve_module(d["module"]).code for d in previous]
+    segmenting = [d for d, code in zip(previous, codes, strict=True) if code in "BE"]
+    edit = next((code for code in codes if code in "CF"), None)
+    if not segmenting and edit is not None:
+        segmenting = [{"module": "E" if edit == "F" else "B"}]
+        previous.insert(0, segmenting[0])
+    for dumped in segmenting:
+        before = str(dumped.get("command", "")).split(":", 1)[-1].strip()
+        dumped["command"] = f"{PREFIX[resolve_module(dumped['module']).code]} {target}"
+        for step in previous:  # "editing: make the umbrella red" → "editing: make the helmet red"
+            if before and resolve_module(step["module"]).code in "CF":
+                step["command"] = str(step.get("command", "")).replace(before, target)
+    return previous
 
 
 def context_of(request: PlanRequest) -> Context:

@@ -76,7 +76,7 @@ class Encoded:
 
 
 def encode_examples(minilm: MiniLM, examples: Sequence[Example], batch_size: int = 128,
-                    progress: Progress | None = None, layers: Sequence[int] = (6,)) -> list[Encoded]:
+                    progress: Progress | None = None, layers: Sequence[int] | None = None) -> list[Encoded]:
     out = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
