@@ -60,7 +60,7 @@ CHUNKED_BACKENDS = {("video_segmentation", "opencv"), ("video_segmentation", "sa
 KEYFRAME_STEPS = 6  # tracker steps per chunk in E's keyframe pass: its stride is chunk // KEYFRAME_STEPS
 REPORT_EVERY = 5  # frames between progress reports (each also checks for cancellation)
 RNG_SEED = 0  # GrabCut's k-means draws from OpenCV's per-thread RNG: seeded, a chunk's masks are reproducible
-KEY_VERSION = 2  # bump when a chunk's format changes, so old index entries are not reused
+KEY_VERSION = 3  # bump when a chunk's format changes, so old index entries are not reused
 
 COMPUTED: Counter[str] = Counter()
 """Chunk computations in this process by operation ("edit", "track", "keyframes"); lookups that hit don't count."""
@@ -77,6 +77,7 @@ class ChunkPlan(BaseModel):
     ranges: list[tuple[int, int]]
     start_masks: list[ArtifactRef | None]  # E: each chunk's starting mask (from the keyframe pass)
     started: float  # wall-clock time the job started, for JobResult.seconds
+    notes: list[str] = []  # what the keyframe pass told the user (a signal left out…)
 
 
 def chunk_ranges(frames: int, chunk: int) -> list[tuple[int, int]]:
@@ -224,7 +225,8 @@ def keyframe_stride(chunk: int) -> int:
 def track_keyframes(spec: JobSpec, starts: list[int], ctx: ToolContext, stride: int) -> ArtifactRef:
     """The object's mask at each chunk start, tracked from the first frame over every `stride`-th frame.
 
-    Returns the ref of a JSON document {start: mask ref}; recorded under its key like a chunk."""
+    Returns the ref of a JSON document {start: mask ref, "notes": [what the job noted]}; recorded under its key like
+    a chunk, its notes with it, so that a job that finds it says them too."""
     from .embedded.segmentation import object_mask
     from .embedded.video_segmentation import track
 
@@ -241,6 +243,7 @@ def track_keyframes(spec: JobSpec, starts: list[int], ctx: ToolContext, stride: 
     indices = sorted(steps)
     report = _reporter(ctx, "video_segmentation: keyframes", len(indices))
     keep: dict[str, Any] = {}
+    noted = len(ctx.notes)
     with _frames(ctx.store, inp.video, 0, max(starts) + 1) as frames:
         picked = (frame for index, frame in enumerate(frames) if index in steps)  # decoded, not tracked
         if spec.backend == "sam":
@@ -257,7 +260,7 @@ def track_keyframes(spec: JobSpec, starts: list[int], ctx: ToolContext, stride: 
                 keep[str(index)] = ctx.store.put_mask(mask).model_dump(mode="json")
     if len(keep) != len(wanted):
         raise InvalidInput(f"the video ends before frame {max(starts)}", field="video")
-    ref = ctx.store.put_json(keep)
+    ref = ctx.store.put_json({**keep, "notes": ctx.notes[noted:]})
     ctx.store.put_named(key, ref)
     return ref
 
@@ -269,7 +272,7 @@ def _box(mask: np.ndarray) -> list[int] | None:
 
 
 def segment_video_chunk(spec: JobSpec, start: int, stop: int, start_mask: ArtifactRef, ctx: ToolContext) -> ArtifactRef:
-    """Track frames [start, stop) from `start_mask`; the result is a JSON {masks: ref, boxes: [...]}."""
+    """Track frames [start, stop) from `start_mask`; the result is a JSON {masks: ref, boxes: [...], notes: [...]}."""
     from .embedded.video_segmentation import track
 
     key = chunk_key(spec, start, stop, op="track", params={"start_mask": start_mask.sha256, **_model_params(spec, ctx)})
@@ -284,6 +287,7 @@ def segment_video_chunk(spec: JobSpec, start: int, stop: int, start_mask: Artifa
     report = _reporter(ctx, f"video_segmentation: frames {start}-{stop}", stop - start)
     fps = ctx.store.video_info(inp.video).fps
     boxes: list[list[int] | None] = []
+    noted = len(ctx.notes)
     with _frames(ctx.store, inp.video, start, stop) as frames, ctx.store.video_writer(fps, kind="masks") as writer:
         if spec.backend == "sam":
             from .real.video_segmentation import track_masks
@@ -296,7 +300,8 @@ def segment_video_chunk(spec: JobSpec, start: int, stop: int, start_mask: Artifa
             boxes.append(_box(mask))
     if writer.frames != stop - start:
         raise InvalidInput(f"the video ends at frame {start + writer.frames}, before {stop}", field="video")
-    ref = ctx.store.put_json({"masks": writer.ref.model_dump(mode="json"), "boxes": boxes})
+    ref = ctx.store.put_json({"masks": writer.ref.model_dump(mode="json"), "boxes": boxes,
+                              "notes": ctx.notes[noted:]})
     ctx.store.put_named(key, ref)
     return ref
 
@@ -325,7 +330,8 @@ def plan_chunks(spec: JobSpec, ctx: ToolContext, chunk: int) -> ChunkPlan:
     starts = [start for start, _ in ranges]
     doc = ctx.store.get_json(track_keyframes(spec, starts, ctx, keyframe_stride(chunk)))
     masks = [ArtifactRef.model_validate(doc[str(start)]) for start in starts]
-    return ChunkPlan(kind="masks", fps=fps, frames=frames, ranges=ranges, start_masks=masks, started=started)
+    return ChunkPlan(kind="masks", fps=fps, frames=frames, ranges=ranges, start_masks=masks, started=started,
+                     notes=doc.get("notes", []))
 
 
 def run_chunk(spec: JobSpec, start: int, stop: int, start_mask: ArtifactRef | None, ctx: ToolContext) -> ArtifactRef:
@@ -336,22 +342,24 @@ def run_chunk(spec: JobSpec, start: int, stop: int, start_mask: ArtifactRef | No
 
 
 def merge_chunks(kind: Literal["video", "masks"], chunk_refs: list[ArtifactRef],
-                 ctx: ToolContext) -> dict[str, ArtifactRef]:
-    """Join the chunks into the job's artifacts, {"video"} or {"masks", "boxes"}: their packets are copied, not
-    decoded and encoded again, so the merge is quick and the chunks' work is the whole job's."""
+                 ctx: ToolContext) -> tuple[dict[str, ArtifactRef], list[str]]:
+    """Join the chunks into the job's artifacts, {"video"} or {"masks", "boxes"}, and what the chunks noted: their
+    packets are copied, not decoded and encoded again, so the merge is quick and the chunks' work is the whole
+    job's."""
     store = ctx.store
     ctx.progress(0.99, f"merging {len(chunk_refs)} chunks")
     if kind == "video":
-        return {"video": store.concat_videos(chunk_refs)}
+        return {"video": store.concat_videos(chunk_refs)}, []
     parts = [store.get_json(ref) for ref in chunk_refs]
     masks = store.concat_videos([ArtifactRef.model_validate(part["masks"]) for part in parts])
     boxes = [box for part in parts for box in part["boxes"]]
-    return {"masks": masks, "boxes": store.put_json(boxes, kind="boxes")}
+    notes = [note for part in parts for note in part.get("notes", [])]
+    return {"masks": masks, "boxes": store.put_json(boxes, kind="boxes")}, notes
 
 
 def finish(spec: JobSpec, plan: ChunkPlan, chunk_refs: list[ArtifactRef], ctx: ToolContext) -> JobResult:
     """Merge the chunks and give the job's result: the same output contract as the unchunked tool."""
-    merged = merge_chunks(plan.kind, chunk_refs, ctx)
+    merged, notes = merge_chunks(plan.kind, chunk_refs, ctx)
     out: SegmentVideoOutput | EditVideoOutput
     if plan.kind == "masks":
         out = SegmentVideoOutput(backend=spec.backend or "opencv", masks=merged["masks"], boxes=merged["boxes"])
@@ -362,7 +370,8 @@ def finish(spec: JobSpec, plan: ChunkPlan, chunk_refs: list[ArtifactRef], ctx: T
         out = EditVideoOutput(backend="opencv", video=merged["video"], operation=label)
     ctx.progress(1.0, f"{spec.module}: done in {len(chunk_refs)} chunks")
     return JobResult(job_id=spec.job_id, output=out.model_dump(mode="json", context={"store": ctx.store}),
-                     seconds=time.time() - plan.started, backend=out.backend)
+                     seconds=time.time() - plan.started, backend=out.backend,
+                     notes=list(dict.fromkeys([*plan.notes, *notes])))  # each said once, as `ToolContext.note` does
 
 
 def run_chunked(spec: JobSpec, ctx: ToolContext, chunk: int = 30, *, workers: int = 2) -> JobResult:

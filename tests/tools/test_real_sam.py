@@ -281,6 +281,19 @@ def test_a_long_sam_track_splits_into_chunks_from_a_keyframe_pass(sam_ctx):
     assert (COMPUTED - before)["track"] == 6
 
 
+def test_a_chunked_sam_track_says_what_its_chunks_noted_even_when_found_again(sam_ctx):
+    """A signal of another width is left out, and the job says so: split into chunks too, and when its keyframes
+    and chunks are found in the store instead of computed."""
+    from tools.chunks import run_chunked
+    from tools.jobs import job_spec
+
+    ref = sam_ctx.store.put_video([scene(shift=i % 20) for i in range(24)], 8.0)
+    spec = job_spec("E", {"video": ref, "region": BOX, "signal": signal(0, width=WIDTH + 5)}, sam_ctx.store)
+    for _ in range(2):  # computed, then found
+        notes = run_chunked(spec, sam_ctx, chunk=8).notes
+        assert len(notes) == 1 and "the planner's signal was left out" in notes[0], notes
+
+
 def test_a_region_on_a_later_frame_is_followed_back_by_sam(sam_ctx, progress_log):
     later = {**BOX, "frame": FRAMES - 2}
     out = get_tool("E").run({"video": video(sam_ctx), "region": later, "signal": signal(0)}, sam_ctx)
