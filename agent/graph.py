@@ -2,7 +2,9 @@
 respond. A plan edited at an approval pause goes through `validate`; the node that runs a chain's last step
 answers at once, a superstep sooner. A plan's session operation (undo, show) is done in `plan`, with no job; a
 plan the planner is not sure of (`Plan.confirm`) ends the turn with its question, and the guess waits in the
-thread's state (`pending`) for the next turn: a yes runs it without the planner, a no drops it.
+thread's state (`pending`) for the next turn: a yes runs it without the planner, a no drops it. A step that asks which
+object its command means ends the turn with that question, and the turn's plan waits (`which`): an answer that only
+picks one ("the right one") is joined to that step's command and the plan runs again, without the planner.
 
 The nodes are LangGraph's; everything about plans is the plan engine's (`workflows`): the planner's invocations
 are compiled (inputs resolved, checked against the tool schemas) into compiled steps, `workflows.rounds` says which
@@ -43,6 +45,7 @@ from schemas import (
     as_region,
 )
 from tools.executors import Executor
+from tools.referring import picks
 from workflows import (
     Ambiguous,
     RunControl,
@@ -89,6 +92,8 @@ class TurnState(TypedDict, total=False):
     shown: list[str]  # aliases the turn answers with that no step made: what an undo brought back, what show showed
     pending: dict | None  # a guess the planner asked about (`Plan` JSON, tensors as refs), kept for the next turn:
     # a new turn's input leaves it out, so it outlives the turn in the thread's checkpoints until a plan reads it
+    which: dict | None  # a plan whose step asked which object its command means: {"steps": [invocation JSON],
+    # "position": the asking step's}, kept for the next turn like `pending`
 
 
 @dataclass
@@ -139,13 +144,15 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         sid = state["session_id"]
         table = _artifact_table(sid)
         region = _region(state.get("region"))
-        pending = state.get("pending")
+        pending, which = state.get("pending"), state.get("which")
         answered = yes_or_no(state["text"]) if pending else None
-        update: dict[str, Any] = {"pending": None}  # a guess waits for the next plan only
+        update: dict[str, Any] = {"pending": None, "which": None}  # a guess or a question waits for the next plan only
         if answered is False:
             return {**update, "final": "All right, I won't. What did you mean?"}
         if answered:  # the user said yes to the guess: it runs as this turn's plan, no planner call
             proposal = Plan.model_validate(pending, context={"store": store})
+        elif which and picks(state["text"], which["steps"][which["position"] - 1].get("command", "")):
+            proposal = _picked(which, state["text"], store)  # "the right one": the asked step's command, refined
         else:
             request = PlanRequest(
                 text=state["text"], history=lambda: memory.history(sid), artifacts=table,
@@ -322,7 +329,7 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         update: dict[str, Any] = {"results": {step.name: result.to_json()}}
         settled = {**state, "results": {**results, **update["results"]}}
         if route(settled) == "respond":  # the turn's last step: answer here, a superstep sooner
-            update["final"] = answer(settled)
+            update.update(answer(settled))
         return update
 
     def run_step(task: dict[str, Any]) -> dict[str, Any]:
@@ -378,17 +385,18 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         return "respond"
 
     def respond(state: TurnState) -> dict[str, Any]:
-        return {"final": answer(state)}
+        return answer(state)
 
-    def answer(state: TurnState) -> str:
-        """The reply (a question or a refusal already in `final`, else a summary), recorded and sent."""
+    def answer(state: TurnState) -> dict[str, Any]:
+        """The reply (a question or a refusal already in `final`, else a summary), recorded and sent; the plan kept
+        for the answer when a step asked which object it means."""
         cancel_ahead(state["session_id"])  # started ahead for a step this turn never ran
         text = state.get("final") or _summary(state)
         positions = _positions(state.get("steps", []))
         invocations = [_record(CompiledStep.model_validate(s), positions) for s in state.get("steps", [])]
         memory.append_turn(state["session_id"], "assistant", reply=text, invocations=invocations)
         _emit("message", text=text)
-        return text
+        return {"final": text, "which": _which(state, invocations)}
 
     graph = StateGraph(TurnState)
     graph.add_node("plan", plan)
@@ -476,6 +484,25 @@ def _outcomes(state: TurnState) -> tuple[StepOutcome, ...]:
                           and r.get("alias")),
             error=result.get("error"), answer=_answer_of(step.module, result), question=result.get("question")))
     return tuple(outcomes)
+
+
+def _which(state: TurnState, invocations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The turn's plan and the step that asked which object its command means, for the next turn's answer; None when
+    no step asked, or when the plan is not the turn's own list of steps (a saved workflow's, a second round's)."""
+    asked = next((outcome for outcome in _outcomes(state) if outcome.question), None)
+    steps = state.get("steps", [])
+    if asked is None or state.get("round", 1) > 1 or any(str(s["name"]) != str(s["position"]) for s in steps):
+        return None
+    return {"steps": invocations, "position": asked.position}
+
+
+def _picked(which: dict[str, Any], text: str, store: Any) -> Plan:
+    """The plan that asked, its asking step's command joined with the answer that picks ("segmentation: the red
+    object, the right one")."""
+    steps = [dict(step) for step in which["steps"]]
+    asked = steps[which["position"] - 1]
+    asked["command"] = f"{asked.get('command', '')}, {text.strip()}"
+    return Plan.model_validate({"steps": [{"invocation": step} for step in steps]}, context={"store": store})
 
 
 def _answer_of(module: str, result: dict[str, Any]) -> str | None:

@@ -342,6 +342,25 @@ def parse_phrase(command: str) -> Phrase:
                   noun=" ".join(noun) or None, colours=colours, selector=selector, frame=frame)
 
 
+_ANSWER = _words("i mean meant want wanted please yes sorry oh ok okay thanks thank is was s")
+"""Words of conversation around a pick ("oh, I meant the left one please")."""
+
+
+def picks(answer: str, command: str) -> bool:
+    """Whether `answer` only picks one of the candidates that `command` found ("the right one", "the red object on
+    the left", "second"): a place, size or order, said in the command's words, the phrase's own and a few of
+    conversation. Anything else ("make the left one blue") is a new request."""
+    try:
+        if not isinstance(answer, str) or parse_phrase(answer).selector is None:
+            return False
+    except InvalidInput:
+        return False
+    known = set(_tokens(command)) | _STOP | _VERBS | _ANSWER
+    tokens = _tokens(answer)
+    return len(tokens) <= 12 and all(token in known or _ordinal_of(token) is not None
+                                     or parse_phrase(token).selector is not None for token in tokens)
+
+
 def _place(places: dict[str, str]) -> Key | None:
     if "x" in places and "y" in places:
         return f"{places['y']} {places['x']}"  # type: ignore[return-value]

@@ -49,3 +49,34 @@ def test_the_mini_planner_keeps_the_phrase(agent):
     (step,) = reply.steps
     assert step.status == "succeeded" and "left" in step.invocation["command"]
     assert iou(agent.memory.store.get_mask(reply.artifacts[0].ref), left) >= 0.95
+
+
+def test_an_answer_that_picks_one_runs_the_plan_again_on_it(explicit):
+    """"Which do you mean?" answered with "the one on the right": the asked step's command is refined with the
+    answer and the whole plan runs, with no planner call; an answer that asks something new goes to the planner."""
+    image, (_, right) = two_red_squares()
+    session = explicit.session()
+    session.send("<module>B</module><instruction>segment the red object</instruction>"
+                 "<module>C</module><instruction>make it blue</instruction><input>@1</input>", image=image)
+    reply = session.send("oh, the one on the right please")
+    assert [s.status for s in reply.steps] == ["succeeded", "succeeded"]
+    assert reply.steps[0].invocation["command"] == "segment the red object, oh, the one on the right please"
+    mask = explicit.memory.store.get_mask(reply.artifacts[0].ref)
+    assert iou(mask, right) >= 0.95
+    edited = explicit.memory.store.get_image(reply.artifacts[1].ref)
+    assert edited[right][:, 2].mean() > edited[right][:, 0].mean()  # the right square is blue now
+
+    session.send("<module>B</module><instruction>segment the red object</instruction>", image=image)
+    reply = session.send("<module>B</module><instruction>segment the grey cat on the left</instruction>")
+    assert reply.steps[0].invocation["command"] == "segment the grey cat on the left"  # a new request, planned
+
+
+def test_the_mini_planner_turn_asks_then_takes_the_answer(agent):
+    image, (left, _) = two_red_squares()
+    session = agent.session()
+    asked = session.send("segment the red object", image=image)
+    assert "Which do you mean" in asked.text
+    reply = session.send("the left one")
+    (step,) = reply.steps
+    assert step.status == "succeeded" and "left one" in step.invocation["command"]
+    assert iou(agent.memory.store.get_mask(reply.artifacts[0].ref), left) >= 0.95
