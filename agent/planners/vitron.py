@@ -36,8 +36,9 @@ from schemas import (
 )
 
 from .base import PlanRequest
-from .grammar import SIGNAL_TOKENS, parse_plan
+from .grammar import SIGNAL_TOKENS
 from .vitron_model import IMAGE_TOKEN, MODEL_SETTING, MODULE_CODES, SIGNAL_TOKEN, VitronModel
+from .vitron_reply import read_vitron_reply
 
 MAX_ARTIFACT_LINES = 40
 """The artifact table shows at most this many of the newest rows; the history sums up the rest."""
@@ -125,8 +126,11 @@ class VitronPlanner:
         generation = self.model.generate(
             prompt.text, prompt.images or None, self.max_new_tokens, force_sequence=self.force_sequence
         )
-        plan = parse_plan(generation.text, signal_tokens=SIGNAL_TOKENS | {SIGNAL_TOKEN})
-        return self._attach_signals(plan, generation.signal_hidden)
+        reading = read_vitron_reply(generation.text, signal_tokens=SIGNAL_TOKENS | {SIGNAL_TOKEN})
+        hidden = generation.signal_hidden
+        if hidden.shape[0] == reading.signals_written:  # else `_attach_signals` says why they cannot be matched
+            hidden = hidden[reading.signal_rows]
+        return self._attach_signals(reading.plan, hidden)
 
     def prompt_for(self, request: PlanRequest) -> PlannerPrompt:
         """The prompt and pictures `plan` gives the model for `request` (public so callers can inspect it)."""
