@@ -1,5 +1,6 @@
-"""`vitron planner train|eval|align`: reproduce the mini planner's checkpoint, print its figures, and align a
-planner's signals with the configured backends."""
+"""`vitron planner train|merge|eval|align`: reproduce the mini planner's checkpoint or fine-tune a VITRON planner
+(LoRA on a LLaVA-style model), fold its adapter in, print a planner's figures, and align a planner's signals with the
+configured backends."""
 
 from __future__ import annotations
 
@@ -23,14 +24,58 @@ def _say(message: str) -> None:
 def train_cmd(
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: the shipped checkpoint).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the data and the weights.")] = 0,
+    base: Annotated[Path | None, typer.Option(help="A LLaVA-style (or causal LM) model folder: fine-tune a "
+                                                   "VITRON planner from it with LoRA, not vitron-mini.")] = None,
+    stages: Annotated[str, typer.Option(help="With --base: the stages to run, e.g. 1,2,3.")] = "1,2,3",
+    lora_rank: Annotated[int, typer.Option(help="With --base: the LoRA rank.")] = 16,
+    steps: Annotated[int, typer.Option(help="With --base: optimizer steps of stage 1.")] = 200,
+    batch: Annotated[int, typer.Option(help="With --base: requests per optimizer step.")] = 4,
+    accumulate: Annotated[int, typer.Option(help="With --base: batches per optimizer step.")] = 1,
+    requests: Annotated[int, typer.Option(help="With --base: generated requests to train on.")] = 2000,
+    device: Annotated[str, typer.Option(help="With --base: cpu or cuda (bf16/fp16 there).")] = "cpu",
 ) -> None:
-    """Train the three stages (instruction tuning, embedding alignment, cross-task synergy); ~18 min, 2 idle cores."""
+    """Train the three stages (instruction tuning, embedding alignment, cross-task synergy): vitron-mini (~18 min,
+    2 idle cores), or with --base a VITRON planner whose folder VITRON_PLANNER_MODEL then names (resumable: run
+    the same command again after a stop)."""
+    import json
+
+    if base is not None:
+        from agent.planners.vitron_train import VitronTrainConfig, train_vitron
+        from schemas import InvalidInput
+
+        if out is None:
+            raise InvalidInput("--base needs the folder to write", field="--out", fix="name it with --out DIR")
+        try:
+            chosen = tuple(int(s) for s in stages.split(",") if s.strip())
+        except ValueError:
+            raise InvalidInput(f"{stages!r} is not a list of stage numbers", field="--stages",
+                               fix="write them as 1,2,3") from None
+        config = VitronTrainConfig(stages=chosen, lora_rank=lora_rank, steps=steps, batch=batch,
+                                   accumulate=accumulate, requests=requests, seed=seed, device=device)
+        summary = train_vitron(base, out, config, progress=_say)
+        print(json.dumps({stage: {k: v for k, v in figures.items() if not k.endswith("losses")}
+                          for stage, figures in summary["stages"].items()}))
+        err.print(f"wrote {out}: set VITRON_PLANNER_MODEL={out} (and VITRON_PLANNER=vitron) to plan with it")
+        return
     from agent.planners.mini import CHECKPOINT
     from agent.planners.mini.train import train
 
     folder = out or CHECKPOINT
     train(folder, seed=seed, progress=_say)
     err.print(f"wrote {folder}")
+
+
+@planner_app.command("merge")
+@clear_errors
+def merge_cmd(
+    model: Annotated[Path, typer.Option(help="A trained VITRON planner folder (`train --base`).")],
+    out: Annotated[Path, typer.Option(help="Folder to write the model with its adapter folded in.")],
+) -> None:
+    """Fold a trained planner's LoRA adapter into its base: one folder VITRON_PLANNER_MODEL can name, no base
+    needed."""
+    from agent.planners.vitron_train import merge
+
+    err.print(f"wrote {merge(model, out)}")
 
 
 @planner_app.command("eval")
@@ -41,6 +86,8 @@ def eval_cmd(
                                                                      "conversations instead (one JSON line).")] = None,
     planner: Annotated[str | None, typer.Option(help="The planner --set scores: mini, explicit, chat or vitron "
                                                      "(default VITRON_PLANNER).")] = None,
+    model: Annotated[Path | None, typer.Option(help="With --planner vitron: its model folder (default "
+                                                    "VITRON_PLANNER_MODEL).")] = None,
 ) -> None:
     """Print the checkpoint's figures on the test split as one JSON line (progress on stderr); with --set, a
     planner's figures on hand-written conversations (bench/planner_heldout.jsonl, never trained on)."""
@@ -52,8 +99,10 @@ def eval_cmd(
     import json
 
     from agent.service import score_planner
+    from schemas import VitronSettings
 
-    print(json.dumps(score_planner(conversations, planner=planner, progress=_say)))
+    settings = VitronSettings(**({"planner_model": model} if model is not None else {}))
+    print(json.dumps(score_planner(conversations, planner=planner, settings=settings, progress=_say)))
 
 
 @planner_app.command("align")

@@ -65,9 +65,14 @@ def _build_tokenizer():
     return fast
 
 
-def build_tiny_vitron(folder: Path, *, seed: int = 0, vision: bool = True, models: ModelsFile | None = None) -> Path:
+def build_tiny_vitron(folder: Path, *, seed: int = 0, vision: bool = True, models: ModelsFile | None = None,
+                      initializer_range: float = 0.02) -> Path:
     """Write a tiny random planner model into `folder` (created if needed) and return the folder; its signal heads
-    are as wide as the backends `models` configures read (default the settings' models file)."""
+    are as wide as the backends `models` configures read (default the settings' models file).
+
+    `initializer_range`: the weights' scale. At the default, a model this small gives near-uniform logits (its output
+    rows are tiny next to the normalised hidden state), which LoRA cannot lift in a few steps; a training test
+    uses a larger one, as a trained base's output layer would be."""
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -95,6 +100,7 @@ def build_tiny_vitron(folder: Path, *, seed: int = 0, vision: bool = True, model
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=initializer_range,
     )
     if vision:
         vision_config = CLIPVisionConfig(

@@ -135,7 +135,7 @@ class VitronPlanner:
     def prompt_for(self, request: PlanRequest) -> PlannerPrompt:
         """The prompt and pictures `plan` gives the model for `request` (public so callers can inspect it)."""
         images, shown = self._pictures(request) if self.model.is_multimodal else ([], None)
-        lines = [_SYSTEM]
+        lines: list[str] = []
         history = _history_text(request.history, request.text)
         if history:
             lines += ["Conversation so far:", history]
@@ -152,11 +152,7 @@ class VitronPlanner:
             lines.append(f"Pictures: {shown}")
         if request.feedback:
             lines.append(f"Your previous plan was refused: {request.feedback}. Write it again, corrected.")
-        # LLaVA expands each <image> into the vision tokens; one per picture, at the start of the user's message.
-        context = _no_image_tokens("\n".join(lines))
-        pictures = f"{IMAGE_TOKEN}\n" * len(images)
-        text = f"{context}\nUSER: {pictures}{_no_image_tokens(request.text)} ASSISTANT:"
-        return PlannerPrompt(text=text, images=images, shown=shown)
+        return PlannerPrompt(text=prompt_text(lines, request.text, len(images)), images=images, shown=shown)
 
     # -- internals ------------------------------------------------------------------------------------------
 
@@ -202,6 +198,14 @@ class VitronPlanner:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def prompt_text(context: Sequence[str], text: str, images: int) -> str:
+    """The prompt: the system's words and the turn's context lines, then the user's words after one `<image>` per
+    picture (LLaVA expands each into the vision tokens). Training writes its prompts with it too."""
+    lines = _no_image_tokens("\n".join([_SYSTEM, *context]))
+    pictures = f"{IMAGE_TOKEN}\n" * images
+    return f"{lines}\nUSER: {pictures}{_no_image_tokens(text)} ASSISTANT:"
 
 
 def _embedding(task_specific: torch.Tensor, task_invariant: torch.Tensor) -> SignalEmbedding:

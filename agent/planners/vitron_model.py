@@ -37,6 +37,8 @@ IMAGE_TOKEN = "<image>"
 MODEL_SETTING = "VITRON_PLANNER_MODEL"
 """The setting that names the planner model folder (a field of `VitronSettings`)."""
 
+PLANNER_CONFIG = "vitron_planner.json"
+"""In a trained planner's folder (`vitron planner train --base`): the base model folder its LoRA adapter is for."""
 HEADS_CONFIG = "signal_heads.json"
 HEADS_WEIGHTS = "signal_heads.safetensors"
 MODULE_CODES: tuple[str, ...] = ("A", "B", "C", "D", "E", "F", "G")
@@ -230,10 +232,13 @@ class VitronModel:
         return self.heads.hidden_size
 
     @classmethod
-    def load(cls, folder: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> VitronModel:
+    def load(cls, folder: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+             heads: SignalHeads | None = None) -> VitronModel:
         """Load model, tokenizer/processor and signal heads from a local folder (local_files_only).
 
-        `dtype` None means float32 on CPU and the checkpoint's own dtype ("auto") elsewhere.
+        A trained planner's folder (a LoRA adapter, `PLANNER_CONFIG` naming its base) loads the base's weights with
+        the adapter folded in, and the folder's tokenizer and heads. `dtype` None means float32 on CPU and the
+        checkpoint's own dtype ("auto") elsewhere; `heads` replace the folder's (training a base that has none).
         """
         from transformers import (
             AutoConfig,
@@ -247,23 +252,24 @@ class VitronModel:
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise _unavailable(folder, "the folder does not exist")
-        if not (folder / "config.json").is_file():
-            raise _unavailable(folder, "config.json is missing")
-        heads = SignalHeads.load(folder)  # cheap; fail before loading big weights
+        weights = _base_of(folder)
+        if not (weights / "config.json").is_file():
+            raise _unavailable(folder, f"config.json is missing{'' if weights == folder else f' in {weights}'}")
+        heads = heads if heads is not None else SignalHeads.load(folder)  # cheap; fail before loading big weights
         load_dtype: Any = (
             dtype if dtype is not None else (torch.float32 if torch.device(device).type == "cpu" else "auto")
         )
         try:
-            config = AutoConfig.from_pretrained(folder, local_files_only=True)
+            config = AutoConfig.from_pretrained(weights, local_files_only=True)
             processor = None
             if isinstance(config, LlavaConfig):
                 processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
                 tokenizer = processor.tokenizer
-                model = LlavaForConditionalGeneration.from_pretrained(folder, local_files_only=True, dtype=load_dtype)
+                model = LlavaForConditionalGeneration.from_pretrained(weights, local_files_only=True, dtype=load_dtype)
                 text_hidden = config.text_config.hidden_size
             else:
                 tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-                model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=load_dtype)
+                model = AutoModelForCausalLM.from_pretrained(weights, local_files_only=True, dtype=load_dtype)
                 text_hidden = config.hidden_size
         except (OSError, ValueError, KeyError) as exc:  # missing weights/tokenizer files, unreadable config
             raise _unavailable(folder, f"cannot load the model: {exc}") from exc
@@ -271,9 +277,13 @@ class VitronModel:
             raise _unavailable(
                 folder, f"{HEADS_CONFIG} says hidden_size {heads.hidden_size} but the LM has {text_hidden}"
             )
-        if add_signal_tokens(tokenizer):
+        if add_signal_tokens(tokenizer) or model.get_input_embeddings().num_embeddings < len(tokenizer):
             # A base checkpoint without the planner tokens: give them (untrained) rows so the path still runs.
             model.resize_token_embeddings(len(tokenizer))
+        if weights != folder:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, folder).merge_and_unload()  # the adapter folded in: one model
         model.to(device)
         model.eval()
         heads.to(device)
@@ -367,6 +377,17 @@ class VitronModel:
         """Project signal hidden states [k, H] for a module: (task_specific [k, d], task_invariant [k, 512])."""
         with torch.inference_mode():
             return self.heads(module_letter, hidden)
+
+
+def _base_of(folder: Path) -> Path:
+    """Where a planner folder's weights are: its base's folder for a trained adapter, else the folder itself."""
+    config = folder / PLANNER_CONFIG
+    if not (folder / "adapter_config.json").is_file() or not config.is_file():
+        return folder
+    try:
+        return Path(json.loads(config.read_text())["base"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _unavailable(folder, f"{PLANNER_CONFIG} does not name the base model: {exc}") from exc
 
 
 def _to_pil(image: np.ndarray, index: int) -> Any:

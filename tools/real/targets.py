@@ -142,6 +142,12 @@ def _text_targets(pipe: Any, encode: Callable[[Any, str, torch.device], torch.Te
     return Targets(values, 1, int(values.shape[1]))
 
 
+def signal_tokens_of(spec: ModelSpec, module: str) -> int:
+    """How many prompt tokens `module`'s configured backend reads from one step's signal: SAM's sparse prompt of a box
+    is two (its corners), a diffusion backend's one more prompt token."""
+    return 2 if spec.backend == SAM_BACKEND else 1
+
+
 def signal_width(spec: ModelSpec, module: str) -> int | None:
     """The signal width `module`'s configured backend reads, from its configuration alone (no weights loaded); None
     when it cannot be told."""
