@@ -87,6 +87,14 @@ def test_gold_tags_mark_every_span_and_only_words(splits):
             assert inside and all(name.endswith(span.tag) for name in inside)
 
 
+def test_requests_that_plan_nothing_teach_the_tagger_nothing(splits):
+    """A question's words are not tagged O: "what colour is the lemon?" must not teach that a lemon is no object."""
+    others = [e for e in splits["train"] if e.intent != "plan"][:40]
+    assert {e.intent for e in others} >= {"question", "vague"}
+    for item in encode_examples(load_minilm(), others):
+        assert set(item.tags.tolist()) == {-100}
+
+
 # --- composition ----------------------------------------------------------------------------------------------
 
 
@@ -154,6 +162,10 @@ def test_videos_named_or_uploaded_or_made_switch_to_video_modules():
     text = "create a fox in the snow and then animate it"  # only an image is animated: the description is one
     spans = tagged(text, ("a fox in the snow", "VGEN"), ("animate", "ANIM"))
     assert [m for m, *_ in plan_of(text, spans, Context())] == ["A", "G"]
+    text = "make it look like it was shot on film"  # a photo just uploaded, no video anywhere: about the photo
+    spans = tagged(text, ("make", "EDIT"), ("look like it was shot on film", "EDIT", False))
+    assert [m for m, *_ in plan_of(text, spans, Context(upload="image", memory=("img1",)))] == ["C"]
+    assert [m for m, *_ in plan_of(text, spans, Context(upload="image", memory=("video1", "img1")))] == ["F"]
 
 
 def test_named_aliases_go_to_the_nearest_step_and_the_users_mask_replaces_a_segmentation():

@@ -244,7 +244,8 @@ def test_do_the_same_on_a_new_upload_repeats_the_previous_plan(planner, memory):
     assert plan.steps[0].invocation.region == box and plan.steps[1].invocation.region is None
 
 
-@pytest.mark.parametrize("text", ["now do the boots too", "do the same for the boots", "same for the boots please"])
+@pytest.mark.parametrize("text", ["now do the boots too", "do the same for the boots", "same for the boots please",
+                                  "and the boots too", "the boots as well"])
 def test_the_same_for_another_object_segments_that_object(planner, memory, text):
     session = memory.create_session("same-object")
     memory.append_turn(session.id, "user", "make the umbrella red",
@@ -255,6 +256,27 @@ def test_the_same_for_another_object_segments_that_object(planner, memory, text)
     plan = planner.plan(turn_request(memory, session.id, text))
     assert [(s.invocation.module, s.invocation.command) for s in plan.steps] == [
         ("image_segmentation", "segmentation: the boots"), ("image_editing", "editing: make the boots red")]
+
+
+def test_another_object_too_after_a_segmentation_only_segments_it(planner, memory):
+    session = memory.create_session("segment-too")
+    memory.append_turn(session.id, "user", "segment the umbrella",
+                       attachments=[memory.store.put_image(photos.astronaut())])
+    memory.append_turn(session.id, "assistant", reply="Done.", invocations=[
+        {"module": "B", "command": "segmentation: the umbrella", "inputs": {"image": "@img1"}}])
+    [(module, text, _)] = steps_of(planner.plan(turn_request(memory, session.id, "and the boots too")))
+    assert module == "image_segmentation" and "boots" in text
+
+
+def test_show_me_the_before_shows_what_the_last_edit_started_from(planner, memory):
+    session = memory.create_session("before")
+    memory.append_turn(session.id, "user", "here", attachments=[memory.store.put_image(photos.astronaut())])  # img1
+    step = memory.record_step(session.id, {"module": "C", "command": "make it sepia", "inputs": {"image": "@img1"}})
+    memory.finish_step(step.id, [memory.store.put_image(photos.astronaut()[::-1].copy())])  # img2
+    step = memory.record_step(session.id, {"module": "C", "command": "sharpen it", "inputs": {"image": "@img2"}})
+    memory.finish_step(step.id, [memory.store.put_image(photos.astronaut()[:, ::-1].copy())])  # img3
+    show = planner.plan(turn_request(memory, session.id, "show me the before"))
+    assert show.steps == [] and (show.operation.kind, show.operation.target) == ("show", "@img2")
 
 
 def test_a_bit_more_repeats_the_last_edit_on_its_result(planner, memory):

@@ -215,7 +215,8 @@ def _picture(text: str, spans: Sequence[Span], context: Context) -> str:
             kind = kind_of(match.group(0))
             return "video" if kind in ("video", "masks") else "image"
     outside = "".join(" " if any(s.start <= i < s.end for s in generated) else c for i, c in enumerate(text))
-    if _VIDEO_WORDS.search(outside):
+    # "make it look like it was shot on film" with a photo just uploaded and no video anywhere is about the photo
+    if _VIDEO_WORDS.search(outside) and (context.upload != "image" or context.has("video")):
         return "video"
     if context.upload:
         return context.upload

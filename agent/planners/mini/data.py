@@ -108,14 +108,16 @@ def object_nouns() -> tuple[str, ...]:
 COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta", "pink", "brown", "white", "black",
            "gray", "grey", "gold", "silver", "teal", "navy", "beige", "turquoise", "maroon", "lavender", "crimson",
            "cream", "light blue", "dark green", "navy blue", "bright red", "pale yellow", "hot pink", "olive green",
-           "deep purple", "baby blue", "dark grey", "matte black")
+           "deep purple", "baby blue", "dark grey", "matte black", "burgundy", "coral", "mustard", "ivory", "copper",
+           "bronze", "emerald", "indigo", "charcoal", "mint green")
 ADJECTIVES = ("big", "small", "tall", "little", "large", "tiny", "old", "shiny", "striped", "wooden", "left",
               "right", "front", "second", "nearest", "furry", "metal", "rusty")
 PARTICIPLES = ("standing", "sitting", "walking", "lying", "parked", "hanging", "running", "leaning")
 """Words users put between an object and its place ("the man standing on the left")."""
 POSITIONS = ("on the left", "on the right", "in the back", "in front", "in the middle", "near the window",
              "at the top", "at the bottom", "in the corner", "behind the fence", "next to the door",
-             "in the background", "in the foreground", "behind the statue", "by the window")
+             "in the background", "in the foreground", "behind the statue", "by the window", "behind her",
+             "behind him", "next to her", "in front of him", "behind them")
 SCENES = ("on a beach", "in the snow", "at sunset", "in a forest", "on the moon", "in a city street", "under water",
           "in a desert", "on a table", "in the rain", "in a garden", "on a mountain", "at night", "in space",
           "in a kitchen", "by a lake", "in a wheat field", "over a harbour", "in the fog", "on a rooftop")
@@ -127,6 +129,9 @@ STYLES = ("a watercolour", "an oil painting", "a pencil sketch", "a cartoon", "a
           "a pastel drawing", "an ink drawing", "a 3d render", "a polaroid", "a woodcut", "a lego model")
 MATERIALS = ("golden", "metallic", "wooden", "glassy", "frozen", "shiny", "rusty", "glowing", "furry", "transparent",
              "marble", "old", "wet", "snowy", "sparkly", "matte", "faded", "neon")
+COMPARATIVES = ("warmer", "cooler", "brighter", "darker", "sharper", "softer", "more vivid", "less saturated",
+                "more colourful", "moodier", "lighter", "more contrasty", "blurrier", "less noisy", "greener", "bluer",
+                "redder", "less bright", "more muted", "crisper")
 QUALITIES = ("dramatic", "vivid", "colourful", "saturated", "contrasty", "moody", "realistic", "natural",
              "visible", "vibrant", "faded", "detailed")
 MOODS = ("night", "winter", "summer", "sunset", "rainy", "foggy", "snowy", "autumn", "spring", "stormy", "dreamy",
@@ -134,6 +139,16 @@ MOODS = ("night", "winter", "summer", "sunset", "rainy", "foggy", "snowy", "autu
 THINGS = ("a party hat", "a crown", "sunglasses", "a scarf", "a red bow", "a top hat", "wings", "a flower",
           "a sunset", "a rainbow", "snow", "a beach", "fireworks", "a moustache", "a cape", "stars",
           "clouds", "a forest", "a brick wall", "flames")
+SURFACES = ("sky", "wall", "walls", "floor", "water", "sea", "road", "grass", "ground", "ceiling", "field", "lake",
+            "clouds", "mountains", "river", "sand", "snow", "street", "trees", "hills")
+SCENERY = ("a starry night", "a sunset", "a stormy sky", "a clear blue sky", "a night sky", "a galaxy",
+           "the northern lights", "a brick wall", "marble", "wooden planks", "fresh snow", "sand", "a meadow",
+           "a cityscape", "autumn leaves", "a waterfall", "lava", "a tiled floor")
+SURFACE_EDITS = ("replace {o} with {u}", "swap {o} for {u}", "change {o} to {u}", "turn {o} into {u}",
+                 "make {o} look like {u}", "make {o} {c}", "make {o} {k}", "recolour {o} {c}", "darken {o}",
+                 "brighten {o}", "blur {o}", "remove {o}", "replace {o} by {u}")
+"""Edits of a surface of the scene ("replace the sky with a starry night"): the surface is the object edited, never
+the background, though the words that replace it are the same as a new background's."""
 
 VERBS: dict[str, tuple[str, ...]] = {
     "seg": ("segment", "cut out", "outline", "mask", "select", "isolate", "extract", "pick out", "separate",
@@ -151,6 +166,10 @@ VERBS: dict[str, tuple[str, ...]] = {
 MOVES = ("zoom in", "zoom out", "pan left", "pan right", "slowly zoom in", "push in", "pull back", "pan up",
          "pan down", "zoom into it", "slowly pan left", "a slow zoom out", "zooming in", "panning left",
          "with a slow zoom", "orbit around it", "tilt up", "a dolly zoom")
+MOTIONS = ("the clouds drift", "the water ripples", "the trees sway", "the leaves blow in the wind", "the flag waves",
+           "the waves roll in", "her hair moves", "the smoke rises", "the lights flicker", "the snow falls",
+           "the grass moves in the wind", "the river flows", "the candle flickers", "the birds fly away")
+"""What moves in an animation, said as a sentence ("so the clouds drift")."""
 EDITS: dict[str, tuple[str, ...]] = {
     # {o} the object, {c} a colour, {t} a thing to add or swap in; whole phrase tagged EDIT except {o}
     "recolour": ("make {o} {c}", "paint {o} {c}", "recolour {o} {c}", "recolor {o} to {c}", "turn {o} {c}",
@@ -171,9 +190,18 @@ EDITS: dict[str, tuple[str, ...]] = {
     "adjust": ("make {o} more {q}", "make {o} less {q}", "make {o} look more {q}", "give {o} a more {q} look",
                "make {o} a bit more {q}"),
     "texture": ("make {o} look {m}", "make {o} {m}", "give {o} a {m} look", "turn {o} {m}", "change {o} to {m}"),
+    "comparative": ("make {o} {k}", "make {o} a bit {k}", "make {o} look {k}", "make {o} slightly {k}",
+                    "make {o} a little {k}", "make {o} much {k}"),
     "replace": ("replace {o} with {t}", "swap {o} for {t}", "change {o} into {t}", "turn {o} into {t}",
                 "replace {o} by {t}", "swap out {o} for {t}"),
 }
+SHORT_EDITS = ("make {o} {c}", "turn {o} {c}", "make {o} {k}", "paint {o} {c}", "make {o} a bit {k}",
+               "make {o} a little {k}", "make {o} look {k}", "make {o} slightly {k}", "colour {o} {c}",
+               "make {o} much {k}", "{k}", "a bit {k}", "a little {k}", "slightly {k}", "make {o} {m}",
+               "make {o} look {m}", "try {c}", "try {c} instead", "{c} instead", "how about {c}", "maybe {c}",
+               "in {c} instead")
+"""A colour or a comparative said of "it" in a few words ("make it gold", "make it a bit warmer"): without them
+the intent head reads an unfamiliar "make it <word>" as vague, like "make it pop"."""
 ADDS = ("put {t} on {o}", "add {t} to {o}", "give {o} {t}", "place {t} on {o}")
 """Additions: the whole phrase, object included, is the edit (nothing is segmented first)."""
 WHOLE = ("make {w} look like {s}", "make {w} {s}", "turn {w} into {s}", "render {w} as {s}", "make {w} look {m}",
@@ -232,7 +260,8 @@ CLAUSES: dict[str, tuple[str, ...]] = {
                   "{edit_it} using the mask", "and {edit_it}", "{edit_it} there", "with that mask, {edit_it}",
                   "{edit_it} in every frame", "{edit_it} too", "{edit_it} a bit more", "{edit_it} instead"),
     "edit_short": ("{edit_it}", "{edit_it}", "{whole}", "{whole}", "{edit_it} please", "{whole} please",
-                   "{whole} now", "now {edit_it}", "just {whole}"),
+                   "{whole} now", "now {edit_it}", "just {whole}", "{short}", "{short}", "now {short}",
+                   "{short} instead", "just {short}", "{short} now"),
     "edit_whole": ("{whole}", "{whole} please", "can you {whole}?", "{whole} for me", "i want to {whole}",
                    "could you {whole}", "please {whole}", "{whole} in {src}", "{src}: {whole}", "{whole} a bit",
                    "{whole} instead", "{whole} too", "{whole} a bit more"),
@@ -252,6 +281,9 @@ CLAUSES: dict[str, tuple[str, ...]] = {
                    "(put) {p} (on a) {c} <background>", "(change) <the background> (to) {c}",
                    "(give) {p} (a) {c} <background>"),
     # another object, same kind of edit, said in a few words after an edit ("and the door blue")
+    "edit_surface": ("{surface}", "{surface} please", "can you {surface}?", "{surface} in this photo",
+                     "i want to {surface}", "{surface} for me", "please {surface}", "could you {surface}",
+                     "{surface} in the picture", "{surface} in every frame"),
     "edit_more": ("and {obj} {c}", "{obj} {c} too", "now {obj} {c}", "and {obj} {c} as well", "also {obj} {c}",
                   "{obj} in {c} too", "now do {obj} in {c}", "same for {obj}, {c}"),
     # generation
@@ -274,7 +306,9 @@ CLAUSES: dict[str, tuple[str, ...]] = {
              "«turn» {w} «into a gif»", "«create a video from» {w}, {move}", "«add camera motion to» {w}: {move}",
              "{anim} {w}", "{anim} {w} {move}", "{anim} it", "then {anim} it", "and {anim} {w}",
              "{move} «in a video made from» {w}", "«turn» {w} «into a short clip» {move}", "{anim} {src} and {move}",
-             "«make» {w} «move:» {move}", "{anim} the result", "now {anim} it", "{anim} it, {move}"),
+             "«make» {w} «move:» {move}", "{anim} the result", "now {anim} it", "{anim} it, {move}",
+             "{anim} {w} so {motion}", "{anim} {w} so that {motion}", "{anim} {w} and make {motion}",
+             "{anim} it so {motion}", "«make» {w} «move so» {motion}"),
 }
 QUESTIONS = (
     "what is in {w}?", "what's in this picture", "how many {noun}s are there?", "how many {noun}s are in {w}",
@@ -329,12 +363,13 @@ CONNECTORS = (", then ", " and then ", ". then ", "; after that ", " and ", ", a
 PLANS: tuple[tuple[float, tuple[str, ...], str], ...] = (
     (1.0, ("seg",), "image"), (0.4, ("seg_it",), "image"), (1.0, ("track",), "video"),
     (0.5, ("more",), "image"), (0.3, ("more",), "video"),
+    (0.7, ("edit_surface",), "image"), (0.2, ("edit_surface",), "video"),
     (2.6, ("edit_obj",), "image"), (1.0, ("edit_obj",), "video"), (0.9, ("edit_pron",), "image"),
     (0.5, ("edit_pron",), "video"), (0.9, ("edit_whole",), "image"), (0.6, ("edit_whole",), "video"),
     (0.4, ("edit_add",), "image"), (1.6, ("edit_short",), "image"), (0.4, ("edit_short",), "video"),
     (1.0, ("edit_bg",), "image"), (0.6, ("edit_bg",), "video"),
     (0.6, ("edit_bg_it",), "image"), (0.3, ("edit_bg_it",), "video"),
-    (0.8, ("gen",), "none"), (0.7, ("vgen",), "none"), (0.8, ("anim",), "image"),
+    (0.8, ("gen",), "none"), (0.9, ("vgen",), "none"), (0.8, ("anim",), "image"),
     (1.2, ("seg", "edit_pron"), "image"), (0.7, ("track", "edit_pron"), "video"),
     (0.4, ("seg_it", "edit_pron"), "image"),
     (0.6, ("seg", "edit_bg_it"), "image"), (0.4, ("track", "edit_bg_it"), "video"),
@@ -534,7 +569,8 @@ class _Writer:
                 self._tagged(pronoun if obj is None else obj, None if obj is None else object_tag)
             elif part:
                 for name, choices in (("{c}", COLOURS), ("{t}", THINGS), ("{s}", STYLES), ("{m}", MATERIALS),
-                                      ("{e}", MOODS), ("{q}", QUALITIES)):
+                                      ("{e}", MOODS), ("{q}", QUALITIES), ("{k}", COMPARATIVES),
+                                      ("{u}", SCENERY)):
                     part = part.replace(name, rng.choice(choices))
                 self._tagged(part, "EDIT")
 
@@ -572,6 +608,8 @@ class _Writer:
             tagged(rng.choice(VERBS["anim"]), "ANIM")
         elif name == "move":
             tagged(rng.choice(MOVES), "ANIM")
+        elif name == "motion":
+            tagged(rng.choice(MOTIONS), "ANIM")
         elif name == "obj":
             tagged(self._object(), "OBJ")
         elif name == "noun":
@@ -588,6 +626,11 @@ class _Writer:
             self._edit(self._object())
         elif name == "edit_it":
             self._edit(None)
+        elif name == "surface":
+            surface = rng.choice(SURFACES)
+            self._edit_form(rng.choice(SURFACE_EDITS), rng.choice(("the ", "the ", "the ", "the whole ", "")) + surface)
+        elif name == "short":
+            self._edit_form(rng.choice(SHORT_EDITS), None)
         elif name == "whole":
             form = rng.choice(WHOLE)
             whole = "it" if rng.random() < 0.35 else rng.choice(VIDEO_WORDS if self.media == "video" else WHOLE_WORDS)

@@ -172,6 +172,7 @@ class MiniPlanner:
             if not more:  # "same for the boots": the object named this time, as the tagger reads it
                 reading = read_request(self.tagger, self.reader, text, context)
                 target = _object_phrase(reading) or (do_too.group("object") if do_too else None)
+                target = target if target and _names_an_object(target) else None  # "on this one": no new object
             again = _same_again(request, edits_only=more, target=target)
             if again is not None:
                 return again
@@ -186,6 +187,10 @@ class MiniPlanner:
             return _question(text, request)  # an answer from the pixels, never an edit nobody asked for
         if not reading.steps:
             return Plan(reply=VAGUE_REPLY)
+        if _another_object_too(reading, lowered):  # "and the driver's face too", after an edit
+            again = _same_again(request, target=_object_phrase(reading), after_edit=True)
+            if again is not None:
+                return again
         steps = self._steps(reading, request.region)
         steps = _with_first_named(steps, text, table)
         steps = _instead(steps, text, table)
@@ -221,22 +226,44 @@ _MORE = re.compile(r"(?:(?:ok|okay|now|and|yes|nice|good|great|hmm)[,.!]? )*(?:(
 """Asking for more of the last edit ("a bit more", "even stronger"): its edits again, on their own result."""
 
 
+_TOO = re.compile(r"\b(?:too|as well|also)\b")
+
+
+def _another_object_too(reading: RequestReading, lowered: str) -> bool:
+    """Only an object named, "too": after an edit it asks for the same edit on it (after a segmentation, the tagger's
+    segmentation of it is already right)."""
+    return (all(step.module in "BE" for step in reading.steps) and _TOO.search(lowered) is not None
+            and not any(span.tag == "SEG" for span in reading.spans) and _object_phrase(reading) is not None)
+
+
+_NOT_OBJECTS = frozenset(("one", "ones", "photo", "picture", "image", "pic", "video", "clip", "too", "also", "well"))
+
+
+def _names_an_object(phrase: str) -> bool:
+    """Whether words read as an object name one ("the boots"), not only the picture or a pointing word ("on this
+    one", "here")."""
+    return bool(set(keywords_of(phrase)) - _NOT_OBJECTS)
+
+
 def _object_phrase(reading: RequestReading) -> str | None:
     """The object words of a reading ("the helmet"); None when it names none."""
-    return " ".join(reading.text[s.start:s.end] for s in reading.spans if s.tag == "OBJ") or None
+    said = (reading.text[s.start:s.end] for s in reading.spans if s.tag == "OBJ")
+    return " ".join(words for words in said if _names_an_object(words)) or None  # a stray "the" is no object
 
 
-def _same_again(request: PlanRequest, *, edits_only: bool = False, target: str | None = None) -> Plan | None:
+def _same_again(request: PlanRequest, *, edits_only: bool = False, target: str | None = None,
+                after_edit: bool = False) -> Plan | None:
     """"Do the same on this one": the previous plan again, its inputs left to the resolver (this turn's upload, the
     latest result) and this turn's region on its first step that reads one; None when there is no previous plan.
     `edits_only`: only its edits ("a bit more" strengthens the edit, the object is already segmented). `target`:
     the object this time ("same for the helmet"): segmented instead of the previous one (first, when the previous
-    plan segmented nothing)."""
+    plan segmented nothing). `after_edit`: None unless the previous plan edited something."""
     previous = next((turn.invocations for turn in reversed(request.history.turns)
                      if turn.role == "assistant" and turn.invocations), None)
-    if edits_only and previous:
-        previous = [d for d in previous if resolve_module(d["module"]).code in "CF"]
-    if not previous:
+    edits = [d for d in previous or () if resolve_module(d["module"]).code in "CF"]
+    if edits_only:
+        previous = edits
+    if not previous or (after_edit and not edits):
         return None
     if target:
         previous = _retargeted([dict(d) for d in previous], target)
@@ -346,6 +373,7 @@ def proposal(plan: Plan) -> str:
 
 
 _CONTENT = re.compile(r"[a-z]{3,}")
+_FROM_PLACE = re.compile(r"\bfrom (?:the |my |this |that |his |her )?$")
 _FILLER = frozenset((
     "please", "could", "would", "can", "you", "the", "and", "then", "now", "thanks", "thank", "also", "want",
     "need", "like", "for", "with", "this", "that", "these", "those", "there", "here", "its", "his", "her", "them",
@@ -360,6 +388,7 @@ _FILLER = frozenset((
     "shape", "region", "area", "selection", "part", "stuff", "item", "marked", "drew", "box", "boxed", "where",
     "which", "who", "when", "while", "whose", "second", "seconds", "minute", "minutes", "an", "of", "to", "in", "on",
     "around", "through", "drawn", "circled", "inside", "within", "footage", "movie", "recording", "gif",
+    "short", "quick", "colour", "color", "colours", "colors",
 ))
 
 
@@ -367,9 +396,12 @@ def _unexplained(reading: RequestReading) -> bool:
     """Whether a content word of the request is read as nothing: no span holds it and it is no filler word (an
     action the planner would silently drop)."""
     covered = [(s.start, s.end) for s in reading.spans]
-    for match in _CONTENT.finditer(reading.text.lower()):
+    lowered = reading.text.lower()
+    for match in _CONTENT.finditer(lowered):
         if match.group(0) in _FILLER or ALIAS.fullmatch(match.group(0)):
             continue
+        if _FROM_PLACE.search(lowered, 0, match.start()):
+            continue  # "remove the cables from the wall": where the object is, not a step
         if not any(a <= match.start() < b for a, b in covered) and _ACTING.fullmatch(match.group(0)) is None:
             return True
     return False
@@ -399,6 +431,8 @@ def show_target(text: str, table: Sequence[ArtifactEntry]) -> ArtifactEntry | No
             "image" if re.search(r"\b(?:image|photo|picture|pic)\b", lowered) else None)
     if re.search(r"\b(?:original|first)\b", lowered):
         return _first(table, "video" if kind == "video" else "image")
+    if kind in (None, "image", "video") and re.search(r"\b(?:before|previous|earlier)\b", lowered):
+        return undo_target(table, kind)  # "show me the before": the picture the last edit started from
     kinds = (kind,) if kind else ("image", "video")
     return next((e for e in reversed(table) if e.ref.kind in kinds and e.alias), None)
 
