@@ -34,7 +34,7 @@ def train_cmd(
     requests: Annotated[int, typer.Option(help="With --base: generated requests to train on.")] = 2000,
     device: Annotated[str, typer.Option(help="With --base: cpu or cuda (bf16/fp16 there).")] = "cpu",
 ) -> None:
-    """Train the three stages (instruction tuning, embedding alignment, cross-task synergy): vitron-mini (~18 min,
+    """Train the three stages (instruction tuning, embedding alignment, cross-task synergy): vitron-mini (~15 min,
     2 idle cores), or with --base a VITRON planner whose folder VITRON_PLANNER_MODEL then names (resumable: run
     the same command again after a stop)."""
     import json

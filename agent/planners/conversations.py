@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from memory import ArtifactEntry, ArtifactStore, History, restored, undo_replaces
 from memory.sessions import ALIAS_PREFIXES, UNDO, TurnRecord
 from schemas import (
@@ -61,11 +63,14 @@ class _Session:
     entries: list[ArtifactEntry] = field(default_factory=list)
     turn: int = 0
     history: list[TurnRecord] = field(default_factory=list)
+    store: ArtifactStore | None = None  # where its pictures are, for a planner that looks at them
 
     def add(self, kind: str, made_by: str, parents: Sequence[str] = (), *, content: ArtifactRef | None = None) -> str:
         number = 1 + sum(1 for e in self.entries if e.ref.kind == kind)
         alias = f"{ALIAS_PREFIXES[kind]}{number}"
         media, shape = _MEDIA[kind]
+        if content is None and kind in ("image", "video") and self.store is not None:
+            content = _picture(self.store, kind, len(self.entries) + 1)
         sha = content.sha256 if content else f"{len(self.entries) + 1:064x}"
         # A step's output has its step, as session memory has it; an upload or an undo's row has none.
         step = None if made_by in ("upload", UNDO) else len(self.entries) + 1
@@ -106,6 +111,18 @@ class _Session:
             made.append(outputs[0])
 
 
+def _picture(store: ArtifactStore, kind: str, number: int) -> ArtifactRef:
+    """A small picture (or 4-frame video) of its own for the session's artifact `number`: a planner that reads the
+    pixels (vitron, a multimodal chat model) gets real ones; their content does not matter to the plan."""
+    rng = np.random.default_rng(number)
+    frame = np.empty((64, 64, 3), np.uint8)
+    frame[:] = rng.integers(0, 256, 3)
+    frame[16:48, 16:48] = rng.integers(0, 256, 3)
+    if kind == "image":
+        return store.put_image(frame)
+    return store.put_video([np.roll(frame, 2 * i, axis=1) for i in range(4)], fps=4.0)
+
+
 @dataclass
 class _Turn:
     """What the planner did with one turn."""
@@ -144,7 +161,7 @@ def score_conversations(planner: Planner, conversations: Sequence[dict[str, Any]
     with tempfile.TemporaryDirectory() as folder:
         store = ArtifactStore(folder)
         for index, conversation in enumerate(conversations):
-            session = _Session()
+            session = _Session(store=store)
             for number, turn in enumerate(conversation["turns"]):
                 session.turn += 1
                 started = time.perf_counter()

@@ -243,12 +243,18 @@ def train_vitron(base: str | Path, out: str | Path, config: VitronTrainConfig | 
     if {2, 3} & set(config.stages):
         states = _signal_states(vitron, turns, say)
         if 2 in config.stages and not state.get("stage2_done"):
-            summary["stages"]["2"] = _stage2(vitron, states, models, settings, config, say)
+            started = time.perf_counter()
+            summary["stages"]["2"] = {**_stage2(vitron, states, models, settings, config, say),
+                                      "signal_states": len(states.codes),
+                                      "tokens_per_second": states.tokens_per_second,
+                                      "seconds": round(time.perf_counter() - started, 2)}
             state["stage2_done"] = True
             state["stages"] = summary["stages"]
             _save_resume(resume, lm, vitron, state)
         if 3 in config.stages and not state.get("stage3_done"):
-            summary["stages"]["3"] = _stage3(vitron, states, config, say)
+            started = time.perf_counter()
+            summary["stages"]["3"] = {**_stage3(vitron, states, config, say),
+                                      "seconds": round(time.perf_counter() - started, 2)}
             state["stage3_done"] = True
             state["stages"] = summary["stages"]
             _save_resume(resume, lm, vitron, state)
@@ -350,6 +356,7 @@ class SignalStates:
     instructions: list[str] = field(default_factory=list)
     phrases: list[str] = field(default_factory=list)
     token_index: list[int] = field(default_factory=list)
+    tokens_per_second: float = 0.0  # of the forward passes that read them
 
 
 @torch.no_grad()
@@ -376,8 +383,8 @@ def _signal_states(vitron: VitronModel, turns: Sequence[TrainingTurn], say: Prog
         if number % 200 == 199:
             say(f"signal states of {number + 1} requests")
     out.hidden = torch.stack(rows) if rows else torch.zeros(0, vitron.hidden_size)
-    seconds = time.perf_counter() - started
-    say(f"{len(out.codes)} signal states ({tokens / max(seconds, 1e-9):.0f} tokens/s)")
+    out.tokens_per_second = round(tokens / max(time.perf_counter() - started, 1e-9), 1)
+    say(f"{len(out.codes)} signal states ({out.tokens_per_second:.0f} tokens/s)")
     return out
 
 

@@ -123,3 +123,28 @@ def test_planner_eval_with_a_set_prints_one_json_line(env):
     assert figures["planner"] == "explicit" and figures["conversations"] >= 150
     assert {"turn_accuracy", "module_exact", "keyword_recall", "follow_up_target_accuracy", "silent_wrong_rate",
             "ask_rate_on_clear"} <= set(figures)
+
+
+class Looker:
+    """A planner that looks at the pixels of the turn's uploads, as the vitron planner and multimodal chat models do."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    name = "looker"
+
+    def plan(self, request):
+        for ref in request.inputs.values():
+            picture = request.store.get_image(ref) if ref.kind == "image" else next(request.store.iter_frames(ref))
+            self.seen.append((ref.kind, picture.shape, int(picture.mean())))
+        return Plan(reply="Looked.")
+
+
+def test_a_planner_that_reads_the_pictures_finds_them_in_the_store():
+    uploads = [c for c in load_conversations(HELD_OUT) if any(t.get("upload") for t in c["turns"])]
+    conversations = [c for c in uploads if c["turns"][0].get("upload") == "video"][:4] + uploads[:8]
+    looker = Looker()
+    figures = score_conversations(looker, conversations)
+    assert figures["turns"] >= 12 and len(looker.seen) >= 12
+    assert {kind for kind, *_ in looker.seen} == {"image", "video"}
+    assert len({seen for seen in looker.seen}) > 1  # each upload a picture of its own

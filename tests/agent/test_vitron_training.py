@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from diffusers import StableDiffusionPipeline
 from skimage import data as photos
 
 from agent.api import VitronAgent
@@ -19,9 +17,9 @@ from agent.planners.vitron import VitronPlanner
 from agent.planners.vitron_model import VitronModel
 from agent.planners.vitron_train import VitronTrainConfig, merge, train_vitron, training_turns
 from schemas import InvalidInput, VitronSettings
+from tests.tools.tiny_backends import tiny_models_file
 from tests.tools.tiny_diffusion import TEXT_WIDTH
-from tests.tools.tiny_gligen import save_sd
-from tests.tools.tiny_sam import TINY_OPTIONS, WIDTH, save_tiny_sam
+from tests.tools.tiny_sam import WIDTH
 
 FAST = dict(steps=30, head_steps=40, requests=48, batch=2, lora_rank=4, lr=1e-2, save_every=10)
 
@@ -29,14 +27,7 @@ FAST = dict(steps=30, head_steps=40, requests=48, batch=2, lora_rank=4, lr=1e-2,
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory) -> Path:
     """A models file: tiny SAM for B, tiny Stable Diffusion for A."""
-    root = tmp_path_factory.mktemp("backends")
-    sam = {"backend": "sam", "variant": "custom", "weights": str(save_tiny_sam(root / "sam")), "device": "cpu",
-           "options": TINY_OPTIONS}
-    sd = {"backend": "stable_diffusion", "weights": str(save_sd(StableDiffusionPipeline, root / "sd")),
-          "device": "cpu", "options": {"num_inference_steps": 2}}
-    path = root / "models.yaml"
-    path.write_text(yaml.safe_dump({"image_segmentation": sam, "image_generation": sd}))
-    return path
+    return tiny_models_file(tmp_path_factory.mktemp("backends"))
 
 
 @pytest.fixture(scope="module")
