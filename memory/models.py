@@ -167,6 +167,17 @@ class ArtifactRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class StepOutputRow(Base):
+    """What a step made: its output artifacts. Usually rows the step created, but an output byte-identical to content
+    the session already holds keeps that row (one alias per content), and this link still makes it the step's."""
+
+    __tablename__ = "step_outputs"
+    __table_args__ = (Index(None, "artifact_id"),)
+
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), primary_key=True)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+
+
 class ArtifactParentRow(Base):
     """Lineage: `child` was made from `parent` (the `position`-th input)."""
 

@@ -51,6 +51,7 @@ from .models import (
     ArtifactParentRow,
     ArtifactRow,
     SessionRow,
+    StepOutputRow,
     StepRow,
     TurnRow,
     UploadRow,
@@ -764,6 +765,7 @@ _turns: Table = TurnRow.__table__  # type: ignore[assignment]
 _steps: Table = StepRow.__table__  # type: ignore[assignment]
 _artifacts: Table = ArtifactRow.__table__  # type: ignore[assignment]
 _parents: Table = ArtifactParentRow.__table__  # type: ignore[assignment]
+_outputs: Table = StepOutputRow.__table__  # type: ignore[assignment]
 _uploads: Table = UploadRow.__table__  # type: ignore[assignment]  # what the server's users uploaded or made
 _parent = _artifacts.alias("parent")
 
@@ -796,9 +798,12 @@ _NEXT_ALIAS_NUMBER = select(func.coalesce(func.max(_artifacts.c.alias_number), 0
     _artifacts.c.session_id == bindparam("session_id"), _artifacts.c.kind == bindparam("kind"))
 _EXISTING_AND_NEXT_ALIAS = select(_ARTIFACT_ID_BY_SHA.scalar_subquery(), _NEXT_ALIAS_NUMBER.scalar_subquery())
 _INSERT_ARTIFACT = insert(_artifacts).returning(_artifacts.c.id)
-_STEP_OUTPUTS = select(_artifacts.c.id).where(_artifacts.c.step_id.in_(
+_INSERT_OUTPUT = insert(_outputs)
+_IS_OUTPUT = select(_outputs.c.step_id).where(_outputs.c.step_id == bindparam("step_id"),
+                                              _outputs.c.artifact_id == bindparam("artifact_id"))
+_STEP_OUTPUTS = select(_outputs.c.artifact_id).where(_outputs.c.step_id.in_(
     select(_steps.c.id).where(_steps.c.session_id == bindparam("session_id"), _steps.c.turn_id == bindparam("turn_id"),
-                              _steps.c.position == bindparam("position")))).order_by(_artifacts.c.id)
+                              _steps.c.position == bindparam("position")))).order_by(_outputs.c.artifact_id)
 
 
 def _stamp(now: datetime) -> Any:
@@ -865,12 +870,16 @@ def _record(c: Connection, session_id: str, ref: ArtifactRef, sizes: Mapping[str
         "session_id": session_id, "sha256": ref.sha256, "kind": ref.kind}).one()
     if existing_id is not None:
         existing = c.execute(_ARTIFACT_BY_SHA, {"session_id": session_id, "sha256": ref.sha256}).one()
+        if step_id is not None and c.scalar(_IS_OUTPUT, {"step_id": step_id, "artifact_id": existing.id}) is None:
+            c.execute(_INSERT_OUTPUT, {"step_id": step_id, "artifact_id": existing.id})  # still this step's output
         return existing.id, _ref(existing)
     alias = f"{ALIAS_PREFIXES[ref.kind]}{number}"
     artifact_id = c.execute(_INSERT_ARTIFACT, {
         "session_id": session_id, "sha256": ref.sha256, "kind": ref.kind, "media_type": ref.media_type,
         "shape": list(ref.shape), "size": sizes.get(ref.sha256), "alias": alias, "alias_number": number,
         "origin": origin, "label": label, "step_id": step_id, "turn_id": turn_id, "created_at": utcnow()}).scalar_one()
+    if step_id is not None:
+        c.execute(_INSERT_OUTPUT, {"step_id": step_id, "artifact_id": artifact_id})
     links = [{"child_id": artifact_id, "parent_id": parent, "position": position}
              for position, parent in enumerate(dict.fromkeys(parents)) if parent != artifact_id]
     if links:
@@ -911,8 +920,8 @@ def _step_inputs(c: Connection, step_id: int, session_id: str, turn_id: int | No
             else:
                 producer = select(_steps.c.id).where(_steps.c.session_id == session_id, _steps.c.turn_id.is_(None),
                                                      _steps.c.position == number)
-                outputs = list(c.scalars(select(_artifacts.c.id).where(_artifacts.c.step_id.in_(producer))
-                                         .order_by(_artifacts.c.id)))
+                outputs = list(c.scalars(select(_outputs.c.artifact_id).where(_outputs.c.step_id.in_(producer))
+                                         .order_by(_outputs.c.artifact_id)))
             if not outputs:
                 raise InvalidInput(f"step {step_id} reads {value}, but step {number} of its turn has recorded "
                                    "no output", field="parents",

@@ -211,3 +211,24 @@ PHRASES = ("yes", "yes please", "y", "yep", "sure", "ok", "okay", "do it", "go a
 def test_only_a_known_phrase_is_read_as_an_answer(text):
     if yes_or_no(text) is not None:  # then its letters are one of the phrases'
         assert re.sub(r"[^a-z]", "", text.lower()) in {p.replace(" ", "") for p in PHRASES}
+
+
+def test_a_step_whose_output_is_content_the_session_holds_still_feeds_the_next(agent_settings):
+    """Black and white of a grey photo is the photo itself, byte for byte: it keeps the upload's row (one alias per
+    content), is still step 1's output, and step 2 reads it as @1 (it used to fail: 'step 1 has recorded no output')."""
+    from agent.api import VitronAgent
+    from tests.scenes import grey_photo
+
+    photo = grey_photo("chelsea", 160, 120)
+    with VitronAgent.from_settings(agent_settings, planner="explicit") as agent:
+        session = agent.session()
+        reply = session.send("<module>C</module><instruction>make it black and white</instruction>"
+                             "<module>C</module><instruction>make it sepia</instruction><input>@1</input>",
+                             image=photo)
+        assert [s.status for s in reply.steps] == ["succeeded", "succeeded"], reply.text
+        first, second = (a.ref for a in reply.artifacts)
+        assert first.alias == "img1"  # the upload's own row
+        sepia = agent.memory.store.get_image(second)
+        assert (sepia[..., 0].astype(int) - sepia[..., 2]).mean() > 5  # warm, no longer grey
+        table = {e.alias: e for e in agent.memory.artifact_table(session.id)}
+        assert table[second.alias].parents == ("img1",)

@@ -133,14 +133,16 @@ def test_deleting_a_session_with_undo_rows_removes_its_blobs_once(memory):
 
 def test_the_upgrade_keeps_the_lineage_of_an_older_sqlite_database(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    with Database.open(url) as db:
-        db.downgrade("0003")
-    memory = SessionMemory(Database(url), ArtifactStore(tmp_path / "store"))
+    memory = SessionMemory(Database.open(url), ArtifactStore(tmp_path / "store"))
     session = memory.create_session()
     segment_then_edit(memory, session.id)
+    memory.db.downgrade("0003")  # the data as a database of revision 0003 holds it
     memory.close()
     with SessionMemory(Database.open(url), ArtifactStore(tmp_path / "store")) as upgraded:  # what a start does
-        assert upgraded.db.revision() == "0004"
+        assert upgraded.db.revision() == "0005"
+        # 0005 links each step to the rows it made: the mask and the edited image
+        links = upgraded.db.read(lambda c: c.exec_driver_sql("SELECT count(*) FROM step_outputs").scalar())
+        assert links == 2
         assert [e.parents for e in upgraded.artifact_table(session.id)] == [(), ("img1",), ("img1", "mask1")]
         assert upgraded.record_undo(session.id, "@img1").parents == ("img2",)
         upgraded.db.downgrade("0003")  # the undo's row goes; the rest stays
