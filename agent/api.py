@@ -65,6 +65,7 @@ class Reply:
     steps: tuple[StepRecord, ...]
     artifacts: tuple[ArtifactEntry, ...]
     approval: dict[str, Any] | None = None  # set while the turn waits for the user to approve heavy steps
+    refused: str | None = None  # why no plan of the turn could run (after the planner's corrections)
 
     @property
     def waiting(self) -> bool:
@@ -260,7 +261,7 @@ class AgentSession:
         if state.next:
             pending = [i.value for task in state.tasks for i in task.interrupts]
             approval = pending[0] if pending else {"type": "interrupted"}
-        return Reply(self.id, values.get("final") or "", steps, tuple(made), approval)
+        return Reply(self.id, values.get("final") or "", steps, tuple(made), approval, values.get("refused"))
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -287,7 +288,8 @@ class AgentSession:
         # `pending` is left as the last turn left it: a guess the planner asked about waits for this turn's answer.
         return {"session_id": self.id, "turn_id": turn.id, "text": text, "inputs": inputs, "region": region_json,
                 "round": 1, "attempt": 1, "feedback": None, "proposal": [], "steps": [], "step_ids": {},
-                "round_start": 0, "results": None, "approved": [], "replies": [], "final": None, "shown": []}
+                "round_start": 0, "results": None, "approved": [], "replies": [], "final": None, "shown": [],
+                "refused": None}
 
     def _upload(self, value: Upload | None, kind: str) -> ArtifactRef | None:
         store = self.agent.memory.store

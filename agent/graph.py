@@ -89,6 +89,7 @@ class TurnState(TypedDict, total=False):
     approved: list[int]  # heavy steps the user let run
     replies: list[str]  # the planner's words, one per round
     final: str | None  # the reply, once known (or a question, or why nothing ran)
+    refused: str | None  # why no plan of this turn could run (the reply says it too)
     shown: list[str]  # aliases the turn answers with that no step made: what an undo brought back, what show showed
     pending: dict | None  # a guess the planner asked about (`Plan` JSON, tensors as refs), kept for the next turn:
     # a new turn's input leaves it out, so it outlives the turn in the thread's checkpoints until a plan reads it
@@ -210,7 +211,8 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         attempt = state.get("attempt", 1)
         if corrects and attempt <= settings.max_corrections:
             return {"proposal": [], "feedback": message, "attempt": attempt + 1}
-        return {"proposal": [], "feedback": None, "final": f"I could not make a plan that runs: {message}"}
+        return {"proposal": [], "feedback": None, "final": f"I could not make a plan that runs: {message}",
+                "refused": message}
 
     def after_plan(state: TurnState) -> Any:
         if state.get("final"):

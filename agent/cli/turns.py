@@ -113,7 +113,7 @@ def run_cmd(
     planner: PlannerOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Run one turn (or resume a session's interrupted turn, or answer its approval pause) and print the reply and
-    what it made. Exits 1 when a step failed."""
+    what it made. Exits 3 when a step failed, 2 when no plan could run (the reply is printed first)."""
     from agent.service import read_region
 
     if text is None and session is None:
@@ -134,8 +134,10 @@ def run_cmd(
             print(json.dumps(_reply_json(reply, agent.memory.store)))
         else:
             _print_reply(reply, agent.memory.store)
+    if reply.refused is not None:
+        raise typer.Exit(2)
     if any(step.status == "failed" for step in reply.steps):
-        raise typer.Exit(1)
+        raise typer.Exit(3)
 
 
 @clear_errors

@@ -124,8 +124,11 @@ def test_a_plan_that_cannot_run_gets_a_clear_reply_and_runs_nothing(agent, text,
     session = agent.session()
     reply = session.send(text, image=render_scene(0).image)
     assert reply.text.startswith("I could not make a plan that runs") and needle in reply.text
+    assert reply.refused is not None and needle in reply.refused
     assert reply.steps == () and agent.memory.steps(session.id) == []
     assert [t.role for t in agent.memory.turns(session.id)] == ["user", "assistant"]
+    assert session.send("<module>B</module><instruction>segment it</instruction><region>(10, 10, 60, 60)</region>",
+                        image=render_scene(0).image).refused is None  # the next turn's own
 
 
 def test_two_images_that_fit_equally_make_the_agent_ask(agent):

@@ -76,13 +76,16 @@ def test_run_takes_points_and_a_scribble(env, tmp_path):
     assert both.returncode != 0 and "give one" in both.stderr and "Traceback" not in both.stderr
 
 
-def test_run_exits_1_when_a_step_failed(env, tmp_path):
+def test_run_exits_3_when_a_step_failed_and_2_when_no_plan_runs(env, tmp_path):
     grey = np.full((64, 96, 3), 128, np.uint8)  # nothing to find, and no region: the segmentation fails
     proc = vitron(env, "run", "--json", "--planner", "explicit", "--image", str(png(tmp_path / "grey.png", grey)),
                   "<module>B</module><instruction>segment it</instruction>")
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     reply = json.loads(proc.stdout)  # the reply is still printed in full
     assert [s["status"] for s in reply["steps"]] == ["failed"] and "region" in reply["reply"]
+    refused = vitron(env, "run", "--json", "--planner", "explicit", "--image", str(png(tmp_path / "g.png", grey)),
+                     "<module>C</module><instruction>make it blue</instruction><input>@img9</input>")
+    assert refused.returncode == 2 and "could not make a plan" in json.loads(refused.stdout)["reply"]
 
 
 def test_plan_with_a_session_plans_the_next_turn_in_its_context(env, tmp_path):

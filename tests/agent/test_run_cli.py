@@ -42,7 +42,9 @@ def test_plan_json_prints_the_plan_without_running_it(env, home):
 
 
 def test_a_bad_plan_is_a_reply_and_bad_flags_are_one_line(env):
-    reply = one_json(vitron(env, "run", "--json", "<module>Q</module><instruction>x</instruction>"))
+    refused = vitron(env, "run", "--json", "<module>Q</module><instruction>x</instruction>")
+    assert refused.returncode == 2  # no plan could run: the reply says why, in full
+    reply = json.loads(refused.stdout)
     assert reply["steps"] == [] and "unknown module" in reply["reply"]
     proc = vitron(env, "run", "--planner", "nope", "hello")
     assert proc.returncode == 2 and "VITRON_PLANNER" in proc.stderr and "Traceback" not in proc.stderr
