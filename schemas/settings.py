@@ -1,17 +1,40 @@
-"""Settings from `VITRON_*` environment variables (or a `.env` file), embedded defaults otherwise."""
+"""Settings from `VITRON_*` environment variables (and the dotenv file `VITRON_ENV_FILE` names), embedded defaults
+otherwise."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_FILE_SETTING = "VITRON_ENV_FILE"
+"""The one dotenv file read. A `.env` in the working directory is not: it would silently redirect the database and
+the broker of whoever runs `vitron` there."""
 
 
 class VitronSettings(BaseSettings):
     """Where data lives and which real components to use. Every field reads `VITRON_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="VITRON_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VITRON_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[Any, ...]:
+        named = os.environ.get(ENV_FILE_SETTING)
+        if not named:
+            return init_settings, env_settings, file_secret_settings
+        if not Path(named).expanduser().is_file():
+            from .errors import InvalidInput
+
+            raise InvalidInput(f"{ENV_FILE_SETTING} names {named}, which is not a file", field=ENV_FILE_SETTING,
+                               fix="name an existing dotenv file, or unset it")
+        return (init_settings, env_settings, DotEnvSettingsSource(settings_cls, env_file=Path(named).expanduser()),
+                file_secret_settings)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".vitron", description="The data folder.")
     artifacts_dir: Path | None = Field(default=None, description="Artifact store root; default HOME/artifacts.")
