@@ -33,6 +33,6 @@ def test_the_file_vitron_env_file_names_is_read_and_variables_win(clean, monkeyp
 
 def test_a_named_file_that_is_missing_is_a_clear_error(clean, monkeypatch):
     monkeypatch.setenv("VITRON_ENV_FILE", str(clean / "nope.env"))
-    with pytest.raises(InvalidInput, match="VITRON_ENV_FILE names .*nope.env, which is not a file") as info:
+    with pytest.raises(InvalidInput, match=r"VITRON_ENV_FILE names .*nope\.env, which is not a file") as info:
         VitronSettings()
     assert info.value.field == "VITRON_ENV_FILE"
