@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy.engine import URL
@@ -35,6 +36,15 @@ def _compact_sqlite_saver() -> type[BaseCheckpointSaver]:
             return (current or 0) + 1
 
     return CompactSqliteSaver
+
+
+def strict_serializer() -> Any:
+    """LangGraph's serializer restricted to its allowlist of safe types (plain data, datetimes, its own `Send` and
+    `Interrupt`…): a turn's state holds refs and small values only, so a checkpoint holding anything else (written
+    by someone with access to the database) is never imported and run on load."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    return JsonPlusSerializer(allowed_msgpack_modules=None)
 
 
 def _libpq(url: URL) -> str:
@@ -70,7 +80,7 @@ def open_checkpointer(target: VitronSettings | Database | str | URL | None = Non
                 # As for the session tables: in WAL mode NORMAL cannot corrupt the file, and skipping the fsync
                 # per commit is most of a checkpoint's cost (a power cut may lose the last steps, not the file).
                 conn.execute("PRAGMA synchronous = NORMAL")
-            saver = SqliteSaver(conn)
+            saver = SqliteSaver(conn, serde=strict_serializer())
             saver.setup()
             yield saver
         finally:
@@ -90,7 +100,7 @@ def open_checkpointer(target: VitronSettings | Database | str | URL | None = Non
         pool.close()
         raise _unavailable(exc, f"the checkpoint database {url.render_as_string(hide_password=True)}") from exc
     try:
-        saver = PostgresSaver(pool)
+        saver = PostgresSaver(pool, serde=strict_serializer())
         saver.setup()
         yield saver
     finally:
