@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,6 +53,8 @@ from schemas import (
 from .remote import RemoteObjects, S3Objects
 
 _SHA = re.compile(r"[0-9a-f]{64}")
+TEMP_GRACE_S = 15 * 60
+"""A file in `tmp/` untouched this long is a killed process's write, swept when a store opens."""
 _CHUNK = 1 << 20
 KEYFRAME_EVERY = 30
 """Frames between keyframes in the videos the store encodes (H.264)."""
@@ -70,19 +73,31 @@ class VideoInfo:
 class ArtifactStore:
     """Put and get artifacts by ref. Nothing is read or written outside `root`."""
 
-    def __init__(self, root: str | Path, remote: RemoteObjects | None = None) -> None:
+    def __init__(self, root: str | Path, remote: RemoteObjects | None = None, *, group_readable: bool = True) -> None:
         self.root = Path(root).expanduser().resolve()
         self.remote = remote
+        self.file_mode = 0o640 if group_readable else 0o600
         (self.root / "objects").mkdir(parents=True, exist_ok=True)
         self._objects = str(self.root / "objects")
         (self.root / "tmp").mkdir(exist_ok=True)
+        self._sweep_temp()
+
+    def _sweep_temp(self) -> None:
+        """Remove writes a killed process left in `tmp/`: files nobody has written to for `TEMP_GRACE_S` (a write
+        in flight keeps touching its file)."""
+        stale = time.time() - TEMP_GRACE_S
+        with os.scandir(self.root / "tmp") as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):  # another process's sweep may have taken it first
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < stale:
+                        os.unlink(entry.path)
 
     @classmethod
     def from_settings(cls, settings: VitronSettings | None = None) -> ArtifactStore:
         """The local folder, with the S3 remote when `store_url` is set (no connection until first use)."""
         settings = settings or VitronSettings()
         remote = S3Objects(settings.store_url, settings.s3_endpoint_url) if settings.store_url else None
-        return cls(settings.artifact_root, remote=remote)
+        return cls(settings.artifact_root, remote=remote, group_readable=settings.store_group_readable)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -172,6 +187,7 @@ class ArtifactStore:
     @contextlib.contextmanager
     def _temp_file(self, suffix: str) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(suffix=suffix, dir=self.root / "tmp")
+        os.fchmod(fd, self.file_mode)  # mkstemp's 0600, unless the group may read (the file keeps it once renamed)
         os.close(fd)
         tmp = Path(name)
         try:

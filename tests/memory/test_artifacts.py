@@ -228,3 +228,29 @@ def test_joining_refuses_parts_that_do_not_fit(store):
         store.concat_videos([small, masks])
     with pytest.raises(InvalidInput, match="nothing to join"):
         store.concat_videos([])
+
+
+def test_a_killed_writes_leftovers_are_swept_when_a_store_opens(tmp_path):
+    import time
+
+    from memory.artifacts import TEMP_GRACE_S
+
+    store = ArtifactStore(tmp_path)
+    stale, fresh = tmp_path / "tmp" / "tmpdead.mp4", tmp_path / "tmp" / "tmpwriting.mp4"
+    stale.write_bytes(b"half a video")
+    fresh.write_bytes(b"a write in flight")
+    old = time.time() - TEMP_GRACE_S - 60
+    os.utime(stale, (old, old))
+    ref = store.put_image(np.zeros((4, 4, 3), np.uint8))
+    ArtifactStore(tmp_path)  # what a start does
+    assert not stale.exists() and fresh.exists() and store.exists(ref)
+
+
+def test_objects_are_group_readable_unless_the_setting_says_owner_only(tmp_path):
+    import stat
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    shared = ArtifactStore(tmp_path / "shared")
+    assert stat.S_IMODE(shared.path(shared.put_image(image)).stat().st_mode) == 0o640
+    private = ArtifactStore(tmp_path / "private", group_readable=False)
+    assert stat.S_IMODE(private.path(private.put_image(image)).stat().st_mode) == 0o600
