@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import os
+
+ECHO_SETTING = "VITRON_ERROR_ECHO_CHARS"
+DEFAULT_ECHO_CHARS = 2000
+"""How much of a problem's text (which may quote the bad input: a 2 MB line) an error keeps; the setting changes it."""
+
+
+def echo_limit() -> int:
+    try:
+        return max(80, int(os.environ.get(ECHO_SETTING, DEFAULT_ECHO_CHARS)))
+    except ValueError:
+        return DEFAULT_ECHO_CHARS
+
+
+def bounded(text: str) -> str:
+    """`text`, its middle left out past the echo limit (the start says what went wrong, the end often where)."""
+    limit = echo_limit()
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 3 // 4, limit // 4
+    return f"{text[:head]} …[{len(text) - head - tail:,} characters left out]… {text[-tail:]}"
+
 
 class VitronError(Exception):
     """Base of every error this project raises on purpose."""
 
     def __init__(self, problem: str, *, field: str | None = None, fix: str | None = None) -> None:
-        self.problem = problem
+        self.problem = bounded(problem) if isinstance(problem, str) else problem
         self.field = field
-        self.fix = fix
+        self.fix = bounded(fix) if isinstance(fix, str) else fix
         super().__init__(self.message)
 
     @property
@@ -23,7 +45,7 @@ class VitronError(Exception):
 
 def error_text(exc: BaseException) -> str:
     """What an error says to a user: one of ours says its problem, field and fix; anything else its type and text."""
-    return exc.message if isinstance(exc, VitronError) else f"{type(exc).__name__}: {exc}"
+    return exc.message if isinstance(exc, VitronError) else bounded(f"{type(exc).__name__}: {exc}")
 
 
 def a_or_an(noun: str) -> str:

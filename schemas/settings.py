@@ -96,6 +96,10 @@ class VitronSettings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="Endpoint of an S3-compatible service (MinIO, …); unset, AWS itself."
     )
+    error_echo_chars: int = Field(
+        default=2000, ge=80, description="How much of a problem's text an error keeps (it may quote the bad input); "
+        "the rest of the middle is left out and counted.",
+    )
     store_group_readable: bool = Field(
         default=True, description="Store files readable by their group (mode 0640), so a worker running as another "
         "user of the group can read them; false: by their owner only (0600).",
