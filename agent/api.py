@@ -274,6 +274,10 @@ class AgentSession:
                 raise InvalidInput(f"session {self.id} has no unfinished turn to resume", field="text",
                                    fix="send a new turn's text")
             return None  # LangGraph goes on from the last checkpoint
+        limit = self.agent.settings.max_turn_chars
+        if isinstance(text, str) and len(text) > limit:
+            raise InvalidInput(f"the turn's text has {len(text):,} characters, more than the {limit:,} allowed",
+                               field="text", fix="send a shorter turn, or raise VITRON_MAX_TURN_CHARS")
         if self.unfinished:
             raise InvalidInput(f"session {self.id} has an unfinished turn", field="text",
                                fix="finish it first: resume it (no text), or answer its approval pause")

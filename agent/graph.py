@@ -167,6 +167,9 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
             except VitronError as exc:
                 return {**update, **_refused(state, exc.message)}
         invocations = _on_drawn_frame([s.invocation for s in proposal.steps], region)
+        if len(invocations) > settings.max_plan_steps:  # before anything is compiled, recorded or checkpointed
+            return {**update, **_refused(state, f"the plan has {len(invocations):,} steps, more than the "
+                                                f"{settings.max_plan_steps} allowed (VITRON_MAX_PLAN_STEPS)")}
         if proposal.confirm and (invocations or proposal.operation):
             return {**update, **ask(proposal, invocations)}
         replies = state.get("replies", [])

@@ -96,6 +96,12 @@ class VitronSettings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="Endpoint of an S3-compatible service (MinIO, …); unset, AWS itself."
     )
+    max_plan_steps: int = Field(
+        default=64, ge=1, description="Steps a plan may have; a longer one is refused before anything is recorded.",
+    )
+    max_turn_chars: int = Field(
+        default=20_000, ge=1, description="Characters a turn's text may have; a longer one is refused.",
+    )
     error_echo_chars: int = Field(
         default=2000, ge=80, description="How much of a problem's text an error keeps (it may quote the bad input); "
         "the rest of the middle is left out and counted.",

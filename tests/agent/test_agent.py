@@ -255,3 +255,18 @@ def test_asend_runs_a_turn_from_async_code(agent):
     reply = asyncio.run(session.asend(f"<module>B</module><instruction>segment it</instruction>"
                                       f"<region>{box_text(scene.box)}</region>", image=scene.image))
     assert [s.status for s in reply.steps] == ["succeeded"] and reply.artifacts[0].alias == "mask1"
+
+
+def test_a_plan_or_a_turn_past_its_limit_is_refused_at_once(agent):
+    import time
+
+    session = agent.session()
+    block = "<module>C</module><instruction>make it blue</instruction>"
+    started = time.perf_counter()
+    reply = session.send(block * 100, image=render_scene(0).image)
+    assert reply.refused is not None and "100 steps, more than the 64 allowed (VITRON_MAX_PLAN_STEPS)" in reply.refused
+    assert reply.steps == () and agent.memory.steps(session.id) == []
+    with pytest.raises(InvalidInput, match="VITRON_MAX_TURN_CHARS") as info:
+        session.send(block * 10_000)  # 560,000 characters
+    assert info.value.field == "text" and time.perf_counter() - started < 2
+    assert [t.role for t in agent.memory.turns(session.id)] == ["user", "assistant"]  # the long one not recorded
