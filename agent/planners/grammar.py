@@ -268,9 +268,15 @@ def _unnamed_key(n: int) -> str:
     return "input" if n == 1 else f"input{n}"
 
 
+def escape_instruction(text: str) -> str:
+    """An instruction's text as the grammar writes it: `<`, `>`, `&` as `&lt;`, `&gt;`, `&amp;` (what `parse_plan`
+    reads back)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _format_step(step: PlanStep) -> str:
     invocation = step.invocation
-    command = invocation.command.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    command = escape_instruction(invocation.command)
     try:
         module = resolve_module(invocation.module).code
     except UnknownModule:

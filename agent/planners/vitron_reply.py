@@ -28,9 +28,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from schemas import Invocation, Plan, PlanStep, resolve_module, step_number
+from schemas import Invocation, Plan, PlanStep, UnknownModule, resolve_module, step_number
 
-from .grammar import SIGNAL_TOKENS, parse_plan
+from .grammar import SIGNAL_TOKENS, escape_instruction, parse_plan
 
 TASK_PREFIX = re.compile(r"^\s*(?:video generation|video segmentation|video editing|image to video|generation|"
                          r"segmentation|editing|tracking|foreground|background)\s*:\s*", re.IGNORECASE)
@@ -83,7 +83,7 @@ def read_vitron_reply(text: str, *, signal_tokens: Iterable[str] = SIGNAL_TOKENS
         if _module_code(block) == "F" and background.lower().rstrip(".!") not in KEEP:
             backgrounds[kept] = background
         block = _REGION.sub(lambda m: m[0] if _ordered(m["body"]) else "", _INSTRUCTION.sub("", block))
-        body = TASK_PREFIX.sub("", first).strip().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        body = escape_instruction(TASK_PREFIX.sub("", first).strip())
         close = block.lower().find("</module>")
         close = len(block) if close < 0 else close + len("</module>")
         pieces.append(f"{block[:close]}<instruction>{body}</instruction>{block[close:]}")
@@ -118,7 +118,7 @@ def _module_code(block: str) -> str | None:
     found = re.search(r"<module>(?P<name>[^<]*)</module>", block, re.IGNORECASE)
     try:
         return resolve_module(found["name"].strip()).code if found else None
-    except Exception:  # an unknown module: parse_plan reports it with its offset
+    except UnknownModule:  # parse_plan reports it with its offset
         return None
 
 

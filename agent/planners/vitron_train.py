@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from schemas import InvalidInput, ModelsFile, VitronSettings, resolve_module
 
+from .grammar import escape_instruction
 from .vitron_model import (
     HEADS_CONFIG,
     MODULE_CODES,
@@ -79,7 +80,7 @@ class VitronTrainConfig:
     save_every: int = 50
     seed: int = 0
     device: str = "cpu"
-    max_steps_per_block: int = 3  # `[SIG]` tokens a block may hold (the backend's tokens, capped)
+    max_signal_tokens: int = 3  # `[SIG]` tokens a block may hold (the backend's tokens, capped)
 
     def __post_init__(self) -> None:
         bad = [s for s in self.stages if s not in STAGES]
@@ -103,7 +104,8 @@ class TrainingTurn:
     steps: list[tuple[str, str, str, int]]  # per block: module letter, instruction, task-free words, [SIG] tokens
 
 
-def training_turns(count: int, seed: int, signal_tokens: dict[str, int], multimodal: bool) -> list[TrainingTurn]:
+def training_turns(count: int, seed: int, signal_tokens: dict[str, int], multimodal: bool,
+                   max_signal_tokens: int = 3) -> list[TrainingTurn]:
     """`count` generated requests (questions to H, vague ones answered with a question; undo and show, which this
     planner does not do, left out) with their prompts and gold replies."""
     from .mini.data import generate
@@ -131,14 +133,15 @@ def training_turns(count: int, seed: int, signal_tokens: dict[str, int], multimo
         if example.intent == "plan":
             blocks = []
             for step in example.steps:
-                k = min(signal_tokens.get(step.module, 1), 3)
+                k = min(signal_tokens.get(step.module, 1), max_signal_tokens)
                 inputs = "".join(f'<input name="{name}">{ref}</input>' for name, ref in step.inputs.items())
-                blocks.append(f"<module>{step.module}</module><instruction>{_escape(step.instruction)}</instruction>"
+                blocks.append(f"<module>{step.module}</module><instruction>{escape_instruction(step.instruction)}"
+                              "</instruction>"
                               f"{inputs}{SIGNAL_TOKEN * k}")
                 steps.append((step.module, step.instruction, step.object_phrase or step.instruction, k))
             reply = "Sure. " + "".join(blocks)
         elif example.intent == "question":
-            reply = f"Let me look. <module>H</module><instruction>{_escape(example.text)}</instruction>"
+            reply = f"Let me look. <module>H</module><instruction>{escape_instruction(example.text)}</instruction>"
         else:
             reply = "What would you like me to do with it?"
         turns.append(TrainingTurn(prompt_text(lines, example.text, len(images)), reply, images, steps))
@@ -149,10 +152,6 @@ def _kind(alias: str) -> str:
     from .mini.compose import kind_of
 
     return kind_of(alias) or "image"
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _pictures() -> list[np.ndarray]:
@@ -231,13 +230,14 @@ def train_vitron(base: str | Path, out: str | Path, config: VitronTrainConfig | 
     if (resume / HEADS_CONFIG).is_file():
         vitron.heads.load_state_dict(SignalHeads.load(resume).state_dict())
     tokens_per_block = _signal_tokens(models)
-    turns = training_turns(config.requests, config.seed, tokens_per_block, vitron.is_multimodal)
+    turns = training_turns(config.requests, config.seed, tokens_per_block, vitron.is_multimodal,
+                           config.max_signal_tokens)
     say(f"{len(turns)} training requests from the generator")
     summary: dict[str, Any] = {"base": str(base), "config": {**asdict(config), "stages": list(config.stages)},
                                "stages": state.get("stages", {})}
     lm = _with_lora(vitron, config, resume if state else None)
     vitron.model = lm
-    if 1 in config.stages and state.get("stage1_step", 0) < config.steps:
+    if 1 in config.stages:  # a finished stage 1 (a resumed run) gives its summary from the saved losses
         summary["stages"]["1"] = _stage1(vitron, lm, turns, config, state, resume, say)
     vitron.model.eval()
     if {2, 3} & set(config.stages):
@@ -365,12 +365,12 @@ def _signal_states(vitron: VitronModel, turns: Sequence[TrainingTurn], say: Prog
     started, tokens = time.perf_counter(), 0
     for number, turn in enumerate(t for t in turns if t.steps):
         batch = _encoded(vitron, turn)
-        batch.pop("labels")
+        # where the reply starts: the [SIG] in the system prompt's example is no step's
+        reply_starts = int((batch.pop("labels")[0] == -100).sum())
         hidden = vitron.model(**batch, output_hidden_states=True).hidden_states[-1][0]
         tokens += int(batch["input_ids"].numel())
         positions = (batch["input_ids"][0] == vitron.signal_token_id).nonzero().flatten().tolist()
-        prompt_positions = len(vitron.encode(turn.prompt, turn.images or None)["input_ids"][0])
-        positions = [p for p in positions if p >= prompt_positions]
+        positions = [p for p in positions if p >= reply_starts]
         blocks = [(code, text, phrase, i) for code, text, phrase, k in turn.steps for i in range(k)]
         if len(positions) != len(blocks):  # a tokenizer that splits [SIG]: nothing to learn from this one
             continue
@@ -430,8 +430,7 @@ def _stage2(vitron: VitronModel, states: SignalStates, models: ModelsFile, setti
             specific, _ = heads(code, states.hidden[rows])
             loss = loss + _regression(specific, wanted)
         if invariant_target is not None and heads.task_invariant_size == invariant_target.shape[1]:
-            _, invariant = heads("A", states.hidden)
-            loss = loss + _regression(invariant, invariant_target)
+            loss = loss + _regression(heads.task_invariant(states.hidden), invariant_target)
         if not loss.requires_grad:
             break
         loss.backward()
@@ -459,8 +458,7 @@ def _stage3(vitron: VitronModel, states: SignalStates, config: VitronTrainConfig
     history = []
     for step in range(config.head_steps):
         strength = 2 / (1 + math.exp(-10 * step / max(1, config.head_steps))) - 1  # DANN's ramp
-        _, invariant = heads("A", states.hidden)
-        linear, mlp = adversary(reverse_gradient(invariant, strength))
+        linear, mlp = adversary(reverse_gradient(heads.task_invariant(states.hidden), strength))
         loss = F.cross_entropy(linear, labels) + F.cross_entropy(mlp, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
