@@ -102,6 +102,8 @@ class VitronSettings(BaseSettings):
     max_turn_chars: int = Field(
         default=20_000, ge=1, description="Characters a turn's text may have; a longer one is refused.",
     )
+    # Read by `schemas.errors.echo_limit` from the same variable when an error is made (an error cannot wait for
+    # the settings, which may be what failed); declared here so that it is listed, checked and documented.
     error_echo_chars: int = Field(
         default=2000, ge=80, description="How much of a problem's text an error keeps (it may quote the bad input); "
         "the rest of the middle is left out and counted.",
