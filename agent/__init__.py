@@ -15,14 +15,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import AgentSession, Reply, VitronAgent, make_planner
+    from .api import AgentSession, Reply, TurnStream, VitronAgent, make_planner
 
-__all__ = ["AgentSession", "Reply", "VitronAgent", "make_planner"]
+__all__ = ["AgentSession", "Reply", "TurnStream", "VitronAgent", "make_planner"]
+_ELSEWHERE = {"langchain_tools": "langchain_adapter", "Toolkit": "toolkit"}  # the rest live in `api`
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import api
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(f".{_ELSEWHERE.get(name, 'api')}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

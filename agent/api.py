@@ -11,7 +11,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from langgraph.types import Command
 
-from memory import ArtifactEntry, SessionMemory, StepRecord, open_checkpointer
+from memory import ArtifactEntry, SessionMemory, StepRecord, TurnLeases, open_checkpointer
 from schemas import ArtifactRef, InvalidInput, Invocation, Region, StepNotFound, VitronSettings, as_region
 from tools.executors import Executor, make_executor
 
@@ -119,6 +119,7 @@ class VitronAgent:
             self._resources.callback(executor.close)
         self.executor = executor
         self.checkpointer = checkpointer
+        self.leases = TurnLeases(memory.db, settings.turn_lease_s)
         self.services = Services(memory, planner, settings, executor)
         self.graph = build_graph(self.services, checkpointer)
 
@@ -144,8 +145,9 @@ class VitronAgent:
             raise
 
     def session(self, id: str | None = None, *, title: str = "", owner: str | None = None) -> AgentSession:
-        """An existing session (by id or a unique prefix), or a new one."""
-        found = self.memory.resolve_session_id(id) if id is not None else self.memory.create_session(
+        """An existing session of `owner`'s (by id or a unique prefix), or a new one of theirs. `owner` None is the
+        local user, whose sessions are those with no owner: another owner's id or prefix is no session at all."""
+        found = self.memory.resolve_session_id(id, owner=owner) if id is not None else self.memory.create_session(
             title, owner=owner).id
         return AgentSession(self, found)
 
@@ -173,17 +175,23 @@ class AgentSession:
         return bool(self.agent.graph.get_state(self._config).next)
 
     def stream(self, text: str | None = None, *, image: Upload | None = None, video: Upload | None = None,
-               region: Region | dict | None = None) -> Iterator[dict[str, Any]]:
+               region: Region | dict | None = None, wait_s: float = 0.0) -> TurnStream:
         """Run a turn (or, with no text, go on with the unfinished one), yielding its events as they happen:
-        plan, step_started, progress, step_finished, step_failed, step_skipped, approval, message."""
-        yield from self._run(self._start(text, image, video, region))
+        plan, step_started, progress, step_finished, step_failed, step_skipped, approval, message.
+
+        One turn runs at a time per session, across processes: while another runs, this one is refused
+        (`SessionBusy`), or waits up to `wait_s` seconds for it to end. After the events, `.reply` is the turn's
+        own reply."""
+        return TurnStream(self, lambda: self._start(text, image, video, region), wait_s)
 
     def send(self, text: str | None = None, *, image: Upload | None = None, video: Upload | None = None,
-             region: Region | dict | None = None) -> Reply:
-        """Run a turn to its reply (or to an approval pause, see `Reply.approval`)."""
-        for _ in self.stream(text, image=image, video=video, region=region):
+             region: Region | dict | None = None, wait_s: float = 0.0) -> Reply:
+        """Run a turn to its reply (or to an approval pause, see `Reply.approval`): this turn's own reply, even when
+        another process sends the next turn the moment this one ends."""
+        turn = self.stream(text, image=image, video=video, region=region, wait_s=wait_s)
+        for _ in turn:
             pass
-        return self.reply()
+        return turn.reply
 
     async def asend(self, text: str | None = None, **kwargs: Any) -> Reply:
         return await asyncio.to_thread(self.send, text, **kwargs)
@@ -208,19 +216,24 @@ class AgentSession:
                 raise event
             yield event
 
-    def resume(self) -> Reply:
-        """Go on with a turn that a crash or an approval pause interrupted."""
-        return self.send()
+    def resume(self, *, wait_s: float = 0.0) -> Reply:
+        """Go on with a turn that a crash or an approval pause interrupted (not one another process is running: its
+        lease must have ended, or its process be gone)."""
+        return self.send(wait_s=wait_s)
 
     def approve(self, action: str = "approve", invocations: list[Invocation | dict] | None = None) -> Reply:
         """Answer an approval pause: `approve`, `deny`, or `edit` with the invocations to run instead."""
-        for _ in self.stream_answer(action, invocations):
+        turn = self.stream_answer(action, invocations)
+        for _ in turn:
             pass
-        return self.reply()
+        return turn.reply
 
     def stream_answer(self, action: str = "approve",
-                      invocations: list[Invocation | dict] | None = None) -> Iterator[dict[str, Any]]:
+                      invocations: list[Invocation | dict] | None = None) -> TurnStream:
         """`approve`, yielding the turn's events as it goes on (as `stream` does)."""
+        return TurnStream(self, lambda: self._answer(action, invocations), 0.0)
+
+    def _answer(self, action: str, invocations: list[Invocation | dict] | None) -> Command:
         if action not in ("approve", "deny", "edit"):
             raise InvalidInput(f"unknown answer {action!r}", field="action", fix="approve, deny or edit")
         if not self.unfinished:
@@ -228,7 +241,7 @@ class AgentSession:
         decision: dict[str, Any] = {"action": action}
         if action == "edit":
             decision["invocations"] = [Invocation.model_validate(i) for i in invocations or []]
-        yield from self._run(Command(resume=decision))
+        return Command(resume=decision)
 
     def cancel_turn(self) -> None:
         """Stop the turn under way: its running steps stop at their jobs' next progress reports, its steps not
@@ -245,7 +258,7 @@ class AgentSession:
         return cancel_job(self.agent.memory, job_id, self.agent.executor, session_id=self.id, wait_s=_MARK_WAIT_S)
 
     def reply(self) -> Reply:
-        """The latest turn's reply as it stands now."""
+        """The latest turn's reply as it stands now (another process's turn, if one has run since)."""
         state = self.agent.graph.get_state(self._config)
         values = state.values or {}
         memory = self.agent.memory
@@ -278,9 +291,16 @@ class AgentSession:
         if isinstance(text, str) and len(text) > limit:
             raise InvalidInput(f"the turn's text has {len(text):,} characters, more than the {limit:,} allowed",
                                field="text", fix="send a shorter turn, or raise VITRON_MAX_TURN_CHARS")
+        if isinstance(text, str) and not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8, which no database can take
+                raise InvalidInput("the turn's text is not valid UTF-8", field="text",
+                                   fix="send the text as UTF-8") from None
         if self.unfinished:
             raise InvalidInput(f"session {self.id} has an unfinished turn", field="text",
                                fix="finish it first: resume it (no text), or answer its approval pause")
+        self.agent.executor.check()  # a dead broker refuses the turn at once, naming its setting
         memory = self.agent.memory
         self.agent.services.new_turn(self.id)
         uploads = [u for u in (self._upload(image, "image"), self._upload(video, "video")) if u is not None]
@@ -297,39 +317,75 @@ class AgentSession:
 
     def _upload(self, value: Upload | None, kind: str) -> ArtifactRef | None:
         store = self.agent.memory.store
-        if value is None or isinstance(value, ArtifactRef):
-            return value
+        if value is None:
+            return None
+        if isinstance(value, ArtifactRef):  # its kind and shape as stored, not as the caller says
+            from workflows.stored import stored_ref
+
+            if value.kind != kind:
+                raise InvalidInput(f"the {kind} given is {value.kind} {value.short}", field=kind,
+                                   fix=f"give {'an image' if kind == 'image' else 'a video'}")
+            return stored_ref(store, value, field=kind)
         if isinstance(value, np.ndarray):
             return store.put_image(value) if kind == "image" else store.put_video(value, fps=8.0)
         return store.import_image(value) if kind == "image" else store.import_video(value)
 
-    def _run(self, graph_input: Any) -> Iterator[dict[str, Any]]:
-        """Run the graph on a thread of its own and yield its events as they come.
+class TurnStream(Iterator[dict[str, Any]]):
+    """A turn's events as they happen (iterate it), then `reply`: the turn's own reply.
 
-        LangGraph runs a lone node in the calling thread unless a custom stream is read, which would cost a
-        thread hop per superstep and a new thread pool per turn; so events come through a queue instead.
-        Checkpoints are written before each next superstep (`durability="sync"`): a crash, or Ctrl-C (the
-        thread is a daemon), loses at most the superstep under way, and `resume()` goes on from there. A reader
-        that stops early leaves the turn running to its end."""
+    The turn starts at the first `next()`: it takes the session's lease, then prepares the graph's input under it
+    (the unfinished-turn check and the user's turn are recorded by the lease's holder only), and runs on a thread
+    of its own that keeps the lease until the reply is read. LangGraph runs a lone node in the calling thread
+    unless a custom stream is read, which would cost a thread hop per superstep and a new thread pool per turn; so
+    events come through a queue instead. Checkpoints are written before each next superstep (`durability="sync"`):
+    a crash, or Ctrl-C (the thread is a daemon), loses at most the superstep under way, and `resume()` goes on from
+    there. A reader that stops early leaves the turn running to its end, still holding the lease."""
+
+    def __init__(self, session: AgentSession, prepare: Callable[[], Any], wait_s: float) -> None:
+        self.session, self._prepare, self._wait_s = session, prepare, wait_s
+        self._reply: Reply | None = None
+        self._events: Iterator[dict[str, Any]] | None = None
+
+    @property
+    def reply(self) -> Reply:
+        if self._reply is None:
+            raise RuntimeError("the turn has not ended: read its events to the end first")
+        return self._reply
+
+    def __next__(self) -> dict[str, Any]:
+        if self._events is None:
+            self._events = self._run()
+        return next(self._events)
+
+    def _run(self) -> Iterator[dict[str, Any]]:
+        session = self.session
+        leases = session.agent.leases
+        lease = leases.acquire(session.id, wait_s=self._wait_s)
+        try:
+            graph_input = self._prepare()
+        except BaseException:
+            leases.release(lease)
+            raise
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        config = {"configurable": {**self._config["configurable"], EVENTS: events.put}}
+        config = {"configurable": {**session._config["configurable"], EVENTS: events.put}}
 
         def run() -> None:
             paused = False
             try:
-                for update in self.agent.graph.stream(graph_input, config, stream_mode="updates",
-                                                      durability="sync"):
-                    paused = paused or "__interrupt__" in update
+                with leases.kept(lease):
+                    for update in session.agent.graph.stream(graph_input, config, stream_mode="updates",
+                                                             durability="sync"):
+                        paused = paused or "__interrupt__" in update
+                    self._reply = session.reply()  # under the lease: this turn's, not a later one's
                 events.put(_PAUSED if paused else _DONE)
             except BaseException as exc:  # the last item: the reader raises it
                 events.put(exc)
 
-        threading.Thread(target=run, name=f"vitron-turn-{self.id[:8]}", daemon=True).start()
+        threading.Thread(target=run, name=f"vitron-turn-{session.id[:8]}", daemon=True).start()
         while (event := events.get()) not in (_DONE, _PAUSED):
             if isinstance(event, BaseException):
                 raise event
             yield event
-        if event is _PAUSED:  # say what waits for the user
-            approval = self.reply().approval
-            if approval and approval.get("type") == "approval":
-                yield {"event": "approval", **approval}
+        approval = self.reply.approval
+        if event is _PAUSED and approval and approval.get("type") == "approval":  # say what waits for the user
+            yield {"event": "approval", **approval}

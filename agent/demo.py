@@ -38,12 +38,13 @@ def run_demo(settings: VitronSettings, progress: Callable[[float, str], None]) -
         made: list[ArtifactRef] = []
         plans = []
         for text, upload in ((TURNS[0], {"image": photo, "region": CUP_BOX}), (TURNS[1], {})):
-            for event in session.stream(text, **upload):
+            turn = session.stream(text, **upload)
+            for event in turn:
                 if event["event"] == "progress":
                     progress(event["fraction"], event["message"])
                 elif event["event"] == "step_failed":
                     raise JobFailed(f"the demo's step {event['position']} ({event['module']}) failed: {event['error']}")
-            reply = session.reply()
+            reply = turn.reply
             invocations = [Invocation.model_validate({k: v for k, v in s.invocation.items() if k != "signal"})
                            for s in reply.steps]  # the signal's tensors stay in the store: the grammar marks them
             plans.append(format_plan(Plan(steps=[PlanStep(invocation=i, signal_tokens=1) for i in invocations])))

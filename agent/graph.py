@@ -242,7 +242,8 @@ def build_graph(services: Services, checkpointer: Any = None) -> Any:
         if not invocations:
             return {"round_start": len(done), "proposal": [], "attempt": 1}
         try:
-            compiled = compile_invocations(invocations, table(), store, offset=len(done), workflows=saved)
+            compiled = compile_invocations(invocations, table(), store, offset=len(done), workflows=saved,
+                                           uploads=_drawn(state))
         except Ambiguous as question:
             return {"proposal": [], "final": question.question}
         except VitronError as exc:
@@ -437,6 +438,15 @@ def _on_drawn_frame(invocations: list[Invocation], drawn: Any) -> list[Invocatio
         return invocations
     return [i.model_copy(update={"region": drawn}) if i.region is not None and _same_place(i.region, drawn) else i
             for i in invocations]
+
+
+def _drawn(state: TurnState) -> list[ArtifactRef]:
+    """The scribbles drawn for this turn (or for the turn whose guess it says yes to): uploads of the turn, which
+    session memory records only once a step reads them, so a plan may give them by ref."""
+    regions = [state.get("region"), *((s.get("invocation") or {}).get("region")
+                                      for s in (state.get("pending") or {}).get("steps", []))]
+    return [ArtifactRef.model_validate(r["mask"]) for r in regions
+            if isinstance(r, dict) and r.get("kind") == "scribble"]
 
 
 def _same_place(region: Any, drawn: Any) -> bool:

@@ -99,7 +99,7 @@ def invoke_tool(module: str, given: Mapping[str, Any], *, backend: str | None = 
         if value is None:
             continue
         if name == "scribble":
-            name, value = "region", ScribbleRegion(mask=store.import_mask(value))
+            name, value = "region", ScribbleRegion(mask=store.import_mask(value, field="scribble"))
         elif name in importers:
             value = importers[name](value)
         if name not in fields:
@@ -122,7 +122,7 @@ def read_region(store: ArtifactStore, *, box: str | None = None, points: str | N
         raise InvalidInput("more than one region was given", field="region", fix="give one: a box, points or a "
                            "scribble")
     if scribble is not None:
-        return ScribbleRegion(mask=store.import_mask(scribble))
+        return ScribbleRegion(mask=store.import_mask(scribble, field="scribble"))
     return parse_box(box) if box else parse_points(points) if points else None
 
 
@@ -242,8 +242,11 @@ def _named_inputs(invocation: Any, modules: list[str]) -> dict[str, str]:
 def list_jobs(*, session: str | None = None, include_finished: bool = False,
               settings: VitronSettings | None = None) -> list[dict[str, Any]]:
     """Jobs that are queued or running (with `include_finished`, every job), oldest first."""
-    with SessionMemory.from_settings(settings) as memory:
-        ids = [memory.resolve_session_id(session)] if session else [s.id for s in memory.list_sessions(limit=1000)]
+    from memory.sessions import ANY_OWNER
+
+    with SessionMemory.from_settings(settings) as memory:  # every owner's: `vitron jobs` is the operator's
+        ids = ([memory.resolve_session_id(session, owner=ANY_OWNER)] if session
+               else [s.id for s in memory.list_sessions(owner=ANY_OWNER, limit=1000)])
         steps = [st for sid in ids for st in memory.steps(sid) if st.job_id]
     if not include_finished:
         steps = [st for st in steps if st.status in ("queued", "running")]

@@ -5,6 +5,7 @@ from .batches import BatchInfo, BatchItem, BatchRecords
 from .checkpoints import delete_thread_checkpoints, open_checkpointer
 from .database import Database
 from .keys import ApiKey, ApiKeys
+from .leases import Lease, TurnLeases
 from .runs import RunRecord, RunRecords, RunStatus
 from .sessions import (
     UNDO,
@@ -35,6 +36,7 @@ __all__ = [
     "Database",
     "DeletedSession",
     "History",
+    "Lease",
     "Lineage",
     "RunRecord",
     "RunRecords",
@@ -43,6 +45,7 @@ __all__ = [
     "SessionMemory",
     "StepCache",
     "StepRecord",
+    "TurnLeases",
     "TurnRecord",
     "VideoInfo",
     "VideoWriter",

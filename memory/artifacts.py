@@ -3,7 +3,9 @@
 Layout under the root: `objects/<first two hex>/<sha256><ending>` for content, `index/<first two
 hex>/<key>.json` for named results (a 64-hex key, e.g. a chunk's, → the ref it produced), `tmp/` for writes in
 flight. Each write goes to a temp file in `tmp/` and is renamed into place, so a reader never sees a
-half-written file and concurrent writers of the same content leave one intact file.
+half-written file and concurrent writers of the same content leave one intact file. A job's reads hash what they
+read against the digest (`ArtifactDamaged` when it no longer matches: the store's copy is damaged); a put of content
+whose copy here is damaged replaces it; `verify` checks every object.
 
 With a remote (`RemoteObjects`, e.g. S3 from VITRON_STORE_URL) the folder is a cache: each new object is
 also uploaded under the same relative key, and an object missing here is downloaded on first read, so
@@ -18,13 +20,17 @@ named "tensor"), boxes and text JSON.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
+import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,12 +46,14 @@ from safetensors.numpy import save as save_safetensors
 
 from schemas import (
     MEDIA_TYPES,
+    ArtifactDamaged,
     ArtifactKind,
     ArtifactNotFound,
     ArtifactRef,
     CorruptArtifact,
     InvalidInput,
     UnsafePath,
+    VitronError,
     VitronSettings,
     tensor_shape_dtype,
 )
@@ -55,11 +63,35 @@ from .remote import RemoteObjects, S3Objects
 _SHA = re.compile(r"[0-9a-f]{64}")
 TEMP_GRACE_S = 15 * 60
 """A file in `tmp/` untouched this long is a killed process's write, swept when a store opens."""
+DELETE_GRACE_S = 120.0
+"""How long after its last put an object that no session references is still kept by `delete(keep_recent=True)`
+(VITRON_STORE_DELETE_GRACE_S)."""
 _CHUNK = 1 << 20
 KEYFRAME_EVERY = 30
 """Frames between keyframes in the videos the store encodes (H.264)."""
 VIDEO_ENDINGS = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mkv": "video/x-matroska", ".webm": "video/webm",
                  ".mov": "video/quicktime", ".avi": "video/x-msvideo"}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `ArtifactStore.verify` found: each object's bytes hashed against the digest it is stored under."""
+
+    checked: int
+    damaged: tuple[str, ...] = ()  # digests of the objects whose bytes hash to something else
+    removed: tuple[str, ...] = ()  # of those, the ones `verify(repair=True)` took out of the store
+
+    @property
+    def ok(self) -> int:
+        return self.checked - len(self.damaged)
+
+    @property
+    def remaining(self) -> tuple[str, ...]:
+        """The damaged objects still in the store."""
+        return tuple(sha for sha in self.damaged if sha not in set(self.removed))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checked": self.checked, "ok": self.ok, "damaged": list(self.damaged), "removed": list(self.removed)}
 
 
 @dataclass(frozen=True)
@@ -70,16 +102,71 @@ class VideoInfo:
     fps: float
 
 
-class ArtifactStore:
-    """Put and get artifacts by ref. Nothing is read or written outside `root`."""
+def _setting_default(name: str) -> int:
+    return VitronSettings.model_fields[name].default
 
-    def __init__(self, root: str | Path, remote: RemoteObjects | None = None, *, group_readable: bool = True) -> None:
+
+@dataclass(frozen=True)
+class InputLimits:
+    """How much a file from outside (a path a user gave, an upload) may hold, each checked before the file is read
+    whole or decoded. The settings of the same names set them (VITRON_MAX_PIXELS, …), and the errors name those."""
+
+    max_pixels: int = _setting_default("max_pixels")  # an image's, a mask's or one video frame's width x height
+    max_video_pixels: int = _setting_default("max_video_pixels")  # a video's frames x width x height
+    max_upload_bytes: int = _setting_default("max_upload_bytes")  # a file read whole (an image, a mask)
+
+    @classmethod
+    def from_settings(cls, settings: VitronSettings) -> InputLimits:
+        return cls(settings.max_pixels, settings.max_video_pixels, settings.max_upload_bytes)
+
+
+class TooLarge(InvalidInput):
+    """A file over one of the input limits; the error names the setting that would let it in."""
+
+
+class StoreUnwritable(VitronError):
+    """The artifact store's folder cannot be written: its disk is full, it is read-only, or another user's."""
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@contextlib.contextmanager
+def _writing(root: Path, *, denied: bool = True) -> Iterator[None]:
+    """One clear error for a write the store's disk refuses: full (always), or read-only or not ours (`denied`: only
+    around the store's own folders and temp files, where such an error cannot be about a file being read)."""
+    try:
+        yield
+    except OSError as exc:
+        fix = "point VITRON_HOME (or VITRON_ARTIFACTS_DIR) at a folder on a disk this user can write, with room"
+        if exc.errno in _DISK_FULL:
+            raise StoreUnwritable(f"the disk of the artifact store at {root} is full ({exc.strerror})",
+                                  field="VITRON_HOME", fix=f"free space on it, or {fix}") from exc
+        if denied and exc.errno in _NOT_WRITABLE:
+            where = exc.filename or root
+            raise StoreUnwritable(f"the artifact store at {root} cannot be written: {where}: {exc.strerror}",
+                                  field="VITRON_HOME", fix=fix) from exc
+        raise
+
+
+class ArtifactStore:
+    """Put and get artifacts by ref. Nothing is read or written outside `root`. What enters from outside (files by
+    path, uploads) is held to `limits`, read from headers before anything is decoded."""
+
+    def __init__(self, root: str | Path, remote: RemoteObjects | None = None, *, group_readable: bool = True,
+                 verify_reads: bool = True, delete_grace_s: float = DELETE_GRACE_S,
+                 limits: InputLimits | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         self.remote = remote
         self.file_mode = 0o640 if group_readable else 0o600
-        (self.root / "objects").mkdir(parents=True, exist_ok=True)
+        self.verify_reads = verify_reads
+        self.delete_grace_s = delete_grace_s
+        self.limits = limits or InputLimits()
+        with _writing(self.root):
+            (self.root / "objects").mkdir(parents=True, exist_ok=True)
+            (self.root / "tmp").mkdir(exist_ok=True)
         self._objects = str(self.root / "objects")
-        (self.root / "tmp").mkdir(exist_ok=True)
         self._sweep_temp()
 
     def _sweep_temp(self) -> None:
@@ -97,7 +184,9 @@ class ArtifactStore:
         """The local folder, with the S3 remote when `store_url` is set (no connection until first use)."""
         settings = settings or VitronSettings()
         remote = S3Objects(settings.store_url, settings.s3_endpoint_url) if settings.store_url else None
-        return cls(settings.artifact_root, remote=remote, group_readable=settings.store_group_readable)
+        return cls(settings.artifact_root, remote=remote, group_readable=settings.store_group_readable,
+                   verify_reads=settings.store_verify_reads, delete_grace_s=settings.store_delete_grace_s,
+                   limits=InputLimits.from_settings(settings))
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -134,15 +223,41 @@ class ArtifactStore:
         return f"objects/{sha256[:2]}/{sha256}{MEDIA_TYPES[media_type]}"
 
     def path(self, ref: ArtifactRef) -> Path:
-        """The ref's local file, fetched from the remote if need be; `ArtifactNotFound` if neither holds it."""
+        """The ref's local file, fetched from the remote if need be; `ArtifactNotFound` if neither holds it. Its
+        bytes are not checked here: the reads a job makes (`get_*`, `iter_frames`, `concat_videos`) check them."""
         full = self._object_path(ref.sha256, ref.media_type)
         if full.is_file():
             return full
         if self.remote is not None and self._fetch(self.remote, ref, full):
             return full
+        raise self._not_found(ref)
+
+    def _not_found(self, ref: ArtifactRef) -> ArtifactNotFound:
         where = f"{self.root} or {self.remote!r}" if self.remote is not None else str(self.root)
-        raise ArtifactNotFound(f"no {ref.kind} artifact {ref.sha256[:12]}… in the store at {where}",
-                               field="ref", fix="use a ref this store returned, or put the content first")
+        return ArtifactNotFound(f"no {ref.kind} artifact {ref.sha256[:12]}… in the store at {where}",
+                                field="ref", fix="use a ref this store returned, or put the content first")
+
+    def _checked(self, ref: ArtifactRef) -> Path:
+        """The ref's local file for a job to decode, its bytes first hashed against the digest (`verify_reads`):
+        streamed, and once per version of the file in this process (the chunks of one video on one worker)."""
+        full = self.path(ref)
+        if self.verify_reads:
+            try:
+                intact = _file_matches(full, ref.sha256)
+            except FileNotFoundError:  # deleted since `path` found it
+                raise self._not_found(ref) from None
+            if not intact:
+                return self._recovered(ref, full)
+        return full
+
+    def _recovered(self, ref: ArtifactRef, full: Path) -> Path:
+        """After a local copy failed its check: with a remote, the folder is its cache, so the copy is dropped and
+        downloaded again (`_fetch` checks the download); without one, `ArtifactDamaged`."""
+        if self.remote is not None:
+            full.unlink(missing_ok=True)
+            if self._fetch(self.remote, ref, full):
+                return full
+        raise _damaged(ref)
 
     def exists(self, ref: ArtifactRef) -> bool:
         """Whether the local folder or the remote holds the ref's content (nothing is downloaded)."""
@@ -152,20 +267,109 @@ class ArtifactStore:
             return False
         return full.is_file() or (self.remote is not None and self.remote.exists(self._key(ref.sha256, ref.media_type)))
 
-    def delete(self, ref: ArtifactRef) -> bool:
-        """Remove the content here and on the remote; True if either copy was there."""
+    def delete(self, ref: ArtifactRef, *, keep_recent: bool = False) -> bool:
+        """Remove the content here and on the remote; True if either copy was there.
+
+        `keep_recent` (for content no record references any more): not if the local copy's mtime is within
+        `delete_grace_s` (a put makes or touches it: `_holds`), since a recording of the same content may be on its
+        way (its put comes before its row); then False, and nothing is removed."""
         full = self._object_path(ref.sha256, ref.media_type)
-        try:
-            full.unlink()
-            held = True
-        except FileNotFoundError:
-            held = False
+        if keep_recent and self.delete_grace_s > 0:
+            kept = self._keep_if_recent(full, time.time() - self.delete_grace_s)
+            if kept is None:
+                return False
+            held = kept
+        else:
+            try:
+                full.unlink()
+                held = True
+            except FileNotFoundError:
+                held = False
         if self.remote is not None:
             key = self._key(ref.sha256, ref.media_type)
             if self.remote.exists(key):
                 self.remote.delete(key)
                 held = True
         return held
+
+    def _keep_if_recent(self, full: Path, cutoff: float) -> bool | None:
+        """Remove `full` unless its mtime is at or after `cutoff`: None if kept, else whether it was there.
+
+        The file is moved out of the way first and its mtime read again from the moved file: a put that touched it
+        between the first look and the move shows there, and the file goes back; a put after the move finds nothing
+        and writes the content anew. So a put that returned always leaves a copy that is either in place or young."""
+        try:
+            if os.stat(full).st_mtime >= cutoff:
+                return None
+        except FileNotFoundError:
+            return False
+        tomb = self._take_out(full)
+        if tomb is None:
+            return False
+        try:
+            if tomb.stat().st_mtime >= cutoff:
+                os.replace(tomb, full)
+                return None
+        except FileNotFoundError:  # swept from tmp/ by a store opening elsewhere: gone, as it was to be
+            return True
+        tomb.unlink(missing_ok=True)
+        return True
+
+    def _take_out(self, full: Path) -> Path | None:
+        """Move an object into `tmp/` (one atomic rename; a killed process's leftover is swept there); None if it
+        was not there."""
+        tomb = self.root / "tmp" / f"out-{uuid.uuid4().hex}{full.suffix}"
+        try:
+            os.rename(full, tomb)
+        except FileNotFoundError:
+            return None
+        return tomb
+
+    def verify(self, *, repair: bool = False, progress: Callable[[float, str], None] | None = None) -> VerifyReport:
+        """Hash every object in the local folder against the digest it is stored under.
+
+        `repair` removes the damaged ones: content comes back when it is put again (an upload of the same file, a
+        job that makes it again) or, with a remote, downloaded on its next read (the remote's copies are not
+        checked here). `progress(fraction, message)` is told as the bytes go by."""
+        objects = sorted(self._object_files())
+        total = sum(size for _, _, size in objects) or 1
+        done, damaged, removed = 0, [], []
+        for index, (path, sha, size) in enumerate(objects):
+            if progress is not None:
+                progress(done / total, f"checking object {index + 1} of {len(objects)}")
+            try:
+                got, stat = _file_sha256(path)
+            except FileNotFoundError:  # deleted meanwhile (a session's deletion)
+                continue
+            done += size
+            if got == sha:
+                _remember_intact(str(path), stat)
+                continue
+            damaged.append(sha)
+            if repair and (tomb := self._take_out(path)) is not None:
+                if tomb.stat().st_ino != stat.st_ino:  # a put replaced it with a sound copy meanwhile: keep that
+                    os.replace(tomb, path)
+                else:
+                    tomb.unlink(missing_ok=True)
+                removed.append(sha)
+        if progress is not None:
+            progress(1.0, f"checked {len(objects)} objects")
+        return VerifyReport(checked=len(objects), damaged=tuple(damaged), removed=tuple(removed))
+
+    def _object_files(self) -> Iterator[tuple[Path, str, int]]:
+        """Each object file in the local folder: its path, the digest its name says, its size. Anything else
+        there (a stray file) is left alone."""
+        endings = set(MEDIA_TYPES.values())
+        with os.scandir(self._objects) as folders:
+            for folder in folders:
+                if not folder.is_dir(follow_symlinks=False) or len(folder.name) != 2:
+                    continue
+                with os.scandir(folder.path) as entries:
+                    for entry in entries:
+                        sha, dot, ending = entry.name.partition(".")
+                        if (_SHA.fullmatch(sha) and sha[:2] == folder.name and f"{dot}{ending}" in endings
+                                and entry.is_file(follow_symlinks=False)):
+                            yield Path(entry.path), sha, entry.stat(follow_symlinks=False).st_size
 
     def _fetch(self, remote: RemoteObjects, ref: ArtifactRef, full: Path) -> bool:
         """Download the object into the cache atomically; False if the remote does not have it either."""
@@ -176,8 +380,10 @@ class ArtifactStore:
                 return False
             got = _sync_and_hash(tmp)
             if got != ref.sha256:  # never let a damaged download into the cache under the wrong name
-                raise CorruptArtifact(f"the remote copy of {ref.short} has content {got[:12]}…", field="ref",
-                                      fix="delete the damaged object from the remote and put the content again")
+                raise ArtifactDamaged(f"the remote copy of the stored {ref.kind} {ref.short}… is damaged: its bytes "
+                                      f"hash to {got[:12]}… (the artifact store's copy, not your file)", field="ref",
+                                      fix="delete the damaged object from the remote, then upload the same file "
+                                          "again")
             full.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, full)  # atomic; concurrent readers each rename an identical, complete file
         return True
@@ -186,23 +392,54 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def _temp_file(self, suffix: str) -> Iterator[Path]:
-        fd, name = tempfile.mkstemp(suffix=suffix, dir=self.root / "tmp")
+        with _writing(self.root):
+            fd, name = tempfile.mkstemp(suffix=suffix, dir=self.root / "tmp")
         os.fchmod(fd, self.file_mode)  # mkstemp's 0600, unless the group may read (the file keeps it once renamed)
         os.close(fd)
         tmp = Path(name)
         try:
-            yield tmp
+            with _writing(self.root, denied=False):  # a full disk, whatever the body was writing
+                yield tmp
         finally:
             tmp.unlink(missing_ok=True)
 
     def _commit(self, tmp: Path, kind: ArtifactKind, media_type: str, shape: tuple[int, ...]) -> ArtifactRef:
         sha = _sync_and_hash(tmp)
         final = self._object_path(sha, media_type)
-        if not final.exists():
+        if not self._holds(final, sha, tmp.stat().st_size):
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)  # atomic; a concurrent writer of the same bytes just replaces it
+            # Atomic; a concurrent writer of the same bytes just replaces it, and a damaged copy is replaced too.
+            os.replace(tmp, final)
         self._share(final, sha, media_type)
         return ArtifactRef(sha256=sha, kind=kind, media_type=media_type, shape=shape)
+
+    def _holds(self, final: Path, sha: str, size: int) -> bool:
+        """Whether `final` is a sound copy of the content (`sha`, `size` bytes). False when it is missing or damaged:
+        the caller writes the content, which replaces a damaged copy (a truncated object no longer stays broken).
+
+        The size is compared always (a stat). The bytes are hashed too, unless this process found this very version
+        of the file sound already: a flipped bit keeps the size, and a damaged read tells the user to put the same
+        content again, which must then mend it. The put has just hashed as many bytes, and made them by encoding (an
+        image, a video) at many times the cost, so one more hash is cheap next to that; and a hot object, put again
+        and again, is hashed once (its version remembered) and then costs the stat alone.
+
+        A sound copy's mtime is brought up to now when it is older than half the delete grace, so a session's
+        deletion (`delete(keep_recent=True)`) keeps it for at least that long after this put; touching it only then
+        leaves a hot object's version (and what this process remembers of it) alone."""
+        try:
+            stat = os.stat(final)
+            if stat.st_size != size or not (_known_intact(str(final), stat) or _file_matches(final, sha)):
+                return False
+        except FileNotFoundError:
+            return False
+        if time.time() - stat.st_mtime >= self.delete_grace_s / 2:
+            try:
+                os.utime(final)
+            except FileNotFoundError:  # a session's deletion took it since the stat: write it anew
+                return False
+            except PermissionError:  # another user's file (a group-readable store): it keeps its age
+                pass
+        return True
 
     def _share(self, final: Path, sha: str, media_type: str) -> None:
         if self.remote is not None:
@@ -214,10 +451,11 @@ class ArtifactStore:
 
     def put_bytes(self, data: bytes, kind: ArtifactKind, media_type: str, shape: tuple[int, ...] = ()) -> ArtifactRef:
         """Store bytes under their digest. Content the store already holds is not written again (no temporary
-        file, no flush to disk): a job that remakes an artifact costs a hash and a stat."""
+        file, no flush to disk): a job that remakes an artifact costs a hash and a stat (and a hash of the stored
+        copy, until this process has found that version of it sound: `_holds`); a damaged copy is replaced."""
         sha = hashlib.sha256(data).hexdigest()
         final = self._object_path(sha, media_type)
-        if not final.is_file():
+        if not self._holds(final, sha, len(data)):
             with self._temp_file(final.suffix) as tmp:
                 tmp.write_bytes(data)
                 return self._commit(tmp, kind, media_type, shape)
@@ -225,7 +463,21 @@ class ArtifactStore:
         return ArtifactRef(sha256=sha, kind=kind, media_type=media_type, shape=shape)
 
     def get_bytes(self, ref: ArtifactRef) -> bytes:
-        return self.path(ref).read_bytes()
+        """The stored bytes, hashed against the ref's digest as they are read (`verify_reads`): `ArtifactDamaged`
+        when they do not match."""
+        full = self.path(ref)
+        try:
+            with full.open("rb") as fh:
+                stat = os.fstat(fh.fileno())
+                data = fh.read()
+        except FileNotFoundError:  # deleted since `path` found it
+            raise self._not_found(ref) from None
+        if not self.verify_reads or _known_intact(str(full), stat):
+            return data
+        if hashlib.sha256(data).hexdigest() == ref.sha256:
+            _remember_intact(str(full), stat)
+            return data
+        return self._recovered(ref, full).read_bytes()  # downloaded again and checked, or ArtifactDamaged
 
     # -- images and masks ----------------------------------------------------------------------
 
@@ -255,28 +507,67 @@ class ArtifactStore:
     def import_image(self, path: str | Path) -> ArtifactRef:
         """Decode an image file (PNG, JPEG, …) from anywhere and store it as RGB PNG. A file imported before (the
         same bytes) is found in the store's index by its digest, not decoded and encoded again."""
-        data = _read_user_file(path)
-        return self._imported("image", data, lambda: self.put_image(_decode_image(data, str(path))))
+        data = _read_user_file(path, "image", self.limits.max_upload_bytes)
+        self.check_image(data, name=str(path), field="image")
+        return self._imported("image", data, lambda: self.put_image(_decode_image(_quiet_png(data), str(path))))
 
-    def import_mask(self, path: str | Path) -> ArtifactRef:
-        """Store a mask file: any image whose non-black pixels mark the inside."""
-        data = _read_user_file(path)
+    def import_mask(self, path: str | Path, *, field: str = "mask") -> ArtifactRef:
+        """Store a mask file: any image whose non-black pixels mark the inside. `field` names it in errors (a
+        scribble is a mask too)."""
+        data = _read_user_file(path, field, self.limits.max_upload_bytes)
+        self.check_image(data, name=str(path), field=field)
 
         def convert() -> ArtifactRef:
-            mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+            mask = cv2.imdecode(np.frombuffer(_quiet_png(data), np.uint8), cv2.IMREAD_GRAYSCALE)
             if mask is None:
-                raise CorruptArtifact(f"{path} is not a readable image", field="mask", fix="give a PNG or JPEG mask")
+                raise CorruptArtifact(f"{path} is not a readable image", field=field, fix="give a PNG or JPEG mask")
             return self.put_mask(mask > 127)
 
         return self._imported("mask", data, convert)
 
+    def check_image(self, data: bytes, *, name: str, field: str) -> tuple[int, int]:
+        """An image file's width and height, read from its header (nothing is decoded): `TooLarge` past
+        `limits.max_pixels`, `CorruptArtifact` for what Pillow does not know as an image."""
+        from PIL import Image, UnidentifiedImageError
+
+        if not data:
+            raise InvalidInput(f"{name} is empty (0 bytes)", field=field, fix="give a PNG or JPEG file")
+        limit = self.limits.max_pixels
+        # Pillow's own guard at ours, so that a Pillow decode anywhere in this process refuses what the store does;
+        # Pillow warns past it and refuses past twice it: here the header's size is checked instead, so no warning.
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning), \
+                    Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+        except Image.DecompressionBombError as exc:  # over twice the limit: Pillow says the count, not the sides
+            count = re.search(r"\((\d+) pixels\)", str(exc))
+            found = f"its header says {int(count[1]):,} pixels" if count else "its header says more than twice that"
+            raise _too_many_pixels(name, found, limit, field) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+            raise CorruptArtifact(f"{name} is not a readable image", field=field,
+                                  fix="give a PNG, JPEG, WebP, BMP, GIF or TIFF file") from None
+        if width * height > limit:
+            raise _too_many_pixels(name, f"it is {width}x{height}, {width * height:,} pixels", limit, field)
+        return width, height
+
     def _imported(self, kind: str, data: bytes, convert: Callable[[], ArtifactRef]) -> ArtifactRef:
         key = hashlib.sha256(f"import:{kind}:".encode() + hashlib.sha256(data).digest()).hexdigest()
         found = self.get_named(key)
-        if found is None:
-            found = convert()
+        if found is None or not self._still_sound(found):
+            found = convert()  # a damaged stored copy is replaced by the put
             self.put_named(key, found)
         return found
+
+    def _still_sound(self, ref: ArtifactRef) -> bool:
+        """Whether the store holds the ref's content intact, touched as a put touches it (`_holds`). Hashing the
+        stored copy costs about what hashing the user's file did, far less than the decode and encode it saves."""
+        full = self._object_path(ref.sha256, ref.media_type)
+        try:
+            size = os.stat(full).st_size
+        except FileNotFoundError:  # only on the remote (`get_named` found it there): checked when downloaded
+            return True
+        return self._holds(full, ref.sha256, size)
 
     # -- tensors and JSON ----------------------------------------------------------------------
 
@@ -370,6 +661,7 @@ class ArtifactStore:
         return writer.ref
 
     def video_info(self, ref: ArtifactRef) -> VideoInfo:
+        """The video's size and rate from its headers (its bytes are checked when its frames are read)."""
         _expect_kind(ref, "video", "masks")
         with _open_video(self.path(ref), ref.short) as container:
             stream = container.streams.video[0]
@@ -387,7 +679,7 @@ class ArtifactStore:
         # One converter for the whole video, on this thread: a frame's own `to_ndarray` makes a new one, which
         # starts a thread per core for every frame (twice the decode's cost; the pixels are the same).
         convert = VideoReformatter()
-        with _open_video(self.path(ref), ref.short) as container:
+        with _open_video(self._checked(ref), ref.short) as container:
             stream = container.streams.video[0]
             index = _seek(container, stream, start) if start > 0 else 0
             try:
@@ -437,7 +729,7 @@ class ArtifactStore:
             target: Any = None
             frames, shift, template = 0, 0, None
             for ref in refs:
-                with _open_video(self.path(ref), ref.short) as container:
+                with _open_video(self._checked(ref), ref.short) as container:
                     stream = container.streams.video[0]
                     if target is None:
                         target, template = out.add_stream_from_template(stream), stream
@@ -470,13 +762,13 @@ class ArtifactStore:
         if media_type is None:
             raise InvalidInput(f"{src.name}: unsupported video file ending", field="video",
                                fix=f"give one of {sorted(VIDEO_ENDINGS)}")
-        _read_user_file(src, probe=True)
+        _read_user_file(src, "video", None, probe=True)
         with _open_video(src, str(src)) as container:
             if not container.streams.video:
                 raise CorruptArtifact(f"{src} has no video stream", field="video")
             stream = container.streams.video[0]
             try:
-                frames = sum(1 for packet in container.demux(stream) if packet.size)
+                frames = self._count_frames(container, stream, str(src))
             except av.error.FFmpegError as exc:
                 raise CorruptArtifact(f"{src} is not a readable video: {exc}", field="video") from None
             if frames == 0:
@@ -485,6 +777,26 @@ class ArtifactStore:
         with self._temp_file(MEDIA_TYPES[media_type]) as tmp:
             shutil.copyfile(src, tmp)
             return self._commit(tmp, "video", media_type, shape)
+
+
+    def _count_frames(self, container: Any, stream: Any, name: str) -> int:
+        """A video's frames, counted from its packets (read, never decoded); `TooLarge` past the limits as soon as
+        the frame size, the header's frame count or the count so far says so."""
+        width, height = stream.width, stream.height
+        if width * height > self.limits.max_pixels:
+            raise _too_many_pixels(name, f"its frames are {width}x{height}, {width * height:,} pixels",
+                                   self.limits.max_pixels, "video")
+        most = self.limits.max_video_pixels // max(width * height, 1)  # the most frames of this size allowed
+        if (declared := _declared_frames(container, stream)) > most:
+            raise _too_long(name, f"its header says {declared:,} frames", width, height, self.limits.max_video_pixels)
+        frames = 0
+        for packet in container.demux(stream):
+            if packet.size:
+                frames += 1
+                if frames > most:
+                    raise _too_long(name, f"it has more than {most:,} frames", width, height,
+                                    self.limits.max_video_pixels)
+        return frames
 
 
 class VideoWriter:
@@ -525,8 +837,9 @@ class VideoWriter:
             raise InvalidInput(f"frame {self.frames} is {w}x{h}, earlier frames {self._shape[1]}x{self._shape[0]}",
                                field="frames", fix="give every frame the same size")
         fmt = "gray" if self.kind == "masks" else "rgb24"
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=fmt)):
-            self._container.mux(packet)
+        with _writing(self.store.root, denied=False):  # a full disk: the store's one clear error
+            for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=fmt)):
+                self._container.mux(packet)
         self.frames += 1
 
     def _open_stream(self, width: int, height: int) -> None:
@@ -551,28 +864,83 @@ class VideoWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if exc_type is None:
-                if self._stream is None:
-                    raise InvalidInput("a video needs at least one frame", field="frames")
-                for packet in self._stream.encode():
-                    self._container.mux(packet)
-            self._container.close()
-            if exc_type is None:
-                h, w = self._shape
-                shape = (self.frames, h, w) if self.kind == "masks" else (self.frames, h, w, 3)
-                self.ref = self.store._commit(self._tmp, self.kind, self.media_type, shape)
+            with _writing(self.store.root, denied=False):
+                if exc_type is None:
+                    if self._stream is None:
+                        raise InvalidInput("a video needs at least one frame", field="frames")
+                    for packet in self._stream.encode():
+                        self._container.mux(packet)
+                self._container.close()
+                if exc_type is None:
+                    h, w = self._shape
+                    shape = (self.frames, h, w) if self.kind == "masks" else (self.frames, h, w, 3)
+                    self.ref = self.store._commit(self._tmp, self.kind, self.media_type, shape)
         finally:
             self._tmp_cm.__exit__(None, None, None)
 
 
+_RACY_S = 2.0
+_KNOWN_INTACT: dict[str, tuple[int, ...]] = {}  # path → the stat of the version of it found intact, in this process
+_KNOWN_INTACT_MAX = 4096
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _known_intact(path: str, stat: os.stat_result) -> bool:
+    """Whether this process hashed this version of the file (same inode, size, mtime and ctime) and found it sound."""
+    return _KNOWN_INTACT.get(path) == _stamp(stat)
+
+
+def _remember_intact(path: str, stat: os.stat_result) -> None:
+    """Note a version of a file found sound, unless it changed in the last `_RACY_S` seconds: file times tick
+    coarsely (milliseconds), so a change within the same tick would keep the stamp (git's "racily clean" files).
+    ctime is in the stamp because nothing can set it back."""
+    if time.time() - stat.st_ctime < _RACY_S:
+        return
+    if len(_KNOWN_INTACT) >= _KNOWN_INTACT_MAX:
+        _KNOWN_INTACT.clear()
+    _KNOWN_INTACT[path] = _stamp(stat)
+
+
+def _file_sha256(path: Path) -> tuple[str, os.stat_result]:
+    """The file's SHA-256, streamed, and the stat of the version read."""
+    with path.open("rb") as fh:
+        return _hash_stream(fh), os.fstat(fh.fileno())
+
+
+def _file_matches(path: Path, sha: str) -> bool:
+    """Whether the file's bytes hash to `sha` (not read again when this process already found this version sound)."""
+    with path.open("rb") as fh:
+        stat = os.fstat(fh.fileno())
+        if _known_intact(str(path), stat):
+            return True
+        if _hash_stream(fh) != sha:
+            return False
+    _remember_intact(str(path), stat)
+    return True
+
+
+def _hash_stream(fh: Any) -> str:
+    digest = hashlib.sha256()
+    while block := fh.read(_CHUNK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _damaged(ref: ArtifactRef) -> ArtifactDamaged:
+    return ArtifactDamaged(f"the stored {ref.kind} {ref.short}… is damaged: its bytes no longer match their SHA-256 "
+                           "(the artifact store's copy, not your file)", field="ref",
+                           fix="run `vitron store verify --repair`, or upload the same file again")
+
+
 def _sync_and_hash(path: Path) -> str:
     """The file's SHA-256, after flushing it to disk (so a rename never exposes a half-written file)."""
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
+        digest = _hash_stream(fh)
         os.fsync(fh.fileno())
-    return digest.hexdigest()
+    return digest
 
 
 def _expect_kind(ref: ArtifactRef, *kinds: str) -> None:
@@ -599,13 +967,79 @@ def _decode_image(data: bytes, name: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _read_user_file(path: str | Path, probe: bool = False) -> bytes:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_AND_TEXT = {b"iCCP", b"sRGB", b"cHRM", b"gAMA", b"cICP", b"mDCV", b"cLLI", b"tEXt", b"zTXt", b"iTXt"}
+
+
+def _quiet_png(data: bytes) -> bytes:
+    """A user's PNG without its colour-profile and text chunks, for OpenCV to decode: libpng prints a warning line on
+    stderr for a profile it finds odd ("iCCP: known incorrect sRGB profile"), and OpenCV neither applies a profile
+    nor reads the text, so the pixels are the same. Anything else (not a PNG, a damaged one) is left as it is."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return data
+    kept, at, dropped = [data[:8]], 8, False
+    while at + 8 <= len(data):
+        end = at + 12 + int.from_bytes(data[at:at + 4], "big")
+        if data[at + 4:at + 8] in _PNG_COLOUR_AND_TEXT and end <= len(data):
+            dropped = True
+        else:
+            kept.append(data[at:end])
+        at = end
+    kept.append(data[at:])
+    return b"".join(kept) if dropped else data
+
+
+def _read_user_file(path: str | Path, field: str, max_bytes: int | None, probe: bool = False) -> bytes:
+    """A file a user named, read whole (`probe`: only checked): refused when missing, empty, over `max_bytes` (its
+    size first, so a huge file is never read) or unreadable, each error naming `field`."""
     src = Path(path)
     if not src.is_file():
-        raise InvalidInput(f"no file at {src}", field="path", fix="check the path")
+        raise InvalidInput(f"no file at {src}", field=field, fix="check the path")
+    size = src.stat().st_size
+    if size == 0:
+        raise InvalidInput(f"{src} is empty (0 bytes)", field=field, fix=f"give a non-empty {field} file")
+    if max_bytes is not None and size > max_bytes:
+        raise _too_many_bytes(src, size, max_bytes, field)
     if probe:
         return b""
-    return src.read_bytes()
+    try:
+        with src.open("rb") as fh:
+            data = fh.read(max_bytes + 1 if max_bytes is not None else -1)
+    except PermissionError:
+        raise InvalidInput(f"{src} cannot be read by this user", field=field, fix="check its permissions") from None
+    if max_bytes is not None and len(data) > max_bytes:  # it grew since the stat
+        raise _too_many_bytes(src, len(data), max_bytes, field)
+    return data
+
+
+def _too_many_bytes(src: Path, size: int, limit: int, field: str) -> TooLarge:
+    return TooLarge(f"{src} is {size:,} bytes, over the limit of {limit:,}", field=field,
+                    fix="give a smaller file, or raise VITRON_MAX_UPLOAD_BYTES")
+
+
+def _too_many_pixels(name: str, found: str, limit: int, field: str) -> TooLarge:
+    return TooLarge(f"{name} is too large: {found}, over the limit of {limit:,}", field=field,
+                    fix="give a smaller picture (downscale it), or raise VITRON_MAX_PIXELS")
+
+
+def _too_long(name: str, found: str, width: int, height: int, limit: int) -> TooLarge:
+    return TooLarge(f"{name} is too large: {found} of {width}x{height}, over the limit of {limit:,} pixels in all "
+                    "(frames x width x height)", field="video",
+                    fix="give a shorter or smaller video (cut or downscale it), or raise VITRON_MAX_VIDEO_PIXELS")
+
+
+def _declared_frames(container: Any, stream: Any) -> int:
+    """The frame count a video's header says: the stream's own, else its duration times its rate; 0 if neither."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / av.time_base
+    else:
+        return 0
+    return int(seconds * float(rate)) if rate else 0
 
 
 def _seek(container: Any, stream: Any, start: int) -> int | None:

@@ -14,6 +14,7 @@ when `VITRON_DATABASE_AUTO_UPGRADE=0` or when the database is newer than this co
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -138,7 +139,7 @@ def retry_transient(fn: Callable[[], T], *, attempts: int = 12, base_delay: floa
             return fn()
         except DBAPIError as exc:
             if not is_transient(exc):
-                if isinstance(exc, OperationalError):
+                if is_unusable(exc):
                     raise _unavailable(exc, where) from exc
                 raise
             if attempt == attempts - 1:
@@ -151,16 +152,30 @@ def retry_transient(fn: Callable[[], T], *, attempts: int = 12, base_delay: floa
     raise AssertionError("unreachable")
 
 
+_UNUSABLE_SQLITE = {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
+
+
+def is_unusable(exc: BaseException) -> bool:
+    """True for errors that say the database cannot be used at all, not that one statement failed: it cannot be
+    reached or opened, or (SQLite) the file is not a database, or a damaged one."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return isinstance(exc, OperationalError) or getattr(exc.orig, "sqlite_errorname", None) in _UNUSABLE_SQLITE
+
+
 def _first_line(exc: BaseException | None) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _unavailable(exc: BaseException, where: str) -> DatabaseUnavailable:
-    return DatabaseUnavailable(
-        f"cannot use {where}: {_first_line(getattr(exc, 'orig', None) or exc)}",
-        fix="check that the database server is running and VITRON_DATABASE_URL is right "
-            "(unset it to use SQLite in VITRON_HOME)",
-    )
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, sqlite3.Error):  # a file, no server: what to check is the file and its folder
+        fix = ("give a SQLite file this user can read and write, in a folder it can write (a new path makes a new "
+               "database), or unset VITRON_DATABASE_URL to use VITRON_HOME/vitron.db")
+    else:
+        fix = ("check that the database server is running and VITRON_DATABASE_URL is right (unset it to use SQLite "
+               "in VITRON_HOME)")
+    return DatabaseUnavailable(f"cannot use {where}: {_first_line(cause)}", field="VITRON_DATABASE_URL", fix=fix)
 
 
 # -- migrations ------------------------------------------------------------------------------------
@@ -227,7 +242,14 @@ class Database:
     @classmethod
     def from_settings(cls, settings: VitronSettings | None = None) -> Database:
         settings = settings or VitronSettings()
-        return cls.open(settings.database, auto_upgrade=settings.database_auto_upgrade)
+        try:
+            return cls.open(settings.database, auto_upgrade=settings.database_auto_upgrade)
+        except DatabaseUnavailable as exc:
+            if settings.database_url:
+                raise
+            # The default database, in the data folder: that folder is what to fix, not a URL nobody set.
+            raise DatabaseUnavailable(exc.problem, field="VITRON_HOME", fix="point VITRON_HOME at a folder this user "
+                                      "can write, or set VITRON_DATABASE_URL to a database elsewhere") from exc
 
     @property
     def backend(self) -> str:
@@ -270,8 +292,8 @@ class Database:
         try:
             with (self._writer if write else self.engine).begin() as conn:
                 yield conn
-        except OperationalError as exc:
-            if is_transient(exc):
+        except DBAPIError as exc:
+            if is_transient(exc) or not is_unusable(exc):
                 raise
             raise _unavailable(exc, f"the session database {self.display_url}") from exc
 

@@ -91,6 +91,20 @@ class SessionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class TurnLeaseRow(Base):
+    """Who runs a session's turn now: one row per session while a process holds its turn, renewed by heartbeats.
+
+    A holder is `host:pid:nonce`; a lease whose `expires_at` has passed (or whose process is gone, on the same host)
+    may be taken over by a process resuming the turn."""
+
+    __tablename__ = "turn_leases"
+
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
 class TurnRow(Base):
     """One message of a session; `seq` counts 1, 2, 3… within the session, in the order they were appended."""
 

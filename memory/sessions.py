@@ -24,15 +24,17 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, Row, Table, and_, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import text as sql_text
 
 from schemas import (
     FINISHED_STATUSES,
     STEP_STATUSES,
     AliasNotFound,
+    ArtifactNotFound,
     ArtifactRef,
     InvalidInput,
     Invocation,
@@ -75,6 +77,21 @@ _BATCH = 500  # bound the IN (...) lists: SQLite allows a limited number of para
 def approx_tokens(*texts: str | None) -> int:
     """Approximate token count: ceil(characters / 4) over the given texts."""
     return sum(math.ceil(len(t) / 4) for t in texts if t)
+
+
+class _AnyOwner:
+    def __repr__(self) -> str:
+        return "ANY_OWNER"
+
+
+ANY_OWNER: Final = _AnyOwner()
+"""The owner that reaches every owner's sessions: for the operator's own tools on the machine that holds the
+database (`vitron sessions …`, `vitron jobs list`), never for a request made with a key."""
+
+Owner = str | None | _AnyOwner
+"""Whose sessions a look-up reaches: an owner's (a server key's owner) only; None, the local user's (the Python API,
+`vitron run`, a server without keys: the sessions created with no owner) only; or `ANY_OWNER`'s, everyone's. A
+session of another owner is not found, as if there were none."""
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -302,6 +319,7 @@ class DeletedSession:
     steps: int
     artifacts: int
     blobs_removed: tuple[str, ...] = field(default=())  # sha256 of store files no other session referenced
+    blobs_kept: tuple[str, ...] = field(default=())  # … left in the store: put within the store's delete grace
 
 
 # -- the API ---------------------------------------------------------------------------------------
@@ -349,26 +367,27 @@ class SessionMemory:
         """The session's header and counts; `SessionNotFound` if there is none by that id."""
         return self.db.read(lambda c: self._info(c, _session_row(c, session_id)))
 
-    def list_sessions(self, *, owner: str | None = None, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
-        """Sessions, most recently active first."""
+    def list_sessions(self, *, owner: Owner = None, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
+        """`owner`'s sessions (see `Owner`: None is the local user's, those with no owner), most recently active
+        first."""
         turns = select(func.count()).where(_turns.c.session_id == _sessions.c.id).scalar_subquery()
         artifacts = select(func.count()).where(_artifacts.c.session_id == _sessions.c.id).scalar_subquery()
         query = select(_sessions, turns.label("n_turns"), artifacts.label("n_artifacts")).order_by(
             _sessions.c.updated_at.desc(), _sessions.c.id)
-        if owner is not None:
-            query = query.where(_sessions.c.owner == owner)
-        query = query.limit(limit).offset(offset)
+        query = _owned_by(query, owner).limit(limit).offset(offset)
         return self.db.read(lambda c: [_session_info(row, row.n_turns, row.n_artifacts) for row in c.execute(query)])
 
-    def resolve_session_id(self, text: str) -> str:
-        """A full session id from the id or a unique prefix of it (at least 4 characters), as people type them."""
+    def resolve_session_id(self, text: str, *, owner: Owner = None) -> str:
+        """A full session id from the id or a unique prefix of it (at least 4 characters), as people type them,
+        among `owner`'s sessions only (see `Owner`): another owner's id or prefix is no session at all."""
         text = text.strip()
 
         def work(c: Connection) -> str:
-            if c.scalar(select(_sessions.c.id).where(_sessions.c.id == text)) is not None:
+            if c.scalar(_owned_by(select(_sessions.c.id).where(_sessions.c.id == text), owner)) is not None:
                 return text
             if len(text) >= 4 and re.fullmatch(r"[0-9a-f]+", text):
-                found = c.scalars(select(_sessions.c.id).where(_sessions.c.id.startswith(text)).limit(3)).all()
+                found = c.scalars(_owned_by(select(_sessions.c.id).where(_sessions.c.id.startswith(text)), owner)
+                                  .limit(3)).all()
                 if len(found) == 1:
                     return found[0]
                 if len(found) > 1:
@@ -390,30 +409,58 @@ class SessionMemory:
     def delete_session(self, session_id: str) -> DeletedSession:
         """Delete the session's rows and checkpoints, then the blobs that no other session references."""
 
-        def work(c: Connection) -> tuple[DeletedSession, list[ArtifactRef]]:
+        # Deleting and recording agree on blobs. A recording puts its blob, then writes its row; every recording
+        # checks, under a lock, that its blobs are still in the store (`_hold_blobs`); a deletion checks references
+        # and removes the blobs no row uses under the same lock (SQLite's one write lock; on PostgreSQL an advisory
+        # lock per blob bucket, shared by recordings, exclusive here), last in its transaction. So a row never
+        # lands for a blob a deletion removed. And a blob put within the store's grace period (a put touches an
+        # existing blob's mtime) is kept: the row of a recording in flight may not be written yet, and it would
+        # otherwise fail for want of the blob it had just put.
+        def work(c: Connection) -> DeletedSession:
             _lock_session(c, session_id)
             counts = [c.scalar(select(func.count()).where(table.c.session_id == session_id))
                       for table in (_turns, _steps, _artifacts)]
             rows = c.execute(select(_artifacts.c.sha256, _artifacts.c.kind, _artifacts.c.media_type)
                              .where(_artifacts.c.session_id == session_id)).all()
             c.execute(delete(_sessions).where(_sessions.c.id == session_id))  # cascades to every child row
-            still_used: set[str] = set()
-            shas = sorted({r.sha256 for r in rows})
-            for chunk in _chunks(shas):
-                still_used.update(c.scalars(select(_artifacts.c.sha256).where(_artifacts.c.sha256.in_(chunk))))
-                still_used.update(c.scalars(select(_uploads.c.sha256).where(_uploads.c.sha256.in_(chunk))))
+            unused = _unreferenced(c, {r.sha256 for r in rows})
+            if unused and c.dialect.name == "postgresql":
+                # Wait for the recordings of these blobs in flight; their rows count in the second look.
+                c.execute(_LOCK_BLOBS, {"space": _BLOB_LOCKS, "keys": _blob_lock_keys(unused)})
+                unused = _unreferenced(c, unused)
             orphans = {r.sha256: ArtifactRef(sha256=r.sha256, kind=r.kind, media_type=r.media_type)
-                       for r in rows if r.sha256 not in still_used}
-            return DeletedSession(session_id, *counts), list(orphans.values())
+                       for r in rows if r.sha256 in unused}
+            # The files go before the commit, under the lock; if the commit then failed, the session's rows would
+            # stay without those blobs: a deletion asked for anyway.
+            removed: list[str] = []
+            kept: list[str] = []
+            for ref in orphans.values():
+                if self.store.delete(ref, keep_recent=True):
+                    removed.append(ref.sha256)
+                elif self.store.exists(ref):
+                    kept.append(ref.sha256)
+            return DeletedSession(session_id, *counts, blobs_removed=tuple(removed), blobs_kept=tuple(kept))
 
-        result, orphans = self.db.write(work)
+        result = self.db.write(work)
         from .checkpoints import delete_thread_checkpoints
 
         delete_thread_checkpoints(self.db, session_id)  # the agent's LangGraph thread id is the session id
-        # A concurrent writer recording the same content in another session between our commit and here
-        # would lose its blob; content is re-put by whoever makes it again (same sha256).
-        removed = [ref.sha256 for ref in orphans if self.store.delete(ref)]
-        return DeletedSession(result.session_id, result.turns, result.steps, result.artifacts, tuple(removed))
+        return result
+
+    def sessions_using(self, shas: Iterable[str]) -> dict[str, list[str]]:
+        """For each of the contents (by sha256) that some session's artifacts hold, the ids of those sessions."""
+        wanted = sorted(set(shas))
+
+        def work(c: Connection) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            for chunk in _chunks(wanted):
+                query = (select(_artifacts.c.sha256, _artifacts.c.session_id).distinct()
+                         .where(_artifacts.c.sha256.in_(chunk)).order_by(_artifacts.c.sha256, _artifacts.c.session_id))
+                for sha, session in c.execute(query):
+                    found.setdefault(sha, []).append(session)
+            return found
+
+        return self.db.read(work)
 
     def _info(self, c: Connection, row: Row[Any]) -> SessionInfo:
         turns = c.scalar(select(func.count()).where(_turns.c.session_id == row.id)) or 0
@@ -436,6 +483,7 @@ class SessionMemory:
         def work(c: Connection) -> TurnRecord:
             now = utcnow()
             _touch_session(c, session_id, now)
+            self._hold_blobs(c, (*attachments, *signals))
             seq = c.scalar(_NEXT_SEQ, {"session_id": session_id})
             row = c.execute(_INSERT_TURN, {
                 "session_id": session_id, "seq": seq, "role": role, "text": text, "invocations": dumped,
@@ -514,6 +562,7 @@ class SessionMemory:
         def work(c: Connection) -> list[StepRecord]:
             now = utcnow()
             _touch_session(c, session_id, now)
+            self._hold_blobs(c, blobs)
             if turn_id is not None:
                 _turn_in_session(c, session_id, turn_id)
             for inv in dumped:
@@ -547,6 +596,7 @@ class SessionMemory:
                 raise StepNotFound(f"no step {step_id}", field="step", fix="use an id returned by record_step")
             if c.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already holds the one write lock
                 _lock_session(c, step.session_id)
+            self._hold_blobs(c, outputs)
             parents = _step_inputs(c, step_id, step.session_id, step.turn_id, step.invocation)
             refs = [_record(c, step.session_id, ref, sizes, step_id=step_id, turn_id=step.turn_id, origin="step",
                             parents=parents)[1] for ref in outputs]
@@ -629,6 +679,7 @@ class SessionMemory:
 
         def work(c: Connection) -> ArtifactEntry:
             _lock_session(c, session_id)
+            self._hold_blobs(c, [ref])
             step = None
             if step_id is not None:
                 step = c.execute(select(_steps.c.session_id, _steps.c.turn_id, _steps.c.invocation)
@@ -746,6 +797,21 @@ class SessionMemory:
             raise InvalidInput(err["msg"], field=f"invocation.{loc}" if loc else "invocation",
                                fix="give a schemas.Invocation or a dict that validates as one") from None
 
+    def _hold_blobs(self, c: Connection, refs: Iterable[ArtifactRef]) -> None:
+        """A recording's half of its agreement with `delete_session`: under the lock a deletion takes (SQLite's write
+        lock; on PostgreSQL the blobs' advisory locks, shared among recordings), each blob must still be in the
+        store, so the rows written next never point at a blob a deletion removed."""
+        unique = {ref.sha256: ref for ref in refs}
+        if not unique:
+            return
+        if c.dialect.name == "postgresql":
+            c.execute(_LOCK_BLOBS_SHARED, {"space": _BLOB_LOCKS, "keys": _blob_lock_keys(unique)})
+        for ref in unique.values():
+            if not self.store.exists(ref):
+                raise ArtifactNotFound(f"{ref.kind} {ref.short} left the artifact store before it was recorded (a "
+                                       "session's deletion removed it)", field="ref",
+                                       fix="put the content again, then record it")
+
     def _blob_sizes(self, refs: Iterable[ArtifactRef]) -> dict[str, int]:
         """Each ref's size in bytes, by sha256; `ArtifactNotFound`, naming the store, before anything is written."""
         sizes = {}
@@ -806,6 +872,28 @@ _STEP_OUTPUTS = select(_outputs.c.artifact_id).where(_outputs.c.step_id.in_(
                               _steps.c.position == bindparam("position")))).order_by(_outputs.c.artifact_id)
 
 
+# Advisory locks on PostgreSQL, in a key space of their own (two int4 keys): one per bucket of blobs, the first
+# byte of the sha256. Recordings take theirs shared, a deletion exclusive; in key order, so none waits in a cycle.
+_BLOB_LOCKS = 0x56424C42  # "VBLB"
+_EACH_KEY = "FROM unnest(CAST(:keys AS integer[])) AS k"
+_LOCK_BLOBS_SHARED = sql_text(f"SELECT pg_advisory_xact_lock_shared(:space, k) {_EACH_KEY}")
+_LOCK_BLOBS = sql_text(f"SELECT pg_advisory_xact_lock(:space, k) {_EACH_KEY}")
+
+
+def _blob_lock_keys(shas: Iterable[str]) -> list[int]:
+    return sorted({int(sha[:2], 16) for sha in shas})
+
+
+def _unreferenced(c: Connection, shas: Iterable[str]) -> set[str]:
+    """Those of `shas` no artifact row and no upload row references."""
+    wanted = sorted(set(shas))
+    used: set[str] = set()
+    for chunk in _chunks(wanted):
+        used.update(c.scalars(select(_artifacts.c.sha256).where(_artifacts.c.sha256.in_(chunk))))
+        used.update(c.scalars(select(_uploads.c.sha256).where(_uploads.c.sha256.in_(chunk))))
+    return set(wanted) - used
+
+
 def _stamp(now: datetime) -> Any:
     """A timestamp as a typed bind, for use inside SQL expressions (coalesce) on both backends."""
     return literal(now, _steps.c.started_at.type)
@@ -826,6 +914,15 @@ def _touch_session(c: Connection, session_id: str, now: datetime) -> None:
         if isinstance(session_id, str) else None
     if found is None:
         raise _no_session(session_id)
+
+
+def _owned_by(query: Any, owner: Owner) -> Any:
+    """`query` on the sessions table, limited to `owner`'s sessions (`Owner`)."""
+    if isinstance(owner, _AnyOwner):
+        return query
+    if owner is not None and not isinstance(owner, str):
+        raise InvalidInput(f"an owner is a name, None or ANY_OWNER, not {type(owner).__name__}", field="owner")
+    return query.where(_sessions.c.owner.is_(None) if owner is None else _sessions.c.owner == owner)
 
 
 def _session_row(c: Connection, session_id: str) -> Row[Any]:
@@ -1046,11 +1143,13 @@ def _error_json(error: BaseException | Mapping[str, Any] | str) -> dict[str, Any
 
 __all__ = [
     "ALIAS_PREFIXES",
+    "ANY_OWNER",
     "UNDO",
     "ArtifactEntry",
     "DeletedSession",
     "History",
     "Lineage",
+    "Owner",
     "Role",
     "SessionInfo",
     "SessionMemory",

@@ -120,8 +120,22 @@ class CorruptArtifact(VitronError):
     """A file exists but cannot be decoded as the kind it claims to be."""
 
 
+class ArtifactDamaged(CorruptArtifact):
+    """An object in the artifact store no longer hashes to the SHA-256 it is stored under: the store's copy is damaged
+    (a truncated write, a disk error, an edit by hand), not the file a user gave."""
+
+
 class BackendUnavailable(VitronError):
     """The module needs a backend that is not configured on this machine."""
+
+
+class SessionBusy(VitronError):
+    """Another process (or thread) is running a turn of this session; `expires_at` is when its lease runs out."""
+
+    def __init__(self, problem: str, *, field: str | None = None, fix: str | None = None,
+                 expires_at: float | None = None) -> None:
+        super().__init__(problem, field=field, fix=fix)
+        self.expires_at = expires_at  # a POSIX timestamp
 
 
 class SessionNotFound(VitronError):

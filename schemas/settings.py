@@ -79,8 +79,26 @@ class VitronSettings(BaseSettings):
         "when it is Redis.",
     )
     visibility_timeout_s: int = Field(
-        default=21600, ge=5,
-        description="Seconds before an unacknowledged job is redelivered; must exceed the longest job (default 6 h).",
+        default=30, ge=5,
+        description="Seconds after a Redis-brokered job's worker stopped renewing it (the whole worker died) before "
+        "the job goes back to the queue for a live worker. Live workers renew their jobs every sixth of it, so a job "
+        "may run far longer.",
+    )
+    job_time_limit_s: int = Field(
+        default=3600, ge=0, description="Seconds a job (or a chunk of a long video's) may run on a worker before it "
+        "is stopped and fails; 0: no limit.",
+    )
+    job_time_limits: dict[str, int] = Field(
+        default_factory=dict, description='Per-module time limits over VITRON_JOB_TIME_LIMIT_S, as JSON: '
+        '{"video_generation": 7200}.',
+    )
+    worker_wait_s: float = Field(
+        default=120.0, ge=1, description="Seconds a job may wait while no live worker serves its queue before it "
+        "fails, naming the queue (a client never waits without a bound).",
+    )
+    broker_timeout_s: float = Field(
+        default=3.0, gt=0, description="Seconds to reach the job broker before a turn starts (and `vitron worker`); "
+        "past them the turn is refused, naming VITRON_BROKER_URL.",
     )
     model_budget: str = Field(
         default="8GB",
@@ -95,6 +113,11 @@ class VitronSettings(BaseSettings):
     )
     s3_endpoint_url: str | None = Field(
         default=None, description="Endpoint of an S3-compatible service (MinIO, …); unset, AWS itself."
+    )
+    turn_lease_s: float = Field(
+        default=30.0, ge=2, description="Seconds a turn's lease on its session lasts without a heartbeat (renewed "
+        "every third of it while the turn runs): how long a turn whose process died on another host blocks its "
+        "session. On one host a dead process's lease is taken over at once.",
     )
     max_plan_steps: int = Field(
         default=64, ge=1, description="Steps a plan may have; a longer one is refused before anything is recorded.",
@@ -112,6 +135,16 @@ class VitronSettings(BaseSettings):
         default=True, description="Store files readable by their group (mode 0640), so a worker running as another "
         "user of the group can read them; false: by their owner only (0600).",
     )
+    store_verify_reads: bool = Field(
+        default=True, description="Check a stored object's SHA-256 when a job reads it (streamed; cheap next to "
+        "decoding), so a damaged object is reported as such instead of decoding to wrong pixels; false: trust the "
+        "files.",
+    )
+    store_delete_grace_s: float = Field(
+        default=120.0, ge=0, description="Seconds after an object was last put during which deleting a session "
+        "leaves it in the store even when no session references it: a recording of the same content elsewhere may "
+        "be on its way (its put comes before its row). 0: remove at once.",
+    )
 
     chunk_frames: int = Field(
         default=120, ge=0,
@@ -123,11 +156,20 @@ class VitronSettings(BaseSettings):
         default=None, description="The HTTP server's key for signing download links; default a random one kept in "
         "HOME/server.key.")
     url_ttl_s: int = Field(default=86400, ge=10, description="Seconds a signed download link works.")
+    # The input limits: each is checked before a file is read whole or decoded, so a small file that claims a huge
+    # picture (a 1 MB PNG of 20000x20000 decodes to 1.2 GB) is refused by its header, not by running out of memory.
     max_upload_bytes: int = Field(default=200_000_000, ge=1024,
-                                  description="The largest upload the HTTP server takes, in bytes.")
+                                  description="The largest file taken in whole, in bytes: an HTTP upload (a data URL "
+                                  "counts its decoded bytes), or an image, mask or scribble file given by path. "
+                                  "Videos given by path are streamed, never held: VITRON_MAX_VIDEO_PIXELS bounds them.")
     max_pixels: int = Field(default=50_000_000, ge=1,
-                            description="The most pixels an uploaded image (or a video frame) may have; checked from "
-                            "the file's header, before anything is decoded.")
+                            description="The most pixels (width x height) an image, mask or scribble, or one video "
+                            "frame, may have: any file given by path or uploaded; checked from the file's header, "
+                            "before anything is decoded (50 MP: the largest camera photos, 8K video frames).")
+    max_video_pixels: int = Field(default=40_000_000_000, ge=1,
+                                  description="The most pixels a video may have in all (frames x width x height): "
+                                  "checked from the container's header, then while its packets are counted, before "
+                                  "any frame is decoded (40 G: ten minutes of 1080p at 30 fps).")
     fetch_urls: str = Field(default="", description="Hosts the OpenAI endpoint may fetch image URLs from "
                             "(comma-separated); empty: images come as data URLs only.")
 

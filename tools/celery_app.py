@@ -17,10 +17,10 @@ from celery import Celery, Task, chord, states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
 
 from memory import ArtifactStore
-from schemas import ArtifactRef, JobCancelled, JobFailed, JobSpec, VitronError, VitronSettings
+from schemas import ArtifactRef, BackendUnavailable, JobCancelled, JobFailed, JobSpec, VitronError, VitronSettings
 
 from .base import ToolContext
 from .chunks import (
@@ -34,6 +34,7 @@ from .chunks import (
     run_chunk,
 )
 from .jobs import job_context, run_job
+from .worker_alive import RESTORE_EVERY_S, Keepalive, redis_for
 from .worker_stats import ModelStats
 
 RUN_JOB = "vitron.run_job"
@@ -42,6 +43,7 @@ QUEUES = ("gpu", "cpu")
 RESULT_REPR_CHARS = 120  # of a task's result in the worker's log line; a full repr costs more than a no-op task
 PROGRESS_EVERY_S = 0.25  # a few result-backend writes a second, however often a tool reports
 CANCEL_CHECK_EVERY_S = 0.05  # a Redis round trip per check: often enough to stop within a frame or two
+FLAG_TTL_S = 86_400  # a cancel flag (or a split job's frame count) outlives any wait in a queue
 
 log = get_task_logger(__name__)
 
@@ -77,18 +79,41 @@ def cancel_key(job_id: str) -> str:
 
 def cancel_flags(app: Celery) -> redis.Redis | None:
     """A Redis connection for cancellation flags: the result backend's, else the broker's; None if neither is Redis."""
-    client = getattr(app.backend, "client", None)
-    if isinstance(client, redis.Redis):
-        return client
+    return redis_for(app)
+
+
+def settings_of(app: Celery) -> VitronSettings:
+    """The settings an app was made with (defaults for an app made elsewhere)."""
+    return getattr(app, "vitron_settings", None) or VitronSettings()
+
+
+def time_limit(settings: VitronSettings, module: str) -> int | None:
+    """Seconds a job of `module` may run on a worker (None: no limit)."""
+    return settings.job_time_limits.get(module, settings.job_time_limit_s) or None
+
+
+def check_broker(app: Celery, timeout: float) -> None:
+    """Reach the app's broker within `timeout` seconds, else BackendUnavailable naming VITRON_BROKER_URL (Celery
+    itself would retry for tens of seconds, then blame its result store)."""
+    from kombu.utils.url import maybe_sanitize_url
+
     url = app.conf.broker_url
-    if isinstance(url, str) and url.startswith(("redis://", "rediss://")):
-        return redis.Redis.from_url(url)
-    return None
+    try:
+        with Connection(url, connect_timeout=timeout,
+                        transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout}) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+    except Exception as exc:  # any transport's refusal, timeout or bad address
+        raise BackendUnavailable(
+            f"the job broker at {maybe_sanitize_url(url)} did not answer within {timeout:g} s ({exc})",
+            field="VITRON_BROKER_URL",
+            fix="start the broker, or point VITRON_BROKER_URL at a running one (unset, jobs run in this process)",
+        ) from None
 
 
 def make_celery(settings: VitronSettings) -> Celery:
     """A Celery app for these settings, with the `vitron.run_job` task registered on it."""
     app = Celery("vitron", broker=settings.broker_url, backend=_result_backend(settings), set_as_current=False)
+    app.vitron_settings = settings  # type: ignore[attr-defined]  # read by settings_of
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -98,8 +123,10 @@ def make_celery(settings: VitronSettings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # jobs are long: a busy worker should not hoard queued ones
-        # Redis redelivers an unacknowledged job after this long, so it must exceed the longest job.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        # Redis gives an unacknowledged job back to the queue this long after its worker last renewed it (a live
+        # worker renews its jobs: tools.worker_alive); live workers sweep for such jobs every few seconds.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
+                                  "unacked_restore_interval": RESTORE_EVERY_S, "unacked_restore_throttle": 1},
         broker_connection_retry_on_startup=True,
         task_track_started=True,
         # Each queue its own exchange and routing key, so queue="gpu" reaches the gpu queue and no other.
@@ -108,6 +135,7 @@ def make_celery(settings: VitronSettings) -> Celery:
         task_routes=(_route,),
     )
     app.steps["worker"].add(ModelStats)  # the pool processes' model-cache counters, in `celery inspect stats`
+    app.steps["worker"].add(Keepalive)  # a killed worker's jobs go back to the queue within the visibility timeout
     _register_run_job(app, settings)
     _register_chunk_tasks(app, settings)
     # A bare task: a worker health check, and the baseline that bench/job_queue.py compares jobs with.
@@ -145,7 +173,8 @@ def _register_run_job(app: Celery, settings: VitronSettings) -> None:
         try:
             spec = JobSpec.model_validate(spec_json)
             progress = _WorkerProgress(self, spec.job_id)
-            progress.start()
+            if progress.start():
+                return self.backend.get_task_meta(spec.job_id)["result"]  # done before: not run again
             ctx = ToolContext(_store(settings), settings, progress)
 
             def split(spec: JobSpec, inp: Any, ctx: ToolContext) -> Any:
@@ -209,10 +238,12 @@ def chunked_signature(app: Celery, spec: JobSpec, plan: ChunkPlan) -> Any:
     JSON only: the spec, the ranges and refs. The merge gets the job's id (the parent task replaces itself
     with the chord), so the job's handle sees its result."""
     spec_json = spec.model_dump(mode="json")
+    limit = time_limit(settings_of(app), spec.module)
     header = [app.signature(VIDEO_CHUNK, args=[spec_json, start, stop, mask.model_dump(mode="json") if mask else None,
-                                              plan.frames], queue=spec.queue, immutable=True)
+                                              plan.frames], queue=spec.queue, immutable=True, time_limit=limit)
               for (start, stop), mask in zip(plan.ranges, plan.start_masks, strict=True)]
-    body = app.signature(VIDEO_MERGE, args=[spec_json, plan.model_dump(mode="json")], queue=spec.queue)
+    body = app.signature(VIDEO_MERGE, args=[spec_json, plan.model_dump(mode="json")], queue=spec.queue,
+                         time_limit=limit)
     return chord(header, body, app=app)
 
 
@@ -230,11 +261,11 @@ def _store(settings: VitronSettings) -> ArtifactStore:
 
 
 # KEYS: the job's cancel flag, its result meta. ARGV: the STARTED meta, its expiry in seconds (0: none).
-# 1 when the job was cancelled; else it is marked started, unless a run before this one (a redelivery) succeeded.
+# 1 when the job was cancelled; 2 when a run before this one succeeded (this is a redelivery); else 0, marked started.
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
 local current = redis.call('GET', KEYS[2])
-if current and cjson.decode(current)['status'] == 'SUCCESS' then return 0 end
+if current and cjson.decode(current)['status'] == 'SUCCESS' then return 2 end
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 else redis.call('SET', KEYS[2], ARGV[1]) end
 return 0
@@ -250,8 +281,9 @@ class _WorkerProgress:
         # The job's STARTED state already says it runs: the first PROGRESS write waits, so a short job writes none.
         self.last_sent = self.last_checked = time.monotonic()
 
-    def start(self) -> None:
-        """Stop if the job was cancelled while it waited in the queue, else mark it started (STARTED).
+    def start(self) -> bool:
+        """Stop if the job was cancelled while it waited in the queue, else mark it started (STARTED); True when an
+        earlier run of the job succeeded (a worker that died after finishing it had its job handed on).
 
         On a Redis result backend both are one atomic script, one round trip. Celery's own STARTED write is
         three commands (a read, a write, a publish that wakes every client waiting on the job, who only need
@@ -259,15 +291,19 @@ class _WorkerProgress:
         backend = self.task.backend
         if not isinstance(backend, RedisBackend) or self.flags is not backend.client:
             self.check_cancelled()
+            if backend.get_task_meta(self.job_id).get("status") == states.SUCCESS:
+                return True
             self.task.update_state(state=states.STARTED, meta=self._started())
-            return
+            return False
         meta = {"status": states.STARTED, "result": self._started(), "traceback": None, "children": [],
                 "date_done": None, "task_id": self.job_id}
         start = self.flags.register_script(_START)  # sent as EVALSHA; the script itself only if Redis lacks it
         self.last_checked = time.monotonic()
-        if start(keys=[cancel_key(self.job_id), backend.get_key_for_task(self.job_id)],
-                 args=[backend.encode(meta), int(backend.expires or 0)]):
+        found = start(keys=[cancel_key(self.job_id), backend.get_key_for_task(self.job_id)],
+                      args=[backend.encode(meta), int(backend.expires or 0)])
+        if found == 1:
             raise JobCancelled.for_job(self.job_id)
+        return found == 2
 
     def _started(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "hostname": self.task.request.hostname}
@@ -306,7 +342,7 @@ class _ChunkProgress(_WorkerProgress):
         delta, self.seen = round((fraction - self.seen) * self.length), fraction
         if delta:
             self.flags.incrby(self.key, delta)
-            self.flags.expire(self.key, self.task.app.conf.broker_transport_options.get("visibility_timeout", 21600))
+            self.flags.expire(self.key, FLAG_TTL_S)
         now = time.monotonic()
         if now - self.last_sent >= PROGRESS_EVERY_S:
             self.last_sent = now

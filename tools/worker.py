@@ -46,9 +46,12 @@ def run_worker(queues: list[str], concurrency: int = 1, loglevel: str = "INFO") 
                            fix=f"choose from {list(QUEUES)}")
     if concurrency < 1:
         raise InvalidInput(f"concurrency {concurrency} is below 1", field="concurrency", fix="give 1 or more")
-    if not VitronSettings().broker_url:
+    settings = VitronSettings()
+    if not settings.broker_url:
         raise BackendUnavailable("no job broker is configured", field="VITRON_BROKER_URL",
                                  fix="set VITRON_BROKER_URL, e.g. redis://127.0.0.1:6379/0")
+    # Celery would retry an unreachable broker for many minutes, saying little: say so now, in one line.
+    celery_app.check_broker(celery_app.app, settings.broker_timeout_s)
     # Each pool process gets its share of the cores: OpenCV (and torch's OpenMP) would otherwise start a thread
     # per core in every process, and on a busy machine those threads spin against each other's work.
     global _threads

@@ -50,7 +50,8 @@ from tools.base import invalid_input_from
 
 from .inputs import typed_value
 from .kinds import FieldInfo, input_fields, output_fields, output_of_kind
-from .resolve import Callee, resolve_plan_inputs, tool_callee
+from .resolve import Callee, recorded_plan, resolve_plan_inputs, tool_callee
+from .stored import stored_ref
 
 _PLACEHOLDER_MEDIA = {"image": "image/png", "mask": "image/png", "video": "video/mp4", "masks": "video/x-matroska",
                       "embedding": "application/vnd.safetensors", "boxes": "application/json"}
@@ -74,10 +75,17 @@ SavedWorkflows = Callable[[str], "CompiledWorkflow | None"]
 
 
 def compile_invocations(invocations: Sequence[Invocation], table: Sequence[ArtifactEntry], store: ArtifactStore, *,
-                        offset: int = 0, workflows: SavedWorkflows | None = None) -> CompiledPlan:
+                        offset: int = 0, workflows: SavedWorkflows | None = None,
+                        uploads: Sequence[ArtifactRef] = ()) -> CompiledPlan:
     """A planner's invocations as a compiled plan. Step N of the plan is named `offset + N` (`offset` steps ran in
     earlier rounds of the turn); a step that calls a saved workflow becomes that workflow's steps, named
-    `offset + N.step`. Raises `InvalidInput` (or `Ambiguous`: two artifacts fit an input equally)."""
+    `offset + N.step`. Raises `InvalidInput` (or `Ambiguous`: two artifacts fit an input equally).
+
+    Every plan the agent runs passes here, so here an artifact given by ref must be the session's: in `table`, or
+    one of `uploads` (this turn's, not recorded yet: a drawn scribble). It becomes the ref recorded for it, its kind
+    and shape the store's, never the plan's (`workflows.resolve.recorded_plan`)."""
+    fresh = [stored_ref(store, ref, field="uploads") for ref in uploads]
+    invocations = recorded_plan(invocations, table, fresh, store)
     flows: dict[str, CompiledWorkflow] = {}
 
     def callee(module: str) -> Callee:
@@ -91,7 +99,7 @@ def compile_invocations(invocations: Sequence[Invocation], table: Sequence[Artif
             flows[module] = flow
             return workflow_callee(module, flow)
 
-    resolved = resolve_plan_inputs(list(invocations), tuple(table), offset=offset, callees=callee)
+    resolved = resolve_plan_inputs(invocations, tuple(table), offset, callee, fresh, store)
     steps: list[CompiledStep] = []
     exported: dict[tuple[str, str], StepOutput] = {}  # (a workflow call's name, its output) → the step making it
     for number, (inv, inputs) in enumerate(zip(invocations, resolved, strict=True), start=1):

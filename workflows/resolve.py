@@ -11,18 +11,35 @@ video) gets the newest artifact of any of their kinds.
 A step that takes a region may read it from an earlier step (`<input name="region">@1</input>`, or `@1` alone
 where step 1 makes no artifact the step takes): that step's region output (H's best box, B's mask box); or from a
 remembered boxes artifact (`@boxes1`), whose best box the compiler reads.
+
+A plan may also give an artifact by ref (`{sha256, kind, …}`: a chat model's JSON, an edited plan, a workflow's
+input). Such a ref must be the session's own, in its artifact table, or one of this turn's uploads; it is replaced by
+the ref recorded for that content (`recorded_plan`), so its kind and shape are never the plan's word. Content of
+another session is refused as if it did not exist.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from memory import ArtifactEntry, restored
-from schemas import ArtifactRef, InvalidInput, Invocation, StepOutput, VitronError, a_or_an, step_number
+from pydantic import ValidationError
+
+from memory import ArtifactEntry, ArtifactStore, restored
+from memory.sessions import ALIAS_PREFIXES
+from schemas import (
+    ArtifactRef,
+    InvalidInput,
+    Invocation,
+    ScribbleRegion,
+    StepOutput,
+    VitronError,
+    a_or_an,
+    step_number,
+)
 from tools import get_tool
 
 from .kinds import artifact_inputs, artifact_outputs, input_fields, output_of_kind
@@ -93,11 +110,41 @@ class StepInputs:
 
 
 class _Table:
-    """The session's artifact table, newest first, with each artifact's ancestry for the tie rule."""
+    """The session's artifact table, newest first, with each artifact's ancestry for the tie rule; and this turn's
+    uploads not recorded yet (a drawn scribble), which a plan may give by ref too."""
 
-    def __init__(self, entries: tuple[ArtifactEntry, ...]) -> None:
+    def __init__(self, entries: tuple[ArtifactEntry, ...], uploads: Iterable[ArtifactRef] = (),
+                 store: ArtifactStore | None = None) -> None:
         self.entries = entries
         self.by_alias = {e.alias: e for e in entries}
+        self.by_sha: dict[str, ArtifactEntry] = {}
+        for entry in entries:  # a content's own row comes before an undo's rows of it
+            self.by_sha.setdefault(entry.ref.sha256, entry)
+        self.uploads = {ref.sha256: ref for ref in uploads}
+        self.store = store
+        self._read: dict[str, ArtifactRef] = {}
+
+    def recorded(self, ref: ArtifactRef, where: str, field: str) -> ArtifactRef:
+        """The session's own ref for content a plan gives by ref (the row its alias names, else the content's
+        own row; else this turn's upload of it): kind, media type, shape and alias as recorded, never as given.
+        `InvalidInput` naming `field` for content the session does not hold."""
+        entry = self.by_alias.get(ref.alias or "")
+        if entry is None or entry.ref.sha256 != ref.sha256:
+            entry = self.by_sha.get(ref.sha256)
+        found = entry.ref if entry is not None else self.uploads.get(ref.sha256)
+        if found is None:
+            alias = next((e.alias for e in reversed(self.entries) if e.ref.kind == ref.kind),
+                         f"{ALIAS_PREFIXES[ref.kind]}1")
+            raise InvalidInput(f"{where} gives {ref.kind} {ref.short} by ref, which is not an artifact of this "
+                               "session", field=field, fix=f"name it by its alias (@{alias}), or upload it in this "
+                                                           "session")
+        if found.shape or found.kind in ("boxes", "text") or self.store is None:
+            return found
+        if found.sha256 not in self._read:  # recorded without its shape: read from the object's header
+            from .stored import stored_ref
+
+            self._read[found.sha256] = stored_ref(self.store, found, field=field)
+        return self._read[found.sha256]
 
     def ancestors(self, alias: str) -> set[str]:
         seen: set[str] = set()
@@ -137,13 +184,60 @@ class _Table:
         return self.by_alias[name]
 
 
-def resolve_plan_inputs(steps: list[Invocation], table: tuple[ArtifactEntry, ...], offset: int = 0,
-                        callees: Callees = tool_callee) -> list[StepInputs]:
-    """Every step's artifact inputs: explicit ones checked, missing ones filled (or `Ambiguous` raised).
+def recorded_plan(steps: Sequence[Invocation], table: Sequence[ArtifactEntry], uploads: Iterable[ArtifactRef] = (),
+                  store: ArtifactStore | None = None) -> list[Invocation]:
+    """The plan with every artifact it gives by ref (an input, a scribble's mask, a ref anywhere in `params`)
+    replaced by the session's own ref for that content (`table`, else `uploads`: this turn's uploads not recorded
+    yet, their shapes read from the store). `InvalidInput` naming the step and the field for content that is
+    neither: another session's artifacts are not this plan's to read. `store` reads a shape not recorded."""
+    known = _Table(tuple(table), uploads, store)
+    return [_recorded_step(index, inv, known) for index, inv in enumerate(steps, start=1)]
+
+
+def _recorded_step(index: int, inv: Invocation, table: _Table) -> Invocation:
+    where = f"step {index} ({inv.module})"
+    update: dict[str, Any] = {}
+    if any(isinstance(v, ArtifactRef) for v in inv.inputs.values()):
+        update["inputs"] = {k: table.recorded(v, where, f"inputs.{k}") if isinstance(v, ArtifactRef) else v
+                            for k, v in inv.inputs.items()}
+    if isinstance(inv.region, ScribbleRegion):
+        mask = table.recorded(inv.region.mask, where, "region.mask")
+        if mask.kind != "mask":
+            raise InvalidInput(f"{where} scribbles with {_show(mask)}, which is {a_or_an(mask.kind)}, not a mask",
+                               field="region.mask", fix="scribble with a mask")
+        update["region"] = inv.region.model_copy(update={"mask": mask})
+    if inv.params:
+        update["params"] = {k: _recorded_json(v, where, f"params.{k}", table) for k, v in inv.params.items()}
+    return inv.model_copy(update=update) if update else inv
+
+
+def _recorded_json(value: Any, where: str, field: str, table: _Table) -> Any:
+    """A plan's JSON parameter with every artifact ref in it (a region's scribble, a workflow's input) the
+    session's own."""
+    if isinstance(value, Mapping):
+        if "sha256" in value:
+            try:
+                ref = ArtifactRef.model_validate(dict(value))
+            except ValidationError:
+                return value  # no artifact ref: the tool's own schema refuses it where it should be one
+            return table.recorded(ref, where, field).model_dump(mode="json", exclude_none=True)
+        return {k: _recorded_json(v, where, f"{field}.{k}", table) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_recorded_json(v, where, f"{field}[{i}]", table) for i, v in enumerate(value)]
+    return value
+
+
+def resolve_plan_inputs(steps: Sequence[Invocation], table: tuple[ArtifactEntry, ...], offset: int = 0,
+                        callees: Callees = tool_callee, uploads: Iterable[ArtifactRef] = (),
+                        store: ArtifactStore | None = None) -> list[StepInputs]:
+    """Every step's artifact inputs: explicit ones checked, missing ones filled (or `Ambiguous` raised). An input
+    given by ref must be the session's (or one of `uploads`, this turn's not recorded yet), and becomes the ref
+    recorded for it (see `recorded_plan`, which also checks a plan's other refs; `store` reads a shape not
+    recorded).
 
     `offset` is how many steps earlier rounds of this turn ran: `@N` in this plan becomes `@{offset + N}`.
     """
-    known = _Table(table)
+    known = _Table(table, uploads, store)
     plan = _Plan(steps, [callees(inv.module) for inv in steps], offset)
     resolved: list[StepInputs] = []
     for index in range(1, len(steps) + 1):
@@ -153,7 +247,7 @@ def resolve_plan_inputs(steps: list[Invocation], table: tuple[ArtifactEntry, ...
 
 @dataclass(frozen=True)
 class _Plan:
-    steps: list[Invocation]
+    steps: Sequence[Invocation]
     callees: list[Callee]
     offset: int
 
@@ -173,6 +267,8 @@ def _resolve_step(index: int, plan: _Plan, done: list[StepInputs], table: _Table
     values: dict[str, ArtifactRef | StepOutput] = {}
     unnamed: list[ArtifactRef | str] = []
     for key, value in inv.inputs.items():
+        if isinstance(value, ArtifactRef):  # the session's own content, as recorded
+            value = table.recorded(value, where, f"inputs.{key}")
         if _UNNAMED.match(key):
             unnamed.append(value)
         elif key == "region" and key not in fields and callee.takes_region:

@@ -16,6 +16,7 @@ from .models import models_cmd
 from .planner import planner_app
 from .serve import keys_app, serve_cmd
 from .sessions import sessions_app
+from .store import store_app
 from .turns import chat_cmd, plan_cmd, run_cmd
 from .workflows import workflow_app
 
@@ -26,6 +27,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(planner_app, name="planner")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(keys_app, name="keys")
+app.add_typer(store_app, name="store")
 app.command("serve")(serve_cmd)
 app.command("worker")(worker_cmd)
 app.command("run")(run_cmd)

@@ -24,6 +24,13 @@ def _memory():
     return SessionMemory.from_settings()
 
 
+def _any_owner():
+    """Every owner's sessions: these commands are the operator's, on the machine that holds the database."""
+    from memory.sessions import ANY_OWNER
+
+    return ANY_OWNER
+
+
 @sessions_app.command("list")
 @clear_errors
 def list_cmd(
@@ -31,9 +38,10 @@ def list_cmd(
     limit: Annotated[int, typer.Option(min=1, help="At most this many, most recent first.")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
-    """The sessions, most recently active first."""
+    """The sessions, most recently active first: every owner's (the command is the operator's, on the machine that
+    holds the database), or one owner's."""
     with _memory() as memory:
-        sessions = memory.list_sessions(owner=owner, limit=limit)
+        sessions = memory.list_sessions(owner=_any_owner() if owner is None else owner, limit=limit)
     if as_json:
         print(json.dumps({"sessions": [s.to_dict() for s in sessions]}))
         return
@@ -52,7 +60,7 @@ def show_cmd(
 ) -> None:
     """A session's turns, steps and artifact table with lineage."""
     with _memory() as memory:
-        session_id = memory.resolve_session_id(session)
+        session_id = memory.resolve_session_id(session, owner=_any_owner())
         info = memory.get_session(session_id)
         turns = memory.turns(session_id)
         steps = memory.steps(session_id)
@@ -106,7 +114,7 @@ def export_cmd(
     from workflows import export_session
 
     with _memory() as memory:
-        document = export_session(memory, memory.resolve_session_id(session), turn=turn)
+        document = export_session(memory, memory.resolve_session_id(session, owner=_any_owner()), turn=turn)
     as_json = out_file is not None and out_file.suffix == ".json"
     text = json.dumps(document, indent=2) if as_json else yaml.safe_dump(document, sort_keys=False)
     if out_file is None:
@@ -125,14 +133,17 @@ def delete_cmd(
 ) -> None:
     """Delete a session: its rows, its checkpoints and the stored files no other session uses."""
     with _memory() as memory:
-        deleted = memory.delete_session(memory.resolve_session_id(session))
+        deleted = memory.delete_session(memory.resolve_session_id(session, owner=_any_owner()))
     summary = {"session": deleted.session_id, "turns": deleted.turns, "steps": deleted.steps,
-               "artifacts": deleted.artifacts, "files_removed": len(deleted.blobs_removed)}
+               "artifacts": deleted.artifacts, "files_removed": len(deleted.blobs_removed),
+               "files_kept": len(deleted.blobs_kept)}
     if as_json:
         print(json.dumps(summary))
         return
     out.print(f"deleted session {deleted.session_id}: {deleted.turns} turns, {deleted.steps} steps, "
-              f"{deleted.artifacts} artifacts, {len(deleted.blobs_removed)} files removed from the store")
+              f"{deleted.artifacts} artifacts, {len(deleted.blobs_removed)} files removed from the store"
+              + (f" ({len(deleted.blobs_kept)} kept: put moments ago, they may be on their way into another "
+                 "session; VITRON_STORE_DELETE_GRACE_S)" if deleted.blobs_kept else ""))
 
 
 @sessions_app.command("migrate")

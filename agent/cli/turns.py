@@ -69,14 +69,16 @@ def _follow(events: Any, show_bars: bool) -> None:
             bars(event)
 
 
-def _turn(session, text: str | None, image, video, region, show_bars: bool):
-    _follow(session.stream(text, image=image, video=video, region=region), show_bars)
-    return session.reply()
+def _turn(session, text: str | None, image, video, region, show_bars: bool, wait_s: float = 0.0):
+    turn = session.stream(text, image=image, video=video, region=region, wait_s=wait_s)
+    _follow(turn, show_bars)
+    return turn.reply
 
 
 def _answer(session, action: str, show_bars: bool):
-    _follow(session.stream_answer(action), show_bars)
-    return session.reply()
+    turn = session.stream_answer(action)
+    _follow(turn, show_bars)
+    return turn.reply
 
 
 def _reply_json(reply, store) -> dict[str, Any]:
@@ -111,9 +113,13 @@ def run_cmd(
     deny: Annotated[bool, typer.Option("--deny", help="Answer the session's approval pause: skip the waiting "
                                                       "steps.")] = False,
     planner: PlannerOpt = None, as_json: JsonOpt = False,
+    wait: Annotated[float, typer.Option("--wait", metavar="SECONDS", min=0,
+                                        help="While another process runs a turn of the session, wait up to "
+                                             "SECONDS for it to end (default: refuse at once).")] = 0.0,
 ) -> None:
     """Run one turn (or resume a session's interrupted turn, or answer its approval pause) and print the reply and
-    what it made. Exits 3 when a step failed, 2 when no plan could run (the reply is printed first)."""
+    what it made. Exits 3 when a step failed, 2 when no plan could run or the session is busy (the reply is printed
+    first)."""
     from agent.service import read_region
 
     if text is None and session is None:
@@ -129,7 +135,7 @@ def run_cmd(
             reply = _answer(chat, answer, show_bars=not as_json)
         else:
             region = read_region(agent.memory.store, box=box, points=points, scribble=scribble)
-            reply = _turn(chat, text, image, video, region, show_bars=not as_json)
+            reply = _turn(chat, text, image, video, region, show_bars=not as_json, wait_s=wait)
         if as_json:
             print(json.dumps(_reply_json(reply, agent.memory.store)))
         else:

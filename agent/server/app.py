@@ -24,7 +24,7 @@ from .runs import RunConflict, RunFailed, RunManager
 log = logging.getLogger("vitron.server")
 
 _NOT_FOUND = {"SessionNotFound", "StepNotFound", "AliasNotFound", "ArtifactNotFound"}
-_UNAVAILABLE = {"BackendUnavailable", "DatabaseUnavailable"}
+_UNAVAILABLE = {"BackendUnavailable", "DatabaseUnavailable", "StoreUnwritable", "ArtifactDamaged"}
 
 
 def kind_of(exc: VitronError) -> str:
@@ -35,7 +35,7 @@ def status_of(exc: VitronError) -> int:
     name = kind_of(exc)
     if isinstance(exc, artifacts.TooLarge) or name == "TooLarge":
         return 413
-    if isinstance(exc, RunConflict) or name == "RunConflict":
+    if isinstance(exc, RunConflict) or name in ("RunConflict", "SessionBusy"):
         return 409
     if name == "InternalError":
         return 500

@@ -13,7 +13,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from schemas import MEDIA_TYPES, ArtifactNotFound, ArtifactRef, InvalidInput, VitronError
+from memory.artifacts import TooLarge
+from schemas import MEDIA_TYPES, ArtifactNotFound, ArtifactRef, CorruptArtifact, InvalidInput, VitronError
 
 from .context import ServerContext, context, owner
 
@@ -22,10 +23,6 @@ router = APIRouter()
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
 MULTIPART_OVERHEAD = 64 * 1024  # a form's own framing around its one file
 _SUFFIX_TO_MEDIA = {suffix: media for media, suffix in MEDIA_TYPES.items()}
-
-
-class TooLarge(InvalidInput):
-    """An upload over the server's byte or pixel limit."""
 
 
 def too_large(what: str, limit: int, field: str = "file") -> TooLarge:
@@ -69,29 +66,26 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def store_upload(ctx: ServerContext, data: bytes, kind: str | None = None) -> ArtifactRef:
     """Store an image, mask or video from its bytes, by what they are: the name and the content type are not
-    trusted. Refused before decoding: an image or video frame whose header says more pixels than the limit."""
-    max_pixels = ctx.settings.max_pixels
+    trusted. Refused before decoding: an image or video frame whose header says more pixels than the limit (the
+    store's check, VITRON_MAX_PIXELS), a video of more pixels in all (VITRON_MAX_VIDEO_PIXELS)."""
     if (suffix := _video_suffix(data)) is not None:
         if kind not in (None, "video"):
             raise InvalidInput(f"the upload is a video, not {kind}", field="kind", fix="send kind=video, or none")
-        return _store_video(ctx, data, suffix, max_pixels)
+        return _store_video(ctx, data, suffix)
     from PIL import Image, UnidentifiedImageError
 
+    neither = InvalidInput("the upload is neither an image (PNG, JPEG, WebP, BMP, GIF, TIFF) nor a video "
+                           "(MP4, MOV, WebM, MKV, AVI)", field="file", fix="send an image or a video")
     try:
+        ctx.store.check_image(data, name="the upload", field="file")  # the header only: nothing decoded yet
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size  # read from the header: nothing decoded yet
             if image.format not in IMAGE_FORMATS:
                 raise UnidentifiedImageError(image.format)
-            if width * height > max_pixels:
-                raise too_large(f"the image is {width}x{height}, {width * height} pixels", max_pixels)
             pixels = np.asarray(image.convert("L" if kind == "mask" else "RGB"))
-    except Image.DecompressionBombError:  # Pillow's own guard, far above ours: the header says too many pixels
-        raise too_large("the image's header says more pixels", max_pixels) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, VitronError):
+    except (CorruptArtifact, UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, VitronError) and not isinstance(exc, CorruptArtifact):
             raise
-        raise InvalidInput("the upload is neither an image (PNG, JPEG, WebP, BMP, GIF, TIFF) nor a video "
-                           "(MP4, MOV, WebM, MKV, AVI)", field="file", fix="send an image or a video") from None
+        raise neither from None
     if kind == "mask":
         return ctx.store.put_mask(pixels > 127)
     if kind not in (None, "image"):
@@ -110,26 +104,16 @@ def _video_suffix(data: bytes) -> str | None:
     return None
 
 
-def _store_video(ctx: ServerContext, data: bytes, suffix: str, max_pixels: int) -> ArtifactRef:
-    import av
-
+def _store_video(ctx: ServerContext, data: bytes, suffix: str) -> ArtifactRef:
     unreadable = InvalidInput("the video cannot be read", field="file", fix="send an MP4, MOV, WebM, MKV or AVI file")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"upload{suffix}"
         path.write_bytes(data)
-        try:
-            with av.open(str(path)) as container:  # the frame size from the stream's header, before storing
-                stream = next(iter(container.streams.video), None)
-                width, height = (stream.width, stream.height) if stream is not None else (0, 0)
-        except (av.error.FFmpegError, OSError, ValueError):
-            raise unreadable from None
-        if not width or not height:
-            raise unreadable
-        if width * height > max_pixels:
-            raise too_large(f"the video's frames are {width}x{height}, {width * height} pixels", max_pixels)
-        try:
+        try:  # the store reads the frame size and count from the headers and packets, before storing
             return ctx.store.import_video(path)
-        except VitronError:
+        except TooLarge as exc:  # its words, without the temporary file's name
+            raise TooLarge(exc.problem.replace(str(path), "the video"), field="file", fix=exc.fix) from None
+        except (CorruptArtifact, InvalidInput):
             raise unreadable from None
 
 

@@ -172,6 +172,7 @@ class ServerContext:
         owner's answers as if there were none."""
         ref = None
         if isinstance(value, str) and value.startswith("@") and thread_id is not None:
+            self.thread(thread_id, owner)  # an alias is read only in the owner's own thread
             ref = next((e.ref for e in self.agent.memory.artifact_table(thread_id) if e.alias == value[1:]), None)
         else:
             sha = value.get("sha256") if isinstance(value, dict) else value

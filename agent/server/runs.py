@@ -22,7 +22,7 @@ from typing import Any, Literal
 from memory import RunRecords
 from schemas import InvalidInput, Region, VitronError
 
-from ..api import AgentSession, VitronAgent
+from ..api import AgentSession, TurnStream, VitronAgent
 
 log = logging.getLogger("vitron.server")
 
@@ -233,7 +233,7 @@ class RunManager:
         if queued:
             self._end(run, "cancelled", {"problem": "cancelled before it started"})
         elif run.status == "running":
-            run.agent.session(run.thread_id).cancel_turn()
+            run.agent.session(run.thread_id, owner=run.owner).cancel_turn()
 
     def close(self, wait_s: float = 10.0) -> None:
         """Wait (at most `wait_s` in all) for every run's record to be written, as the server stops."""
@@ -260,12 +260,13 @@ class RunManager:
                 return
             session = AgentSession(run.agent, run.thread_id)  # the route checked the thread and its owner
             told = False
-            for event in self._events(session, request):
+            turn = self._events(session, request)
+            for event in turn:
                 if run.cancel_requested and not told:  # a cancel that came before the turn began reaches it now
                     session.cancel_turn()
                     told = True
                 run.add(event.pop("event"), event)
-            reply = session.reply()
+            reply = turn.reply
             made = [self._describe(a.ref, run.base_url) for a in reply.artifacts]
             run.reply = {"text": reply.text, "artifacts": made,
                          "steps": [{"position": s.position, "module": s.module, "status": s.status}
@@ -278,7 +279,7 @@ class RunManager:
             run.add("error", error_json(exc))
             self._end(run, "error", error_json(exc))
 
-    def _events(self, session: AgentSession, request: TurnRequest) -> Any:
+    def _events(self, session: AgentSession, request: TurnRequest) -> TurnStream:
         if request.resume is not None:
             return session.stream_answer(request.resume.get("action", "approve"), request.resume.get("invocations"))
         return session.stream(request.text, image=request.image, video=request.video, region=request.region)

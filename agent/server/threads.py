@@ -68,7 +68,7 @@ def thread_json(request: Request, thread_id: str, owner_name: str | None) -> dic
     ctx = context(request)
     info = ctx.thread(thread_id, owner_name)
     active = ctx.manager.active(thread_id)
-    session = ctx.agent.session(thread_id)
+    session = ctx.agent.session(thread_id, owner=owner_name)
     status = "busy" if active else "interrupted" if session.unfinished else "idle"
     return {"thread_id": info.id, "created_at": info.created_at.isoformat(), "updated_at": info.updated_at.isoformat(),
             "metadata": {"title": info.title, **({"owner": info.owner} if info.owner else {})}, "status": status,
@@ -271,7 +271,7 @@ def cancel_job(request: Request, thread_id: str, job_id: str,
     report and the steps that need its output are skipped; the turn's other steps go on."""
     ctx = context(request)
     ctx.thread(thread_id, owner_name)
-    step = ctx.agent.session(thread_id).cancel(job_id)
+    step = ctx.agent.session(thread_id, owner=owner_name).cancel(job_id)
     return JSONResponse({"job_id": job_id, "position": step.position, "module": step.module, "status": step.status},
                         status_code=202)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from memory import SessionMemory
+from memory.sessions import ANY_OWNER
 from schemas import AliasNotFound, ArtifactNotFound, ArtifactRef, InvalidInput, SessionNotFound, StepNotFound
 
 
@@ -43,16 +44,17 @@ def test_sessions_are_created_listed_renamed_and_deleted(memory):
     assert len(a.id) == 32 and a.id != b.id
     assert memory.get_session(a.id).settings == {"planner": "explicit"}
     memory.append_turn(a.id, "user", "hello")  # a is now the most recently active
-    assert [s.id for s in memory.list_sessions()] == [a.id, b.id]
+    assert [s.id for s in memory.list_sessions(owner=ANY_OWNER)] == [a.id, b.id]
     assert [s.id for s in memory.list_sessions(owner="bob")] == [b.id]
+    assert memory.list_sessions() == []  # the local user's: none of them has an owner
     assert memory.rename_session(b.id, "renamed").title == "renamed"
-    assert memory.resolve_session_id(a.id[:8]) == a.id
+    assert memory.resolve_session_id(a.id[:8], owner="ann") == a.id
 
     deleted = memory.delete_session(a.id)
     assert (deleted.turns, deleted.steps, deleted.artifacts) == (1, 0, 0)
     with pytest.raises(SessionNotFound, match="use an existing session's id"):
         memory.delete_session(a.id)  # twice: a clear error …
-    assert [s.id for s in memory.list_sessions()] == [b.id]  # … and the other session is untouched
+    assert [s.id for s in memory.list_sessions(owner=ANY_OWNER)] == [b.id]  # … and the other session is untouched
     assert memory.get_session(b.id).title == "renamed"
 
 
@@ -180,6 +182,7 @@ def test_history_keeps_the_newest_turns_within_the_budget_and_sums_up_the_rest(m
 
 
 def test_delete_removes_only_the_files_no_other_session_uses(memory):
+    memory.store.delete_grace_s = 0  # no recording in flight here: remove at once
     a, b = memory.create_session(), memory.create_session()
     shared, own = image(memory, 1), image(memory, 2)
     memory.append_turn(a.id, "user", "x", attachments=[shared, own])

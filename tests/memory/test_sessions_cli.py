@@ -69,7 +69,7 @@ def test_list_show_and_delete(run, session):
     text = run("show", session)
     assert text.returncode == 0 and "@mask1 mask [4, 4]: image_segmentation of @img1" in text.stdout
 
-    deleted = one_json(run("delete", session, "--json"))
+    deleted = one_json(run("delete", session, "--json", VITRON_STORE_DELETE_GRACE_S="0"))  # no grace: remove at once
     assert (deleted["turns"], deleted["steps"], deleted["artifacts"], deleted["files_removed"]) == (2, 1, 2, 2)
     again = run("delete", session)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "no session" in again.stderr

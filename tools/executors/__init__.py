@@ -45,6 +45,10 @@ class Executor(Protocol):
         """Cancel a job by id, as its handle would; False if this executor cannot reach such a job."""
         ...
 
+    def check(self) -> None:
+        """Raise a clear error (BackendUnavailable, naming the setting) if jobs cannot be sent now."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -62,6 +62,9 @@ class LocalExecutor:
             handle.cancel()
         return handle is not None
 
+    def check(self) -> None:
+        return None  # jobs run in this process: nothing to reach
+
     def close(self) -> None:
         """Stop taking jobs, drop the queued ones, wait for the running ones."""
         self._pool.shutdown(wait=True, cancel_futures=True)
