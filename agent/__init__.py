@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .api import AgentSession, Reply, TurnStream, VitronAgent, make_planner
+    from .langchain_adapter import langchain_tools
+    from .toolkit import Toolkit
 
-__all__ = ["AgentSession", "Reply", "TurnStream", "VitronAgent", "make_planner"]
+__all__ = ["AgentSession", "Reply", "Toolkit", "TurnStream", "VitronAgent", "langchain_tools", "make_planner"]
 _ELSEWHERE = {"langchain_tools": "langchain_adapter", "Toolkit": "toolkit"}  # the rest live in `api`
 
 

@@ -330,6 +330,25 @@ class AgentSession:
             return store.put_image(value) if kind == "image" else store.put_video(value, fps=8.0)
         return store.import_image(value) if kind == "image" else store.import_video(value)
 
+    def upload(self, value: Upload, *, kind: str = "image") -> ArtifactEntry:
+        """An image or video (a path, an array, a stored ref) or a mask, given the session's next alias (`@img1`) with
+        no turn: for a tool-calling agent that names it in its next call (`agent.langchain_tools`, `vitron mcp`)."""
+        if kind == "mask":
+            store = self.agent.memory.store
+            ref = store.put_mask(np.asarray(value) > 0) if isinstance(value, np.ndarray) else store.import_mask(value)
+        elif kind in ("image", "video"):
+            ref = self._upload(value, kind)
+        else:
+            raise InvalidInput(f"cannot upload {kind!r}", field="kind", fix="upload an image, a mask or a video")
+        return self.agent.memory.record_artifact(self.id, ref)
+
+    def langchain_tool(self, name: str) -> Any:
+        """This session's LangChain tool for a module or saved workflow (see `agent.langchain_tools`)."""
+        from .langchain_adapter import langchain_tool
+
+        return langchain_tool(self, name)
+
+
 class TurnStream(Iterator[dict[str, Any]]):
     """A turn's events as they happen (iterate it), then `reply`: the turn's own reply.
 

@@ -20,6 +20,7 @@ from schemas import (
     ModelsFile,
     ModuleName,
     ToolOutput,
+    VitronError,
     VitronSettings,
     resolve_module,
 )
@@ -163,16 +164,31 @@ class VisionTool(Generic[In, Out]):
         ctx.progress(1.0, f"{self.name}: done in {time.perf_counter() - started:.2f}s")
         return out
 
-    def as_langchain_tool(self, ctx: ToolContext | None = None) -> Any:
-        """A LangChain `StructuredTool`; its LLM-facing schema leaves the signal tensors out."""
-        from langchain_core.tools import StructuredTool
+    def as_langchain_tool(self, ctx: ToolContext | None = None, *, session: Any = None) -> Any:
+        """A LangChain `StructuredTool` whose LLM-facing schema leaves the signal tensors out. A bad call (a field,
+        an artifact missing from the store, a module with no backend here) is the tool message's content, naming the
+        field and the fix, not an exception that ends an agent's loop.
+
+        With `session` (an `agent.AgentSession`), the tool an LLM can use: artifacts named by alias from the
+        session's table (`@img1`), each call a step of the session (`agent.langchain_tools`). Without one, it takes
+        artifact refs as JSON and runs in `ctx`."""
+        if session is not None:  # the session makes it: tools/ sits below agent/ and imports nothing of it
+            return session.langchain_tool(self.name)
+        from langchain_core.tools import StructuredTool, ToolException
 
         def call(**kwargs: Any) -> dict[str, Any]:
-            out = self.run(kwargs, ctx)
+            try:
+                out = self.run(kwargs, ctx)
+            except VitronError as exc:
+                raise ToolException(exc.message) from exc  # the message's content, status "error"
             return out.model_dump(mode="json")
 
+        def invalid(exc: ValidationError) -> str:
+            return invalid_input_from(exc, self.name).message
+
         return StructuredTool.from_function(
-            func=call, name=self.name, description=self.description, args_schema=self.input_model
+            func=call, name=self.name, description=self.description, args_schema=self.input_model,
+            handle_tool_error=True, handle_validation_error=invalid,
         )
 
 

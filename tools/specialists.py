@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.tools import InjectedToolArg
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from schemas import ArtifactRef, BoxRegion, InvalidInput, Region, SignalEmbedding, ToolOutput
 
@@ -27,20 +27,24 @@ _DIFFUSION_FIX = (
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    @model_validator(mode="after")
-    def _region_fits(self) -> _Input:
-        media = getattr(self, "image", None) or getattr(self, "video", None)
-        region = getattr(self, "region", None)
-        size = frame_size(media) if media is not None else None
-        if region is not None and size is not None:
-            region.check_within(*size)
-        if region is not None and region.frame and media is not None:
-            _check_frame(region.frame, media)
-        for name in ("mask", "masks"):
-            ref = getattr(self, name, None)
-            if ref is not None and media is not None:
-                check_same_size(media, ref, name)
-        return self
+    # A field's validator, not the model's: its error is then located at the field (`region`), so a caller that
+    # keeps only the errors of the fields a model writes (LangGraph's ToolNode) still shows it. Every contract
+    # declares its image or video before the region and masks, so the media is in `info.data` by then.
+    @field_validator("region", "mask", "masks", check_fields=False)
+    @classmethod
+    def _fits_media(cls, value: Any, info: ValidationInfo) -> Any:
+        media = info.data.get("image") or info.data.get("video")
+        if value is None or media is None:
+            return value
+        if info.field_name == "region":
+            size = frame_size(media)
+            if size is not None:
+                value.check_within(*size)
+            if value.frame:
+                _check_frame(value.frame, media)
+        else:
+            check_same_size(media, value, info.field_name)
+        return value
 
 
 def _check_frame(frame: int, media: ArtifactRef) -> None:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .console import clear_errors, fail, out, progress_bar
 from .jobs import jobs_app, worker_cmd
+from .mcp import mcp_cmd
 from .models import models_cmd
 from .planner import planner_app
 from .serve import keys_app, serve_cmd
@@ -29,6 +30,7 @@ app.add_typer(workflow_app, name="workflow")
 app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")
 app.command("serve")(serve_cmd)
+app.command("mcp")(mcp_cmd)
 app.command("worker")(worker_cmd)
 app.command("run")(run_cmd)
 app.command("plan")(plan_cmd)

@@ -12,11 +12,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from memory import ApiKeys, RunRecords
 from schemas import VitronError, VitronSettings
 
 from ..api import VitronAgent
+from ..mcp_server import HttpMount
 from . import artifacts, catalog, openai_compat, page, threads
 from .context import ServerContext, Signer, Unauthorized
 from .runs import RunConflict, RunFailed, RunManager
@@ -64,6 +66,10 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
     """The server for these settings (its agent made on start, closed on stop; or `agent`, left open)."""
     settings = settings or VitronSettings()
 
+    # The MCP server (`vitron mcp`'s, over streamable HTTP) under /mcp, behind the same keys; a body may hold an upload
+    # in base64, as a JSON route's may.
+    mcp = HttpMount(lambda: app.state.context, max_body_bytes=settings.max_upload_bytes * 4 // 3 + 2**20)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = agent is None
@@ -74,7 +80,8 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
         ctx.manager = RunManager(served, records, lambda ref, base: ctx.describe(ref, base))
         app.state.context = ctx
         try:
-            yield
+            async with mcp.running():  # the MCP sessions end before the agent they call
+                yield
         finally:
             ctx.manager.close()
             ctx.close()
@@ -143,6 +150,7 @@ def create_app(settings: VitronSettings | None = None, *, agent: VitronAgent | N
     app.include_router(artifacts.router)
     app.include_router(catalog.router)
     app.include_router(openai_compat.router)
+    app.router.routes.append(Route("/mcp", endpoint=mcp))  # an ASGI endpoint: the MCP transport answers itself
     page.mount(app)
     return app
 
