@@ -232,6 +232,13 @@ class ArtifactStore:
             return full
         raise self._not_found(ref)
 
+    def size(self, ref: ArtifactRef) -> int:
+        """The stored content's size in bytes; `ArtifactNotFound` if the store does not hold it (now)."""
+        try:
+            return self.path(ref).stat().st_size
+        except FileNotFoundError:  # a session's deletion took it between the look and the stat
+            raise self._not_found(ref) from None
+
     def _not_found(self, ref: ArtifactRef) -> ArtifactNotFound:
         where = f"{self.root} or {self.remote!r}" if self.remote is not None else str(self.root)
         return ArtifactNotFound(f"no {ref.kind} artifact {ref.sha256[:12]}… in the store at {where}",

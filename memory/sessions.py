@@ -818,7 +818,7 @@ class SessionMemory:
         for ref in refs:
             if not isinstance(ref, ArtifactRef):
                 raise InvalidInput(f"expected an ArtifactRef, got {type(ref).__name__}", field="ref")
-            sizes[ref.sha256] = self.store.path(ref).stat().st_size
+            sizes[ref.sha256] = self.store.size(ref)
         return sizes
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -23,6 +24,13 @@ from tests.scenes import iou, render_scene
 from tools.embedded.colours import COLOURS
 
 BLUE = hue(np.array(COLOURS["blue"]))[0]
+
+
+def run_async(main: Any) -> Any:
+    """`anyio.run(main)` on a thread of its own: the page tests' Playwright keeps an event loop running on the main
+    thread for the rest of the session, and a second one may not start there."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, main).result()
 
 
 def data_url(rgb: np.ndarray) -> str:
@@ -100,7 +108,7 @@ def test_vitron_mcp_over_stdio(env):
         async with Client(StdioServerParameters(command=VITRON, args=["mcp"], env=env)) as client:
             return await segment_and_recolour(client, scene)
 
-    judge(anyio.run(main), scene)
+    judge(run_async(main), scene)
 
 
 def test_threads_resources_and_run_turn_in_process(agent):
@@ -128,7 +136,7 @@ def test_threads_resources_and_run_turn_in_process(agent):
                 "not_base64": await client.call_tool("upload", {"data": "data:image/png;base64,???"}),
             }
 
-    seen = anyio.run(main)
+    seen = run_async(main)
     first, second = seen["threads"]
     assert first != second  # a call without a thread starts a new one
     assert not seen["turn"].is_error and "Made @mask1." in seen["turn"].content[0].text

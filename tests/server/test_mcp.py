@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import httpx
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.agent.test_mcp_server import _error_of, judge, segment_and_recolour
+from tests.agent.test_mcp_server import _error_of, judge, run_async, segment_and_recolour
 from tests.cli import one_json, vitron, vitron_serve
 from tests.scenes import render_scene
 
@@ -42,7 +41,7 @@ def test_mcp_over_streamable_http_behind_the_api_keys(env):
                     f"vitron://threads/{seen['thread']}/artifacts/img2"))
             return seen, stolen, read
 
-        seen, stolen, read = anyio.run(main)
+        seen, stolen, read = run_async(main)
     judge(seen, scene)
     assert stolen.is_error and "no thread" in stolen.content[0].text
     assert "no thread" in read
