@@ -23,6 +23,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 def _agent(planner: str | None):
+    from agent.preflight import check_services
+
+    check_services()  # a broker that is down is one line now, before the engine loads
     from agent.api import VitronAgent
 
     return VitronAgent.from_settings(planner=planner)
@@ -120,8 +123,6 @@ def run_cmd(
     """Run one turn (or resume a session's interrupted turn, or answer its approval pause) and print the reply and
     what it made. Exits 3 when a step failed, 2 when no plan could run or the session is busy (the reply is printed
     first)."""
-    from agent.service import read_region
-
     if text is None and session is None:
         fail("give the turn's text (or --session ID to resume that session's unfinished turn)", 2)
     if approve and deny:
@@ -130,6 +131,8 @@ def run_cmd(
     if answer and (session is None or text is not None):
         fail(f"--{answer} answers a session's approval pause: give --session ID and no text", 2)
     with _agent(planner) as agent:
+        from agent.service import read_region
+
         chat = agent.session(session)
         if answer:
             reply = _answer(chat, answer, show_bars=not as_json)
