@@ -20,7 +20,6 @@ named "tensor"), boxes and text JSON.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
 import json
@@ -53,11 +52,26 @@ from schemas import (
     CorruptArtifact,
     InvalidInput,
     UnsafePath,
-    VitronError,
     VitronSettings,
     tensor_shape_dtype,
 )
 
+from .inputs import (
+    InputLimits,
+    quiet_png,
+    read_user_file,
+    too_long,
+    too_many_pixels,
+    writing,
+)
+from .integrity import (
+    VerifyReport,
+    file_matches,
+    file_sha256,
+    known_intact,
+    remember_intact,
+    sync_and_hash,
+)
 from .remote import RemoteObjects, S3Objects
 
 _SHA = re.compile(r"[0-9a-f]{64}")
@@ -74,80 +88,11 @@ VIDEO_ENDINGS = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mkv": "video/x-matr
 
 
 @dataclass(frozen=True)
-class VerifyReport:
-    """What `ArtifactStore.verify` found: each object's bytes hashed against the digest it is stored under."""
-
-    checked: int
-    damaged: tuple[str, ...] = ()  # digests of the objects whose bytes hash to something else
-    removed: tuple[str, ...] = ()  # of those, the ones `verify(repair=True)` took out of the store
-
-    @property
-    def ok(self) -> int:
-        return self.checked - len(self.damaged)
-
-    @property
-    def remaining(self) -> tuple[str, ...]:
-        """The damaged objects still in the store."""
-        return tuple(sha for sha in self.damaged if sha not in set(self.removed))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"checked": self.checked, "ok": self.ok, "damaged": list(self.damaged), "removed": list(self.removed)}
-
-
-@dataclass(frozen=True)
 class VideoInfo:
     frames: int
     height: int
     width: int
     fps: float
-
-
-def _setting_default(name: str) -> int:
-    return VitronSettings.model_fields[name].default
-
-
-@dataclass(frozen=True)
-class InputLimits:
-    """How much a file from outside (a path a user gave, an upload) may hold, each checked before the file is read
-    whole or decoded. The settings of the same names set them (VITRON_MAX_PIXELS, …), and the errors name those."""
-
-    max_pixels: int = _setting_default("max_pixels")  # an image's, a mask's or one video frame's width x height
-    max_video_pixels: int = _setting_default("max_video_pixels")  # a video's frames x width x height
-    max_upload_bytes: int = _setting_default("max_upload_bytes")  # a file read whole (an image, a mask)
-
-    @classmethod
-    def from_settings(cls, settings: VitronSettings) -> InputLimits:
-        return cls(settings.max_pixels, settings.max_video_pixels, settings.max_upload_bytes)
-
-
-class TooLarge(InvalidInput):
-    """A file over one of the input limits; the error names the setting that would let it in."""
-
-
-class StoreUnwritable(VitronError):
-    """The artifact store's folder cannot be written: its disk is full, it is read-only, or another user's."""
-
-
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
-_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-@contextlib.contextmanager
-def _writing(root: Path, *, denied: bool = True) -> Iterator[None]:
-    """One clear error for a write the store's disk refuses: full (always), or read-only or not ours (`denied`: only
-    around the store's own folders and temp files, where such an error cannot be about a file being read)."""
-    try:
-        yield
-    except OSError as exc:
-        fix = "point VITRON_HOME (or VITRON_ARTIFACTS_DIR) at a folder on a disk this user can write, with room"
-        if exc.errno in _DISK_FULL:
-            raise StoreUnwritable(f"the disk of the artifact store at {root} is full ({exc.strerror})",
-                                  field="VITRON_HOME", fix=f"free space on it, or {fix}") from exc
-        if denied and exc.errno in _NOT_WRITABLE:
-            where = exc.filename or root
-            raise StoreUnwritable(f"the artifact store at {root} cannot be written: {where}: {exc.strerror}",
-                                  field="VITRON_HOME", fix=fix) from exc
-        raise
 
 
 class ArtifactStore:
@@ -163,7 +108,7 @@ class ArtifactStore:
         self.verify_reads = verify_reads
         self.delete_grace_s = delete_grace_s
         self.limits = limits or InputLimits()
-        with _writing(self.root):
+        with writing(self.root):
             (self.root / "objects").mkdir(parents=True, exist_ok=True)
             (self.root / "tmp").mkdir(exist_ok=True)
         self._objects = str(self.root / "objects")
@@ -250,7 +195,7 @@ class ArtifactStore:
         full = self.path(ref)
         if self.verify_reads:
             try:
-                intact = _file_matches(full, ref.sha256)
+                intact = file_matches(full, ref.sha256)
             except FileNotFoundError:  # deleted since `path` found it
                 raise self._not_found(ref) from None
             if not intact:
@@ -345,12 +290,12 @@ class ArtifactStore:
             if progress is not None:
                 progress(done / total, f"checking object {index + 1} of {len(objects)}")
             try:
-                got, stat = _file_sha256(path)
+                got, stat = file_sha256(path)
             except FileNotFoundError:  # deleted meanwhile (a session's deletion)
                 continue
             done += size
             if got == sha:
-                _remember_intact(str(path), stat)
+                remember_intact(str(path), stat)
                 continue
             damaged.append(sha)
             if repair and (tomb := self._take_out(path)) is not None:
@@ -385,7 +330,7 @@ class ArtifactStore:
                 remote.download(self._key(ref.sha256, ref.media_type), tmp)
             except FileNotFoundError:
                 return False
-            got = _sync_and_hash(tmp)
+            got = sync_and_hash(tmp)
             if got != ref.sha256:  # never let a damaged download into the cache under the wrong name
                 raise ArtifactDamaged(f"the remote copy of the stored {ref.kind} {ref.short}… is damaged: its bytes "
                                       f"hash to {got[:12]}… (the artifact store's copy, not your file)", field="ref",
@@ -399,19 +344,19 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def _temp_file(self, suffix: str) -> Iterator[Path]:
-        with _writing(self.root):
+        with writing(self.root):
             fd, name = tempfile.mkstemp(suffix=suffix, dir=self.root / "tmp")
         os.fchmod(fd, self.file_mode)  # mkstemp's 0600, unless the group may read (the file keeps it once renamed)
         os.close(fd)
         tmp = Path(name)
         try:
-            with _writing(self.root, denied=False):  # a full disk, whatever the body was writing
+            with writing(self.root, denied=False):  # a full disk, whatever the body was writing
                 yield tmp
         finally:
             tmp.unlink(missing_ok=True)
 
     def _commit(self, tmp: Path, kind: ArtifactKind, media_type: str, shape: tuple[int, ...]) -> ArtifactRef:
-        sha = _sync_and_hash(tmp)
+        sha = sync_and_hash(tmp)
         final = self._object_path(sha, media_type)
         if not self._holds(final, sha, tmp.stat().st_size):
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -435,7 +380,7 @@ class ArtifactStore:
         leaves a hot object's version (and what this process remembers of it) alone."""
         try:
             stat = os.stat(final)
-            if stat.st_size != size or not (_known_intact(str(final), stat) or _file_matches(final, sha)):
+            if stat.st_size != size or not (known_intact(str(final), stat) or file_matches(final, sha)):
                 return False
         except FileNotFoundError:
             return False
@@ -479,10 +424,10 @@ class ArtifactStore:
                 data = fh.read()
         except FileNotFoundError:  # deleted since `path` found it
             raise self._not_found(ref) from None
-        if not self.verify_reads or _known_intact(str(full), stat):
+        if not self.verify_reads or known_intact(str(full), stat):
             return data
         if hashlib.sha256(data).hexdigest() == ref.sha256:
-            _remember_intact(str(full), stat)
+            remember_intact(str(full), stat)
             return data
         return self._recovered(ref, full).read_bytes()  # downloaded again and checked, or ArtifactDamaged
 
@@ -514,18 +459,18 @@ class ArtifactStore:
     def import_image(self, path: str | Path) -> ArtifactRef:
         """Decode an image file (PNG, JPEG, …) from anywhere and store it as RGB PNG. A file imported before (the
         same bytes) is found in the store's index by its digest, not decoded and encoded again."""
-        data = _read_user_file(path, "image", self.limits.max_upload_bytes)
+        data = read_user_file(path, "image", self.limits.max_upload_bytes)
         self.check_image(data, name=str(path), field="image")
-        return self._imported("image", data, lambda: self.put_image(_decode_image(_quiet_png(data), str(path))))
+        return self._imported("image", data, lambda: self.put_image(_decode_image(quiet_png(data), str(path))))
 
     def import_mask(self, path: str | Path, *, field: str = "mask") -> ArtifactRef:
         """Store a mask file: any image whose non-black pixels mark the inside. `field` names it in errors (a
         scribble is a mask too)."""
-        data = _read_user_file(path, field, self.limits.max_upload_bytes)
+        data = read_user_file(path, field, self.limits.max_upload_bytes)
         self.check_image(data, name=str(path), field=field)
 
         def convert() -> ArtifactRef:
-            mask = cv2.imdecode(np.frombuffer(_quiet_png(data), np.uint8), cv2.IMREAD_GRAYSCALE)
+            mask = cv2.imdecode(np.frombuffer(quiet_png(data), np.uint8), cv2.IMREAD_GRAYSCALE)
             if mask is None:
                 raise CorruptArtifact(f"{path} is not a readable image", field=field, fix="give a PNG or JPEG mask")
             return self.put_mask(mask > 127)
@@ -550,12 +495,12 @@ class ArtifactStore:
         except Image.DecompressionBombError as exc:  # over twice the limit: Pillow says the count, not the sides
             count = re.search(r"\((\d+) pixels\)", str(exc))
             found = f"its header says {int(count[1]):,} pixels" if count else "its header says more than twice that"
-            raise _too_many_pixels(name, found, limit, field) from None
+            raise too_many_pixels(name, found, limit, field) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
             raise CorruptArtifact(f"{name} is not a readable image", field=field,
                                   fix="give a PNG, JPEG, WebP, BMP, GIF or TIFF file") from None
         if width * height > limit:
-            raise _too_many_pixels(name, f"it is {width}x{height}, {width * height:,} pixels", limit, field)
+            raise too_many_pixels(name, f"it is {width}x{height}, {width * height:,} pixels", limit, field)
         return width, height
 
     def _imported(self, kind: str, data: bytes, convert: Callable[[], ArtifactRef]) -> ArtifactRef:
@@ -618,7 +563,7 @@ class ArtifactStore:
         final = self._named_path(key)
         with self._temp_file(".json") as tmp:
             tmp.write_text(ref.model_dump_json())
-            _sync_and_hash(tmp)
+            sync_and_hash(tmp)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
             if self.remote is not None:  # workers on other machines look the result up too
@@ -769,7 +714,7 @@ class ArtifactStore:
         if media_type is None:
             raise InvalidInput(f"{src.name}: unsupported video file ending", field="video",
                                fix=f"give one of {sorted(VIDEO_ENDINGS)}")
-        _read_user_file(src, "video", None, probe=True)
+        read_user_file(src, "video", None, probe=True)
         with _open_video(src, str(src)) as container:
             if not container.streams.video:
                 raise CorruptArtifact(f"{src} has no video stream", field="video")
@@ -791,17 +736,17 @@ class ArtifactStore:
         the frame size, the header's frame count or the count so far says so."""
         width, height = stream.width, stream.height
         if width * height > self.limits.max_pixels:
-            raise _too_many_pixels(name, f"its frames are {width}x{height}, {width * height:,} pixels",
+            raise too_many_pixels(name, f"its frames are {width}x{height}, {width * height:,} pixels",
                                    self.limits.max_pixels, "video")
         most = self.limits.max_video_pixels // max(width * height, 1)  # the most frames of this size allowed
         if (declared := _declared_frames(container, stream)) > most:
-            raise _too_long(name, f"its header says {declared:,} frames", width, height, self.limits.max_video_pixels)
+            raise too_long(name, f"its header says {declared:,} frames", width, height, self.limits.max_video_pixels)
         frames = 0
         for packet in container.demux(stream):
             if packet.size:
                 frames += 1
                 if frames > most:
-                    raise _too_long(name, f"it has more than {most:,} frames", width, height,
+                    raise too_long(name, f"it has more than {most:,} frames", width, height,
                                     self.limits.max_video_pixels)
         return frames
 
@@ -844,7 +789,7 @@ class VideoWriter:
             raise InvalidInput(f"frame {self.frames} is {w}x{h}, earlier frames {self._shape[1]}x{self._shape[0]}",
                                field="frames", fix="give every frame the same size")
         fmt = "gray" if self.kind == "masks" else "rgb24"
-        with _writing(self.store.root, denied=False):  # a full disk: the store's one clear error
+        with writing(self.store.root, denied=False):  # a full disk: the store's one clear error
             for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=fmt)):
                 self._container.mux(packet)
         self.frames += 1
@@ -871,7 +816,7 @@ class VideoWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            with _writing(self.store.root, denied=False):
+            with writing(self.store.root, denied=False):
                 if exc_type is None:
                     if self._stream is None:
                         raise InvalidInput("a video needs at least one frame", field="frames")
@@ -886,68 +831,10 @@ class VideoWriter:
             self._tmp_cm.__exit__(None, None, None)
 
 
-_RACY_S = 2.0
-_KNOWN_INTACT: dict[str, tuple[int, ...]] = {}  # path → the stat of the version of it found intact, in this process
-_KNOWN_INTACT_MAX = 4096
-
-
-def _stamp(stat: os.stat_result) -> tuple[int, ...]:
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
-def _known_intact(path: str, stat: os.stat_result) -> bool:
-    """Whether this process hashed this version of the file (same inode, size, mtime and ctime) and found it sound."""
-    return _KNOWN_INTACT.get(path) == _stamp(stat)
-
-
-def _remember_intact(path: str, stat: os.stat_result) -> None:
-    """Note a version of a file found sound, unless it changed in the last `_RACY_S` seconds: file times tick
-    coarsely (milliseconds), so a change within the same tick would keep the stamp (git's "racily clean" files).
-    ctime is in the stamp because nothing can set it back."""
-    if time.time() - stat.st_ctime < _RACY_S:
-        return
-    if len(_KNOWN_INTACT) >= _KNOWN_INTACT_MAX:
-        _KNOWN_INTACT.clear()
-    _KNOWN_INTACT[path] = _stamp(stat)
-
-
-def _file_sha256(path: Path) -> tuple[str, os.stat_result]:
-    """The file's SHA-256, streamed, and the stat of the version read."""
-    with path.open("rb") as fh:
-        return _hash_stream(fh), os.fstat(fh.fileno())
-
-
-def _file_matches(path: Path, sha: str) -> bool:
-    """Whether the file's bytes hash to `sha` (not read again when this process already found this version sound)."""
-    with path.open("rb") as fh:
-        stat = os.fstat(fh.fileno())
-        if _known_intact(str(path), stat):
-            return True
-        if _hash_stream(fh) != sha:
-            return False
-    _remember_intact(str(path), stat)
-    return True
-
-
-def _hash_stream(fh: Any) -> str:
-    digest = hashlib.sha256()
-    while block := fh.read(_CHUNK):
-        digest.update(block)
-    return digest.hexdigest()
-
-
 def _damaged(ref: ArtifactRef) -> ArtifactDamaged:
     return ArtifactDamaged(f"the stored {ref.kind} {ref.short}… is damaged: its bytes no longer match their SHA-256 "
                            "(the artifact store's copy, not your file)", field="ref",
                            fix="run `vitron store verify --repair`, or upload the same file again")
-
-
-def _sync_and_hash(path: Path) -> str:
-    """The file's SHA-256, after flushing it to disk (so a rename never exposes a half-written file)."""
-    with path.open("rb") as fh:
-        digest = _hash_stream(fh)
-        os.fsync(fh.fileno())
-    return digest
 
 
 def _expect_kind(ref: ArtifactRef, *kinds: str) -> None:
@@ -972,67 +859,6 @@ def _decode_image(data: bytes, name: str) -> np.ndarray:
     if image is None:
         raise CorruptArtifact(f"{name} is not a readable image", field="image", fix="give a PNG or JPEG file")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOUR_AND_TEXT = {b"iCCP", b"sRGB", b"cHRM", b"gAMA", b"cICP", b"mDCV", b"cLLI", b"tEXt", b"zTXt", b"iTXt"}
-
-
-def _quiet_png(data: bytes) -> bytes:
-    """A user's PNG without its colour-profile and text chunks, for OpenCV to decode: libpng prints a warning line on
-    stderr for a profile it finds odd ("iCCP: known incorrect sRGB profile"), and OpenCV neither applies a profile
-    nor reads the text, so the pixels are the same. Anything else (not a PNG, a damaged one) is left as it is."""
-    if not data.startswith(_PNG_SIGNATURE):
-        return data
-    kept, at, dropped = [data[:8]], 8, False
-    while at + 8 <= len(data):
-        end = at + 12 + int.from_bytes(data[at:at + 4], "big")
-        if data[at + 4:at + 8] in _PNG_COLOUR_AND_TEXT and end <= len(data):
-            dropped = True
-        else:
-            kept.append(data[at:end])
-        at = end
-    kept.append(data[at:])
-    return b"".join(kept) if dropped else data
-
-
-def _read_user_file(path: str | Path, field: str, max_bytes: int | None, probe: bool = False) -> bytes:
-    """A file a user named, read whole (`probe`: only checked): refused when missing, empty, over `max_bytes` (its
-    size first, so a huge file is never read) or unreadable, each error naming `field`."""
-    src = Path(path)
-    if not src.is_file():
-        raise InvalidInput(f"no file at {src}", field=field, fix="check the path")
-    size = src.stat().st_size
-    if size == 0:
-        raise InvalidInput(f"{src} is empty (0 bytes)", field=field, fix=f"give a non-empty {field} file")
-    if max_bytes is not None and size > max_bytes:
-        raise _too_many_bytes(src, size, max_bytes, field)
-    if probe:
-        return b""
-    try:
-        with src.open("rb") as fh:
-            data = fh.read(max_bytes + 1 if max_bytes is not None else -1)
-    except PermissionError:
-        raise InvalidInput(f"{src} cannot be read by this user", field=field, fix="check its permissions") from None
-    if max_bytes is not None and len(data) > max_bytes:  # it grew since the stat
-        raise _too_many_bytes(src, len(data), max_bytes, field)
-    return data
-
-
-def _too_many_bytes(src: Path, size: int, limit: int, field: str) -> TooLarge:
-    return TooLarge(f"{src} is {size:,} bytes, over the limit of {limit:,}", field=field,
-                    fix="give a smaller file, or raise VITRON_MAX_UPLOAD_BYTES")
-
-
-def _too_many_pixels(name: str, found: str, limit: int, field: str) -> TooLarge:
-    return TooLarge(f"{name} is too large: {found}, over the limit of {limit:,}", field=field,
-                    fix="give a smaller picture (downscale it), or raise VITRON_MAX_PIXELS")
-
-
-def _too_long(name: str, found: str, width: int, height: int, limit: int) -> TooLarge:
-    return TooLarge(f"{name} is too large: {found} of {width}x{height}, over the limit of {limit:,} pixels in all "
-                    "(frames x width x height)", field="video",
-                    fix="give a shorter or smaller video (cut or downscale it), or raise VITRON_MAX_VIDEO_PIXELS")
 
 
 def _declared_frames(container: Any, stream: Any) -> int:

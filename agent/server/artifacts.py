@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from memory.artifacts import TooLarge
+from memory.inputs import TooLarge
 from schemas import MEDIA_TYPES, ArtifactNotFound, ArtifactRef, CorruptArtifact, InvalidInput, VitronError
 
 from .context import ServerContext, context, owner

@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from memory import ArtifactStore
-from memory.artifacts import StoreUnwritable
+from memory.inputs import StoreUnwritable
 from tests.cli import VITRON, png, vitron
 
 
@@ -91,7 +91,7 @@ def test_a_full_disk_says_so_and_where(env, photo, monkeypatch):
     home = Path(env["VITRON_HOME"])
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr("memory.artifacts._sync_and_hash", full)
+    monkeypatch.setattr("memory.artifacts.sync_and_hash", full)
     result = CliRunner().invoke(app, ["invoke", "C", "--image", str(photo), "--box", "0,0,10,10", "--command",
                                       "make it blue"])
     assert result.exit_code == 2, result.output

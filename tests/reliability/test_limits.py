@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from memory import ArtifactStore
-from memory.artifacts import InputLimits, TooLarge
+from memory.inputs import InputLimits, TooLarge
 from schemas import VitronSettings
 from tests.cli import VITRON, png, vitron
 
