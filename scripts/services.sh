@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the local services the tests use (PostgreSQL, Redis) if they are down. Idempotent.
+# Start the local services the tests use (PostgreSQL, Redis, RabbitMQ) if they are down. Idempotent.
 set -uo pipefail
 
 up() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
@@ -11,8 +11,12 @@ if ! up 6379 && command -v redis-server >/dev/null; then
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
 fi
-for _ in $(seq 1 30); do
-  { up 5432 || ! command -v pg_ctlcluster >/dev/null; } && { up 6379 || ! command -v redis-server >/dev/null; } && break
+if ! up 5672 && command -v rabbitmq-server >/dev/null; then
+  (service rabbitmq-server start || rabbitmq-server -detached) >/dev/null 2>&1 || true
+fi
+for _ in $(seq 1 60); do
+  { up 5432 || ! command -v pg_ctlcluster >/dev/null; } && { up 6379 || ! command -v redis-server >/dev/null; } &&
+    { up 5672 || ! command -v rabbitmq-server >/dev/null; } && break
   sleep 1
 done
 exit 0
