@@ -25,9 +25,12 @@ def tool_rows(settings: VitronSettings | None = None) -> list[dict[str, Any]]:
     from tools import all_tools
     from workflows import saved_workflows
 
+    from .toolkit import module_specs
+
+    # What a calling model sends (`agent.langchain_tools`, `vitron mcp`): artifacts by alias, regions as boxes.
+    schemas = {spec.name: spec.input_schema() for spec in module_specs()}
     rows = [{"kind": "tool", "code": t.code, "module": t.name, "title": t.title, "backends": list(t.backends),
-             "heavy": t.heavy, "description": t.description,
-             "input_schema": t.as_langchain_tool().tool_call_schema.model_json_schema()} for t in all_tools()]
+             "heavy": t.heavy, "description": t.description, "input_schema": schemas[t.name]} for t in all_tools()]
     return rows + [{"kind": "workflow", "code": None, "module": name, "path": str(path), **_workflow_row(path)}
                    for name, path in saved_workflows(settings).items()]
 
