@@ -322,7 +322,9 @@ class _WorkerProgress:
         now = time.monotonic()
         if now - self.last_sent >= PROGRESS_EVERY_S:
             self.last_sent = now
-            self.task.update_state(state="PROGRESS", meta={"fraction": fraction, "message": message})
+            # The worker's name too, as STARTED has it: a monitor (or a test) can tell which worker runs the job.
+            self.task.update_state(state="PROGRESS", meta={"fraction": fraction, "message": message,
+                                                           "hostname": self.task.request.hostname})
 
 
 
@@ -349,7 +351,8 @@ class _ChunkProgress(_WorkerProgress):
             # Read and publish under a lock, so two chunks never publish their totals out of order.
             with self.flags.lock(f"{self.key}:lock", timeout=10):
                 done = int(self.flags.get(self.key) or 0)
-                meta = {"fraction": min(0.99, done / self.frames), "message": message}
+                meta = {"fraction": min(0.99, done / self.frames), "message": message,
+                        "hostname": self.task.request.hostname}
                 self.task.update_state(task_id=self.job_id, state="PROGRESS", meta=meta)
 
 

@@ -101,11 +101,12 @@ def test_on_rabbitmq_a_whole_killed_workers_job_goes_to_a_new_worker(tmp_path):
     first = start_worker(app, settings.home, settings.broker_url, settings=both, log_path=tmp_path / "first.log")
     second = None
     try:
-        spec = _long_job(store)
+        spec = _long_job(store, frames=320)
         handle = CeleryExecutor(app).submit(spec)
         owner = _running_on(app, spec.job_id)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
+        assert app.backend.get_task_meta(spec.job_id)["status"] != "SUCCESS", "make the job longer"
         second = start_worker(app, settings.home, settings.broker_url, settings=both, log_path=tmp_path / "2.log")
         assert _running_on(app, spec.job_id, not_on=owner) == _node(second)
         assert handle.result(timeout=300).output["video"]["kind"] == "video"
