@@ -13,18 +13,6 @@ from .console import clear_errors, fail, out
 jobs_app = typer.Typer(help="Jobs: the steps sessions ran or are running, by executor job id.", no_args_is_help=True)
 
 
-def require_broker() -> None:
-    """Refuse within VITRON_BROKER_TIMEOUT_S, naming VITRON_BROKER_URL, when that broker does not answer: Celery's own
-    inspection would retry the connection for a long while, then fail with a traceback. Unset: nothing to check."""
-    from schemas import VitronSettings
-
-    settings = VitronSettings()
-    if settings.broker_url:
-        from tools.celery_app import check_broker, make_celery
-
-        check_broker(make_celery(settings), settings.broker_timeout_s)
-
-
 @clear_errors
 def worker_cmd(
     queues: Annotated[str, typer.Option(help="Queues to take jobs from, comma-separated: gpu, cpu.")] = "gpu,cpu",
@@ -79,9 +67,10 @@ def workers_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The workers that answer: their queues, pool processes, jobs done and model cache (loads, hits, evictions)."""
+    from agent.preflight import check_services
     from agent.service import worker_rows
 
-    require_broker()
+    check_services()  # Celery's inspection would retry a dead broker for long, then fail with a traceback
     rows = worker_rows(timeout)
     if as_json:
         print(json.dumps({"workers": rows}))
