@@ -228,6 +228,30 @@ def test_undo_show_and_vague_requests_run_nothing(planner, memory):
     assert vague.steps == [] and vague.reply == VAGUE_REPLY and vague.reply.endswith("?")
 
 
+@pytest.mark.parametrize("text", ["make it look great", "can you make this look amazing?", "improve it please"])
+def test_words_that_only_praise_are_a_vague_request_not_an_edit(planner, memory, text):
+    from agent.planners.mini.planner import VAGUE_REPLY
+
+    session = memory.create_session("praise")
+    image = memory.store.put_image(photos.astronaut())
+    plan = planner.plan(turn_request(memory, session.id, text, [image]))
+    assert plan.steps == [] and plan.reply == VAGUE_REPLY
+    warmer = planner.plan(turn_request(memory, session.id, "make it look warmer", [image]))
+    assert [m for m, _, _ in steps_of(warmer)] == ["image_editing"] and "warmer" in steps_of(warmer)[0][1]
+
+
+@pytest.mark.parametrize("text", ["i drew a box around the rocket, segment that and then blur everything else",
+                                  "I've drawn a box around the rocket. blur everything but it"])
+def test_what_the_user_says_they_drew_is_their_region_not_a_picture_to_generate(planner, memory, text):
+    session = memory.create_session("drew")
+    image = memory.store.put_image(photos.rocket())
+    box = BoxRegion(box=(200, 40, 300, 400))
+    plan = planner.plan(turn_request(memory, session.id, text, [image], region=box))
+    (seg, seg_text, _), (edit, edit_text, _) = steps_of(plan)
+    assert (seg, edit) == ("image_segmentation", "image_editing") and "rocket" in seg_text and "blur" in edit_text
+    assert plan.steps[0].invocation.region == box and plan.steps[1].invocation.params == {"area": "background"}
+
+
 def test_do_the_same_on_a_new_upload_repeats_the_previous_plan(planner, memory):
     session = memory.create_session("same")
     first = memory.store.put_image(photos.astronaut())

@@ -9,7 +9,8 @@ user's own words (never a repeated or invented one) and every action tagged in t
   make the edit act outside it (`area="background"`), segmenting what the region marks when nothing else is;
 - an object-only edit on a follow-up reuses the session's mask (no new segmentation) unless a region was drawn;
 - `GEN` / `VGEN` descriptions generate an image / a video; `ANIM` words animate the latest image (so a
-  description animated right after is an image's, whichever of the two it was tagged);
+  description animated right after is an image's, whichever of the two it was tagged); a description the user
+  says they drew themselves ("i drew a box around the dog, …") is their region, not a picture to generate;
 - whether segmentation and editing work on images (B, C) or videos (E, F) follows the picture the request is
   about: an alias it names, a video word, this turn's upload, else the session's latest picture, and a video once
   a step of this plan made one.
@@ -47,6 +48,8 @@ STOPWORDS = frozenset((
     "your", "there", "then", "so", "up",
 ))
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# "i drew a box around …", "i've just drawn a circle round …": the user telling what they drew on the sketch pad.
+_USER_DREW = re.compile(r"\bi(?:'ve| have)? (?:just |already )?(?:drew|drawn|sketched)\s*$")
 
 
 def words(text: str) -> list[str]:
@@ -149,6 +152,8 @@ def compose(text: str, spans: Sequence[Span], context: Context) -> list[Step]:
 
     for span in ordered:
         last = steps[-1] if steps else None
+        if span.tag in ("GEN", "VGEN") and _USER_DREW.search(text.lower(), 0, span.start):
+            continue  # their own drawing (the region), which the words after it act on
         if span.tag in ("GEN", "VGEN"):
             if span.begins or last is None or last.module not in "AD":
                 steps.append(Step("A" if span.tag == "GEN" else "D"))

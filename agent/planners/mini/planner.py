@@ -63,10 +63,13 @@ def read_request(tagger: NumpyTagger, reader: Reader, text: str, context: Contex
     reading = tagger.read(reader.states(tokens, tagger.config.encoder_layers))
     spans, sure = spans_of(reading.tag_probabilities, tokens.offsets, tokens.words, text,
                            tagger.config.switch_penalty)
-    steps = compose(text, spans, context) if reading.intent == "plan" else []
+    intent = reading.intent
+    steps = compose(text, spans, context) if intent == "plan" else []
+    if intent == "plan" and _only_praise(text, steps):
+        intent, steps = "vague", []  # "make it look good": an edit that says nothing to change
     states = [step_state(reading.hidden, tokens.offsets, tokens.words, step) for step in steps]
-    tags_sure = sure if reading.intent == "plan" else 1.0
-    return RequestReading(text, reading.intent, spans, steps, states, min(reading.intent_confidence, tags_sure))
+    tags_sure = sure if intent == "plan" else 1.0
+    return RequestReading(text, intent, spans, steps, states, min(reading.intent_confidence, tags_sure))
 
 
 def spans_of(probabilities: np.ndarray, offsets: Sequence[tuple[int, int]], is_piece: Sequence[bool], text: str,
@@ -390,6 +393,20 @@ _FILLER = frozenset((
     "around", "through", "drawn", "circled", "inside", "within", "footage", "movie", "recording", "gif",
     "short", "quick", "colour", "color", "colours", "colors",
 ))
+
+
+# Words that judge a result without saying what to change: "make it look good", "can you improve this?".
+_PRAISE = frozenset(("good", "better", "best", "nice", "nicer", "great", "amazing", "awesome", "beautiful", "pretty",
+                     "prettier", "perfect", "fantastic", "lovely", "gorgeous", "stunning", "improve", "improved",
+                     "enhance", "enhanced", "make", "look", "looks", "like"))
+
+
+def _only_praise(text: str, steps: Sequence[Step]) -> bool:
+    """Whether the steps are edits of nothing named whose words only praise: a vague request."""
+    if not steps or any(step.module not in "CF" or step.object_spans for step in steps):
+        return False
+    said = {word for step in steps for span in step.spans for word in keywords_of(text[span.start:span.end])}
+    return said <= _PRAISE
 
 
 def _unexplained(reading: RequestReading) -> bool:
