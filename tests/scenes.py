@@ -171,6 +171,20 @@ def render_objects(seed: int, colours: tuple[str, ...] = ("red", "blue", "green"
     return ObjectsScene(image, masks)
 
 
+def two_of_a_colour(width: int = 320, height: int = 240,
+                    sides: tuple[int, int] = (60, 62)) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Two red squares of about the same size side by side, a blue circle between them lower down, on a grey photo:
+    the image and the three masks (left red, right red, blue)."""
+    rng = np.random.default_rng(0)
+    image = grey_photo("coffee", width, height)
+    masks = [shape_mask("rectangle", width, height, (60, 80), sides[0]),
+             shape_mask("rectangle", width, height, (260, 80), sides[1]),
+             shape_mask("circle", width, height, (160, 180), 50)]
+    for mask, colour in zip(masks, ("red", "red", "blue"), strict=True):
+        image = paint(image, mask, colour, rng)
+    return image, masks
+
+
 @dataclass
 class ReferringScene:
     image: np.ndarray  # [h, w, 3] uint8 RGB

@@ -141,7 +141,7 @@ def chunk_frames_for(spec: JobSpec, inp: BaseModel, ctx: ToolContext) -> int | N
             op = parse_edit(inp.command, inp.area)
         except VitronError:
             return None  # the whole job reports the error, with the same text
-        if inp.masks is None and (inp.region is not None or op.source is not None or op.needs_mask):
+        if inp.masks is None and (inp.region is not None or op.refers or op.needs_mask):
             return None  # tracking inside the edit (or an error): see the module docstring
     return chunk if _frame_count(ctx.store, inp.video) > chunk else None
 

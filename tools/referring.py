@@ -14,7 +14,13 @@ What a phrase may say, beside what to find (its subject, e.g. "red car"):
 - an ordinal: "the second dog from the left", "the third from the top", "the second largest", "the last one", "the
   second to last"; without a direction, in reading order (from the left);
 - a frame of a video: "in frame 12" (frames numbered from 0, as regions' frames are), "on the last frame", "the
-  third frame".
+  third frame";
+- another object it is beside ("the cup next to the plate", "the red object beside the blue one", "near", "close
+  to"), or left of, right of, above ("on top of") or below ("under", "beneath"): the words after the relation, to the
+  end of the clause (a comma), name that object, the anchor. Among the candidates the relation allows (those on that
+  side of the anchor; never the anchor itself), the one nearest the anchor; with a place, size or order as well,
+  that one among them ("the largest cup next to the plate"). An anchor that several objects fit equally is any of
+  them: the question, if one is asked, is about the object meant.
 
 A place with a size or an ordinal of another direction narrows where to look ("the largest object on the left": of
 those in the left half). When the phrase does not tell two candidates apart — "the red object" with two red objects
@@ -27,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from schemas import AmbiguousTarget, InvalidInput, LabelledBox
@@ -38,6 +44,8 @@ Key = Literal["left", "right", "top", "bottom", "top left", "top right", "bottom
               "middle", "largest", "smallest"]
 """How candidates are ordered, the one meant first: by place, by distance to the picture's centre, along the middle of
 their spread, or by size."""
+Relation = Literal["near", "left", "right", "above", "below"]
+"""Where the object meant is beside another: next to it, or on one side of it."""
 
 SCORE_TIE = 0.5  # with no selector, a runner-up scoring at least this share of the best fits as well
 PLACE_TIE = 0.3  # two places closer than this share of the objects' mean size are the same place
@@ -78,6 +86,14 @@ piece pieces stuff something entity target
 """)
 _MODIFIERS = frozenset({"light", "dark", "bright", "pale", "deep", "coloured", "colored", "colour", "color"})
 _OPPOSITE: dict[str, Key] = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+_BESIDE = frozenset({"beside", "alongside"})
+_CLOSE = frozenset({"near", "nearest", "closest", "close", "nearer", "closer"})
+_ABOVE = frozenset({"above", "atop"})
+_BELOW = frozenset({"below", "under", "underneath", "beneath"})
+_RELATION_WORDS: dict[str, str] = {"near": "next to", "left": "left of", "right": "right of", "above": "above",
+                                   "below": "below"}
+_CLAUSE = ","  # the token a comma leaves: a relation's anchor ends there ("the cup next to the plate, the left one")
+SAME_OBJECT = 0.5  # a candidate overlapping the anchor this much (IoU) is the anchor, not an object beside it
 _PLACE_WORDS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
                 "top left": "at the top left", "top right": "at the top right", "bottom left": "at the bottom left",
                 "bottom right": "at the bottom right", "centre": "nearest the centre", "middle": "in the middle"}
@@ -106,11 +122,14 @@ class Phrase:
     colours: tuple[str, ...] = ()
     selector: Selector | None = None
     frame: int | None = None
+    relation: Relation | None = None  # where it is beside `anchor`
+    anchor: Phrase | None = None  # the other object a relation names ("the plate" of "the cup next to the plate")
 
     @property
     def names_something(self) -> bool:
-        """Whether there is anything to find: a noun, a colour or a selector ("segment it" names nothing)."""
-        return bool(self.noun or self.colours or self.selector)
+        """Whether there is anything to find: a noun, a colour, a selector or a relation ("segment it" names
+        nothing)."""
+        return bool(self.noun or self.colours or self.selector or self.relation)
 
     @property
     def what(self) -> str:
@@ -121,7 +140,10 @@ class Phrase:
         return " ".join([*dict.fromkeys(self.colours), "object"])
 
     def described(self) -> str:
-        """The phrase as read back: 'the second red object from the left'."""
+        """The phrase as read back: 'the second red object from the left', 'the cup next to the plate'."""
+        if self.relation is not None and self.anchor is not None:
+            alone = replace(self, relation=None, anchor=None).described()
+            return f"{alone} {_RELATION_WORDS[self.relation]} {self.anchor.described()}"
         if self.selector is None:
             return f"the {self.what}"
         s = self.selector
@@ -160,7 +182,7 @@ def _nth(n: int) -> str:
 def _tokens(text: str) -> list[str]:
     # "the left-hand cup" is a place; "the left hand" is a hand
     text = re.sub(r"\b(left|right)-hand(ed)?\b", r"\1hand", text.lower())
-    tokens = re.findall(r"\d+(?:st|nd|rd|th)\b|\d+|[a-z]+", text)
+    tokens = re.findall(r"\d+(?:st|nd|rd|th)\b|\d+|[a-z]+|,", text)
     return _without_motion(tokens)
 
 
@@ -302,6 +324,54 @@ def _take_centre(tokens: list[str]) -> tuple[list[str], bool]:
     return out, centre
 
 
+def _relation_at(tokens: list[str], i: int) -> tuple[Relation, int] | None:
+    """The relation whose words start at `tokens[i]` ("next to", "beside", "close to", "left of", "on top of",
+    "under"…) and where its anchor's words start; None when none does."""
+    token, after = tokens[i], tokens[i + 1 : i + 2]
+    if token == "next" and after == ["to"] and tokens[i + 2 : i + 3] != ["last"]:  # "next to last": an ordinal
+        return "near", i + 2
+    if token in _BESIDE:
+        return "near", i + 1
+    if token in _CLOSE:
+        return "near", i + 2 if after == ["to"] else i + 1
+    if token in ("left", "right") and after == ["of"]:
+        return token, i + 2  # type: ignore[return-value]
+    if token == "top" and after == ["of"] and tokens[i - 1 : i] == ["on"]:
+        return "above", i + 2
+    if token in _ABOVE:
+        return "above", i + 1
+    if token in _BELOW:
+        return "below", i + 1
+    return None
+
+
+def _names_a_thing(tokens: list[str]) -> bool:
+    """Whether words name an object (a noun, a colour, "one", "object"…), not only a part of the picture ("left of
+    the centre", "at the top of the image")."""
+    known = _STOP | _VERBS | _CENTRE | _MIDDLE | _NEAR | _LARGEST | _SMALLEST | _MODIFIERS | frozenset(_DIRECTIONS)
+    for token in tokens:
+        if token in ("one", "ones") or token in _GENERIC or SYNONYMS.get(token, token) in COLOURS:
+            return True
+        if token not in known and token not in (_CLAUSE, "last", "next", "penultimate") and not token.isdigit() \
+                and _ordinal_of(token) is None:
+            return True
+    return False
+
+
+def _take_relation(tokens: list[str]) -> tuple[list[str], Relation | None, list[str]]:
+    """The first relation to another object and that object's words (to the end of the clause), and the words
+    left."""
+    for i in range(len(tokens)):
+        found = _relation_at(tokens, i)
+        if found is None:
+            continue
+        relation, start = found
+        end = tokens.index(_CLAUSE, start) if _CLAUSE in tokens[start:] else len(tokens)
+        if _names_a_thing(tokens[start:end]):
+            return tokens[:i] + tokens[end:], relation, tokens[start:end]
+    return tokens, None, []
+
+
 def parse_phrase(command: str) -> Phrase:
     """Read a command's referring phrase; `InvalidInput` (field `command`) for one that contradicts itself ('the left
     one on the right', two frames)."""
@@ -310,6 +380,15 @@ def parse_phrase(command: str) -> Phrase:
                            fix="give the command as text")
     tokens = _tokens(command)
     tokens, frame = _take_frame(tokens, command)
+    tokens, relation, anchor_words = _take_relation(tokens)
+    phrase = _read(tokens, command, frame)
+    if relation is None:
+        return phrase
+    return replace(phrase, relation=relation, anchor=_read(anchor_words, command, None))
+
+
+def _read(tokens: list[str], command: str, frame: int | None) -> Phrase:
+    """The phrase these words (a frame and any relation taken out) say."""
     tokens, ordinal, direction = _take_ordinal(tokens, command)
     tokens, centre = _take_centre(tokens)
     places: dict[str, str] = {}  # axis → direction
@@ -330,7 +409,7 @@ def parse_phrase(command: str) -> Phrase:
             size = said
         elif token in _MIDDLE:
             middle = True
-        elif token in _VERBS or token in _STOP:
+        elif token in _VERBS or token in _STOP or token == _CLAUSE:
             continue
         else:
             subject.append(token)
@@ -355,7 +434,7 @@ def picks(answer: str, command: str) -> bool:
             return False
     except InvalidInput:
         return False
-    known = set(_tokens(command)) | _STOP | _VERBS | _ANSWER
+    known = set(_tokens(command)) | _STOP | _VERBS | _ANSWER | {_CLAUSE}
     tokens = _tokens(answer)
     return len(tokens) <= 12 and all(token in known or _ordinal_of(token) is not None
                                      or parse_phrase(token).selector is not None for token in tokens)
@@ -470,20 +549,36 @@ class _Tied(Exception):
         self.tied = tied
 
 
-def pick(phrase: Phrase, candidates: Sequence[LabelledBox], size: tuple[int, int]) -> int:
-    """The index of the candidate `phrase` means, in a picture of `size` (width, height).
+def pick(phrase: Phrase, candidates: Sequence[LabelledBox], size: tuple[int, int],
+         anchors: Sequence[LabelledBox] = ()) -> int:
+    """The index of the candidate `phrase` means, in a picture of `size` (width, height); `anchors`: the candidates
+    found for the object its relation names ("the plate" of "the cup next to the plate").
 
     `InvalidInput` when none or too few are there ("the third" of two); `AmbiguousTarget` when the phrase fits
     several equally (no selector and scores alike, or a selector that cannot tell them apart)."""
-    pool = _pool(phrase, candidates, size)
+    near = _anchors(phrase, anchors, size)
+    pool = _pool(phrase, candidates, size, near)
     try:
-        return _choose(phrase, candidates, pool, size)
+        return _choose(phrase, candidates, pool, size, near)
     except _Tied as tie:
         raise _ambiguous(phrase, candidates, tie.tied, pool, size) from None
 
 
-def _pool(phrase: Phrase, candidates: Sequence[LabelledBox], size: tuple[int, int]) -> list[int]:
-    """The candidates the phrase may mean: all, or those in the part of the picture it names."""
+def _anchors(phrase: Phrase, anchors: Sequence[LabelledBox], size: tuple[int, int]) -> list[LabelledBox]:
+    """The boxes of the object the phrase's relation names: the one its words pick, or all that fit them equally."""
+    if phrase.relation is None or phrase.anchor is None:
+        return []
+    pool = _pool(phrase.anchor, anchors, size)
+    try:
+        return [anchors[_choose(phrase.anchor, anchors, pool, size)]]
+    except _Tied as tie:
+        return [anchors[i] for i in tie.tied]
+
+
+def _pool(phrase: Phrase, candidates: Sequence[LabelledBox], size: tuple[int, int],
+          near: Sequence[LabelledBox] = ()) -> list[int]:
+    """The candidates the phrase may mean: all, or those in the part of the picture it names, and on the side of the
+    anchor its relation names (never the anchor itself)."""
     what = phrase.what
     if not candidates:
         raise InvalidInput(f"no {what} was found", field="command",
@@ -495,16 +590,58 @@ def _pool(phrase: Phrase, candidates: Sequence[LabelledBox], size: tuple[int, in
         if not pool:
             raise InvalidInput(f"none of the {len(candidates)} {what} candidates is {_PLACE_WORDS[selector.within]}",
                                field="command", fix="say where it is, or give a region (a box, points or a scribble)")
+    if near and phrase.relation is not None and phrase.anchor is not None:
+        pool = [i for i in pool if _beside(candidates[i], near, phrase.relation) is not None]
+        if not pool:
+            anchor = phrase.anchor.described()
+            problem = (f"no {what} was found apart from {anchor} itself" if phrase.relation == "near" else
+                       f"no {what} is {_RELATION_WORDS[phrase.relation]} {anchor}")
+            raise InvalidInput(problem, field="command",
+                               fix="say where it is, or give a region (a box, points or a scribble)")
     return pool
+
+
+def _box_iou(a: LabelledBox, b: LabelledBox) -> float:
+    w = max(0.0, min(a.box[2], b.box[2]) - max(a.box[0], b.box[0]))
+    h = max(0.0, min(a.box[3], b.box[3]) - max(a.box[1], b.box[1]))
+    union = _box_area(a) + _box_area(b) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def _box_area(box: LabelledBox) -> float:
+    x1, y1, x2, y2 = box.box
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+
+def _beside(box: LabelledBox, near: Sequence[LabelledBox], relation: Relation) -> tuple[float, float] | None:
+    """How far `box` is from the nearest anchor it stands in `relation` to: (the gap between the boxes, the distance
+    between their centres); None when it is on no anchor's side, or is an anchor."""
+    if any(_box_iou(box, anchor) >= SAME_OBJECT for anchor in near):
+        return None
+    cx, cy = _centre(box)
+    best: tuple[float, float] | None = None
+    for anchor in near:
+        ax, ay = _centre(anchor)
+        if not {"near": True, "left": cx < ax, "right": cx > ax, "above": cy < ay, "below": cy > ay}[relation]:
+            continue
+        x1, y1, x2, y2 = box.box
+        a1, b1, a2, b2 = anchor.box
+        gap = math.hypot(max(0.0, a1 - x2, x1 - a2), max(0.0, b1 - y2, y1 - b2))
+        far = (gap, math.hypot(cx - ax, cy - ay))
+        best = far if best is None or far < best else best
+    return best
 
 
 def _score(box: LabelledBox) -> float:
     return 1.0 if box.score is None else box.score
 
 
-def _choose(phrase: Phrase, candidates: Sequence[LabelledBox], pool: list[int], size: tuple[int, int]) -> int:
+def _choose(phrase: Phrase, candidates: Sequence[LabelledBox], pool: list[int], size: tuple[int, int],
+            near: Sequence[LabelledBox] = ()) -> int:
     """The index `pick` gives, or `_Tied`."""
     selector = phrase.selector
+    if selector is None and near and phrase.relation is not None:
+        return _nearest(candidates, pool, near, phrase.relation)
     if selector is None:
         order = sorted(pool, key=lambda i: (-_score(candidates[i]), i))
         tied = [i for i in order if _score(candidates[i]) >= SCORE_TIE * _score(candidates[order[0]])]
@@ -540,6 +677,24 @@ def _untied(candidates: Sequence[LabelledBox], order: list[int], index: int, key
     return chosen
 
 
+def _nearest(candidates: Sequence[LabelledBox], pool: list[int], near: Sequence[LabelledBox],
+             relation: Relation) -> int:
+    """The candidate nearest the anchor (by the gap between their boxes, then their centres); `_Tied` with those that
+    neither measure tells apart from it."""
+    far = {i: _beside(candidates[i], near, relation) for i in pool}
+    order = sorted(pool, key=lambda i: (far[i], i))
+    first = order[0]
+
+    def alike(i: int) -> bool:
+        margin = PLACE_TIE * (_extent(candidates[i], "centre") + _extent(candidates[first], "centre")) / 2
+        return all(abs(a - b) < margin for a, b in zip(far[i], far[first], strict=True))  # type: ignore[arg-type]
+
+    tied = [i for i in order if alike(i)]
+    if len(tied) > 1:
+        raise _Tied(tied)
+    return first
+
+
 def _middle(candidates: Sequence[LabelledBox], pool: list[int], size: tuple[int, int]) -> int:
     """The median candidate along the direction they are spread in (a row: left to right; a column: top down); of
     an even number, the two in the middle tie."""
@@ -557,11 +712,12 @@ _SUGGESTED: tuple[Key, ...] = ("left", "right", "top", "bottom", "largest", "sma
 
 def _suggestion(phrase: Phrase, candidates: Sequence[LabelledBox], pool: list[int], index: int,
                 size: tuple[int, int]) -> str | None:
-    """A phrase that picks candidate `index` of the pool without a tie, if a simple one does."""
+    """A phrase that picks candidate `index` of the pool without a tie, if a simple one does (its relation kept: the
+    pool holds only the candidates it allows)."""
     within = phrase.selector.within if phrase.selector is not None else None
     for ordinal in (1, 2):
         for key in _SUGGESTED:
-            asked = Phrase(phrase.text, phrase.subject, phrase.noun, phrase.colours, Selector(key, ordinal, within))
+            asked = replace(phrase, selector=Selector(key, ordinal, within), frame=None)
             try:
                 if _choose(asked, candidates, pool, size) == index:
                     return asked.described()

@@ -131,6 +131,15 @@ def test_demo_json(run):
     assert all(Path(p).is_file() for p in rows.values())
     mask = cv2.imread(rows["mask"], cv2.IMREAD_GRAYSCALE) > 127
     assert 0.3 < mask.mean() < 0.7  # the cup and saucer, not the whole table
+    # the pictures it shows: the cup on its saucer as drawn by hand (rim, coffee and spoon in), painted blue and
+    # nothing else, then the table blurred around it and the cup as it was
+    from tests.ground_truth import hand_drawn
+
+    drawn = next(o for o in hand_drawn() if o.name == "coffee_cup_saucer")
+    assert iou(mask, drawn.mask) >= 0.9
+    photo, blue, blurred = (cv2.imread(rows[k]).astype(int) for k in ("photo", "make it blue", "blur the background"))
+    assert np.abs(blue - photo)[~mask].max() == 0 and (np.abs(blue - photo).max(-1)[mask] > 0).mean() > 0.95
+    assert np.abs(blurred - blue)[mask].max() == 0 and np.abs(blurred - photo)[~mask].mean() > 5
 
 
 def test_models_shows_what_each_module_will_use(run, tmp_path):

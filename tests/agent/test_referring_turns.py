@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from agent.api import VitronAgent
-from tests.scenes import grey_photo, iou, paint, shape_mask
+from tests.scenes import grey_photo, iou, paint, shape_mask, two_of_a_colour
 
 
 @pytest.fixture
@@ -80,3 +80,15 @@ def test_the_mini_planner_turn_asks_then_takes_the_answer(agent):
     (step,) = reply.steps
     assert step.status == "succeeded" and "left one" in step.invocation["command"]
     assert iou(agent.memory.store.get_mask(reply.artifacts[0].ref), left) >= 0.95
+
+
+def test_a_relation_that_fits_two_objects_asks_and_the_answer_picks_one_of_them(explicit):
+    image, (_, right, _) = two_of_a_colour()  # a blue circle midway between two red squares
+    session = explicit.session()
+    asked = session.send("<module>B</module><instruction>segment the red object next to the blue one</instruction>",
+                         image=image)
+    assert asked.text.startswith("2 candidates fit 'the red object next to the blue object'. Which do you mean: the "
+                                 "red object on the left next to the blue object at ")
+    reply = session.send("the right one")
+    assert reply.steps[0].invocation["command"] == "segment the red object next to the blue one, the right one"
+    assert iou(explicit.memory.store.get_mask(reply.artifacts[0].ref), right) >= 0.95

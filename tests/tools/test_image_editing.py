@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from schemas import InvalidInput, UnsupportedOperation
 from tests.measure import grow, hue, hue_gap, luminance, shrink
-from tests.scenes import Scene, render_scene
+from tests.scenes import Scene, iou, render_scene, two_of_a_colour
 from tools import get_tool
 from tools.embedded.colours import COLOURS
 from tools.embedded.editing import OPERATIONS, EditOp, parse_edit
@@ -350,6 +350,68 @@ def test_the_object_named_by_colour_is_found_without_a_mask(ctx):
     edited = ctx.store.get_image(out.image)
     want = hue(np.array(COLOURS["green"]))[0]
     assert np.mean(hue_gap(hue(edited[shrink(s.mask, 3)]), want) < 10) > 0.9
+
+
+@pytest.mark.parametrize(("command", "target"), [
+    ("make the red object on the left green", 0),
+    ("make the red one on the right green", 1),
+    ("paint the second red shape from the left green", 1),
+    ("make the object at the bottom green", 2),  # no colour named: among every coloured object
+    ("turn the top right object green", 1),
+])
+def test_place_size_and_order_words_pick_the_object_without_a_mask(ctx, command, target):
+    image, masks = two_of_a_colour()  # two red squares alike, side by side; a blue circle below
+    out = get_tool("C").run({"image": ctx.store.put_image(image), "command": command}, ctx)
+    edited = ctx.store.get_image(out.image)
+    want = hue(np.array(COLOURS["green"]))[0]
+    assert np.mean(hue_gap(hue(edited[shrink(masks[target], 3)]), want) < 10) > 0.9
+    others = ~grow(masks[target], 2)
+    assert np.array_equal(edited[others], image[others])  # the other red square is not asked which one, nor painted
+
+
+def test_a_place_words_edit_other_than_recolour_and_its_background(ctx):
+    image, (left, right, blue) = two_of_a_colour()
+    photo = ctx.store.put_image(image)
+
+    def changed(command: str) -> np.ndarray:
+        out = get_tool("C").run({"image": photo, "command": command}, ctx)
+        return np.abs(ctx.store.get_image(out.image).astype(int) - image.astype(int)).max(axis=-1) > 0
+
+    assert iou(changed("blur the object on the left"), left) >= 0.95
+    moved = changed("remove the red object on the right")
+    assert moved[shrink(right, 2)].all() and not moved[~grow(right, 6)].any()
+    moved = changed("blur the background around the object in the middle")  # the blue circle is kept
+    assert not moved[blue].any() and moved[left | right].mean() > 0.5
+    assert iou(changed("pixelate the red one left of the blue one"), left) >= 0.9  # a relation to another object
+
+
+@pytest.mark.parametrize(("command", "source", "referent"), [
+    ("make the red object on the left blue", "red", "the red object on the left"),
+    ("make the big red shape green", "red", "the largest red object"),
+    ("blur the second object from the left", None, "the second object from the left"),
+    ("remove the background around the blue one on the right", "blue", "the blue object on the right"),
+    ("make the red car blue", "red", None),
+    ("darken it a little", None, None),  # a degree, not the smallest object
+    ("make the small red object a bit darker", "red", "the smallest red object"),
+    ("make the left side brighter", None, None),  # a part of the picture, not one of its objects
+    ("make the red object next to the blue one green", "red", "the red object next to the blue object"),
+    ("blur the object beside the blue one", None, "the object next to the blue object"),  # blue: the anchor's
+])
+def test_the_object_an_edit_names_is_read_as_a_referring_phrase(command, source, referent):
+    op = parse_edit(command)
+    assert (op.source, op.referent) == (source, referent)
+    assert op.refers == (source is not None or referent is not None)
+
+
+def test_an_edit_naming_a_place_that_contradicts_itself_is_a_clear_error_without_a_mask(ctx):
+    image, (left, _, _) = two_of_a_colour()
+    command = "make the left object on the right blue"
+    with pytest.raises(InvalidInput, match="both 'left' and 'right'") as info:
+        get_tool("C").run({"image": ctx.store.put_image(image), "command": command}, ctx)
+    assert info.value.field == "command"
+    out = get_tool("C").run({"image": ctx.store.put_image(image), "mask": ctx.store.put_mask(left),
+                             "command": command}, ctx)  # with a mask, the mask says which
+    assert out.operation == "recolour:blue"
 
 
 @pytest.mark.parametrize(("command", "area", "acts_outside"), [

@@ -94,6 +94,30 @@ def test_sam_segments_from_the_box_the_phrase_picks(ctx, tmp_path, weights, dete
     assert segmented >= 4
 
 
+@pytest.mark.parametrize("detector", ["owlv2", "grounding_dino"])
+def test_a_relation_grounds_both_objects_and_segments_the_one_nearest(ctx, tmp_path, weights, detector):
+    ctx = configure(ctx, tmp_path, weights, detector, threshold=0.5)
+    command, segmented = "the dog next to the cat", 0
+    for seed in range(4):
+        image = picture(seed)
+        ref = ctx.store.put_image(image)
+        dogs = candidates(ctx, "image_segmentation", image, "dog")
+        cats = candidates(ctx, "image_segmentation", image, "cat")
+        try:
+            box = dogs[pick(parse_phrase(command), dogs, (W, H), cats)].box
+        except (AmbiguousTarget, InvalidInput) as expected:  # B asks or refuses the same
+            with pytest.raises(type(expected)) as info:
+                get_tool("B").run({"image": ref, "command": command}, ctx)
+            assert info.value.message == expected.message
+            continue
+        out = get_tool("B").run({"image": ref, "command": command}, ctx)
+        drawn = get_tool("B").run({"image": ref, "region": {"kind": "box", "box": list(box)}}, ctx)
+        assert out.backend == "sam" and out.mask == drawn.mask
+        assert box not in [c.box for c in cats]  # a dog beside a cat, not the cat
+        segmented += 1
+    assert segmented >= 1
+
+
 def test_the_detector_may_be_hs(ctx, tmp_path, weights):
     image = picture(1)
     own = configure(ctx, tmp_path / "own", weights, "owlv2")

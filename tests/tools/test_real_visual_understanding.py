@@ -20,7 +20,14 @@ from schemas import (
     VitronSettings,
 )
 from tests.tools.tiny_gligen import write_models_file
-from tests.tools.tiny_vlm import save_grounding_dino, save_llava, save_owlv2, save_qwen2_vl
+from tests.tools.tiny_vlm import (
+    save_grounding_dino,
+    save_idefics3,
+    save_llava,
+    save_llava_onevision,
+    save_owlv2,
+    save_qwen2_vl,
+)
 from tools import ToolContext, get_tool
 from tools.model_cache import model_cache
 
@@ -31,6 +38,8 @@ TOKENS = 6
 def weights(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("weights")
     return {"llava": save_llava(root / "llava"), "qwen2_vl": save_qwen2_vl(root / "qwen2-vl"),
+            "llava_onevision": save_llava_onevision(root / "llava-onevision"),
+            "idefics3": save_idefics3(root / "idefics3"),
             "llava_plain": save_llava(root / "llava-plain", chat_template=False), "owlv2": save_owlv2(root / "owlv2"),
             "grounding_dino": save_grounding_dino(root / "grounding-dino")}
 
@@ -70,7 +79,7 @@ def run(ctx: ToolContext, command: str, **data):
     return out, boxes
 
 
-@pytest.mark.parametrize("model", ["llava", "qwen2_vl"])
+@pytest.mark.parametrize("model", ["llava", "llava_onevision", "qwen2_vl", "idefics3"])  # idefics3: SmolVLM's
 def test_captions_and_answers_are_the_models_own(tmp_path, ctx, weights, model):
     ctx = context(tmp_path, ctx, weights=weights[model], grounding=weights["owlv2"])
     image = picture(0)
@@ -84,14 +93,15 @@ def test_captions_and_answers_are_the_models_own(tmp_path, ctx, weights, model):
     assert run(ctx, "what colour is the car?", image=ref)[0].text == answer.text  # greedy: the same again
 
 
-def test_a_video_is_shown_as_evenly_spaced_frames(tmp_path, ctx, weights):
-    ctx = context(tmp_path, ctx, weights=weights["qwen2_vl"])
+@pytest.mark.parametrize("model", ["qwen2_vl", "llava_onevision", "idefics3"])
+def test_a_video_is_shown_as_evenly_spaced_frames(tmp_path, ctx, weights, model):
+    ctx = context(tmp_path, ctx, weights=weights[model])
     frames = [picture(i, 64, 48) for i in range(9)]
     video = ctx.store.put_video(frames, 3.0)
     decoded = list(ctx.store.iter_frames(video))  # what the store gives back of the H.264 video
     out, _ = run(ctx, "what happens?", video=video, num_frames=3)
     question = "These are 3 frames of a video, in order (frames 0, 4, 8). what happens?"
-    assert out.text == own_answer(weights["qwen2_vl"], [decoded[0], decoded[4], decoded[8]], question)
+    assert out.text == own_answer(weights[model], [decoded[0], decoded[4], decoded[8]], question)
 
 
 def test_a_region_shows_the_model_only_that_part(tmp_path, ctx, weights):

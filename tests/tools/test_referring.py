@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import AmbiguousTarget, InvalidInput, LabelledBox, VitronError
-from tools.referring import Selector, parse_phrase, pick
+from tools.referring import Selector, parse_phrase, pick, picks
 
 SIZE = (300, 200)  # width, height of the pictures the candidates are in
 
@@ -61,6 +61,32 @@ def test_a_phrase_that_contradicts_itself_is_a_clear_error(command):
     with pytest.raises(InvalidInput) as info:
         parse_phrase(command)
     assert info.value.field == "command" and "region" in info.value.fix
+
+
+@pytest.mark.parametrize(("command", "subject", "selector", "relation", "anchor", "anchor_selector"), [
+    ("the cup next to the plate", "cup", None, "near", "plate", None),
+    ("segment the red object beside the blue one", "red object", None, "near", "blue", None),
+    ("the dog close to the red car", "dog", None, "near", "red car", None),
+    ("the cup to the left of the plate", "cup", None, "left", "plate", None),
+    ("the cup right of the large plate", "cup", None, "right", "plate", Selector("largest")),
+    ("the cat under the table", "cat", None, "below", "table", None),
+    ("the cup on top of the box", "cup", None, "above", "box", None),
+    ("the second cup from the left next to the plate", "cup", Selector("left", 2), "near", "plate", None),
+    ("the cup next to the plate, the left one", "cup", Selector("left"), "near", "plate", None),  # an answer joined
+    # not relations: an ordinal, the picture's centre, a part of the picture
+    ("the next to last dog", "dog", Selector("left", -2), None, None, None),
+    ("the dog nearest the centre", "dog", Selector("centre"), None, None, None),
+    ("the cup on the left of the picture", "cup", Selector("left"), None, None, None),
+])
+def test_a_relation_to_another_object_is_read(command, subject, selector, relation, anchor, anchor_selector):
+    phrase = parse_phrase(command)
+    assert (phrase.subject, phrase.selector, phrase.relation) == (subject, selector, relation)
+    assert (phrase.anchor.subject, phrase.anchor.selector) == (anchor, anchor_selector) if anchor else \
+        phrase.anchor is None
+    if relation:  # as it is said back (in a question), it reads the same
+        again = parse_phrase(phrase.described())
+        assert (again.what, again.selector, again.relation, again.anchor.what, again.anchor.selector) == \
+            (phrase.what, phrase.selector, relation, phrase.anchor.what, phrase.anchor.selector)
 
 
 def box(x: float, y: float, side: float = 20, score: float | None = None, area: int | None = None) -> LabelledBox:
@@ -131,10 +157,51 @@ def test_too_few_or_none_in_the_part_named_is_a_clear_error():
         pick(parse_phrase("the dog on the left"), [], SIZE)
 
 
+PLATE = box(150, 100, side=60)  # spans 120..180 by 70..130
+CUPS = [box(100, 100), box(260, 100), box(150, 40), box(150, 175)]  # left of it and touching, far right, above, below
+
+
+def test_the_object_nearest_the_anchor_on_the_side_named():
+    assert pick(parse_phrase("the cup next to the plate"), CUPS, SIZE, [PLATE]) == 0
+    assert pick(parse_phrase("the cup right of the plate"), CUPS, SIZE, [PLATE]) == 1
+    assert pick(parse_phrase("the cup above the plate"), CUPS, SIZE, [PLATE]) == 2
+    assert pick(parse_phrase("the cup under the plate"), CUPS, SIZE, [PLATE]) == 3
+    assert pick(parse_phrase("the cup left of the plate"), CUPS, SIZE, [PLATE]) == 0
+    assert pick(parse_phrase("the largest cup next to the plate"), [*CUPS[:3], box(150, 175, 24)], SIZE, [PLATE]) == 3
+    # the anchor is among the candidates (no colour named: every coloured object), but is not beside itself
+    assert pick(parse_phrase("the object next to the blue one"), [PLATE, *CUPS], SIZE, [PLATE]) == 1
+
+
+def test_an_anchor_several_objects_fit_is_any_of_them():
+    plates = [box(60, 100, side=40), box(240, 100, side=40)]
+    cups = [box(95, 100), box(150, 30)]  # the first touches the left plate; the second is far from both
+    assert pick(parse_phrase("the cup next to the plate"), cups, SIZE, plates) == 0
+
+
+def test_a_relation_that_does_not_tell_two_apart_is_a_question_that_keeps_it():
+    cups = [box(100, 100), box(200, 100)]  # either side of the plate, as close
+    with pytest.raises(AmbiguousTarget) as info:
+        pick(parse_phrase("the cup next to the plate"), cups, SIZE, [PLATE])
+    assert info.value.question == ("2 candidates fit 'the cup next to the plate'. Which do you mean: the cup on the "
+                                   "left next to the plate at (90, 90, 110, 110) or the cup on the right next to the "
+                                   "plate at (190, 90, 210, 110)?")
+    assert picks("the right one", "the cup next to the plate")
+    assert pick(parse_phrase("the cup next to the plate, the right one"), cups, SIZE, [PLATE]) == 1
+
+
+def test_no_anchor_or_none_on_its_side_is_a_clear_error():
+    with pytest.raises(InvalidInput, match="no plate was found"):
+        pick(parse_phrase("the cup next to the plate"), CUPS, SIZE, [])
+    with pytest.raises(InvalidInput, match="no cup is left of the plate"):
+        pick(parse_phrase("the cup left of the plate"), CUPS[1:], SIZE, [PLATE])
+    with pytest.raises(InvalidInput, match="no object was found apart from the plate itself"):
+        pick(parse_phrase("the one next to the plate"), [PLATE], SIZE, [PLATE])
+
+
 WORDS = ["the", "a", "one", "object", "dog", "red", "blue", "grey", "left", "right", "top", "bottom", "upper", "middle",
          "centre", "nearest", "closest", "to", "largest", "smallest", "big", "second", "third", "3rd", "0th", "last",
          "from", "on", "in", "at", "frame", "frames", "12", "99999999", "first", "next", "penultimate", "left-hand",
-         "segment", "track", "moving", ":", "-", "of", "and"]
+         "segment", "track", "moving", ":", "-", "of", "and", "beside", "under", "above", "plate", ",", "close"]
 
 
 @settings(max_examples=400, deadline=None)
@@ -151,7 +218,7 @@ def test_reading_and_picking_raise_only_typed_errors(text, raw):
     candidates = [LabelledBox(label="thing", score=score, area=area, box=(x, y, x + side, y + side))
                   for x, y, side, score, area in raw]
     try:
-        index = pick(phrase, candidates, SIZE)
+        index = pick(phrase, candidates, SIZE, candidates[::-1])
     except AmbiguousTarget as exc:
         assert len(exc.boxes) >= 2 and exc.question.endswith("?")
     except InvalidInput as exc:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from schemas import AmbiguousTarget, InvalidInput
-from tests.scenes import grey_photo, iou, paint, referring_phrases, render_referring, shape_mask
+from tests.scenes import grey_photo, iou, paint, referring_phrases, render_referring, shape_mask, two_of_a_colour
 from tools import ToolContext, get_tool
 
 SEEDS = range(30)
@@ -32,18 +32,6 @@ def test_phrases_of_colour_and_place_pick_the_right_object_exactly(ctx):
             asked += 1
     assert asked >= 100
     assert np.mean(ious) >= 0.9 and right / asked >= 0.95, (np.mean(ious), right / asked)
-
-
-def two_of_a_colour(width: int = 320, height: int = 240, sides: tuple[int, int] = (60, 62)):
-    """Two red squares of about the same size side by side, a blue one between them lower down."""
-    rng = np.random.default_rng(0)
-    image = grey_photo("coffee", width, height)
-    masks = [shape_mask("rectangle", width, height, (60, 80), sides[0]),
-             shape_mask("rectangle", width, height, (260, 80), sides[1]),
-             shape_mask("circle", width, height, (160, 180), 50)]
-    for mask, colour in zip(masks, ("red", "red", "blue"), strict=True):
-        image = paint(image, mask, colour, rng)
-    return image, masks
 
 
 def test_the_blue_object_on_the_left_and_other_phrases(ctx):
@@ -70,6 +58,27 @@ def test_two_objects_that_fit_equally_make_a_question(ctx):
     assert "or the red object on the right at " in info.value.question
     image, (_, large, _) = two_of_a_colour(sides=(40, 80))  # sizes unlike: the larger is the red object
     assert iou(segment(ctx, image, "the red object"), large) >= 0.95
+
+
+def test_the_object_beside_another_one(ctx):
+    width, height = 320, 240
+    rng = np.random.default_rng(1)
+    image = grey_photo("coffee", width, height)
+    # two red squares, a blue circle under the right one
+    masks = [shape_mask("rectangle", width, height, (60, 80), 60),
+             shape_mask("rectangle", width, height, (260, 80), 60), shape_mask("circle", width, height, (220, 175), 50)]
+    for mask, colour in zip(masks, ("red", "red", "blue"), strict=True):
+        image = paint(image, mask, colour, rng)
+    left, right, blue = masks
+    assert iou(segment(ctx, image, "the red object next to the blue one"), right) >= 0.95
+    assert iou(segment(ctx, image, "the red one left of the blue circle"), left) >= 0.95
+    assert iou(segment(ctx, image, "the object above the blue one"), right) >= 0.95  # any colour, but not the anchor
+    assert iou(segment(ctx, image, "the blue object below the red one on the right"), blue) >= 0.95
+    image, _ = two_of_a_colour()  # the blue circle midway between the red squares: which one?
+    with pytest.raises(AmbiguousTarget, match="the red object on the left next to the blue object at"):
+        segment(ctx, image, "the red object next to the blue one")
+    with pytest.raises(InvalidInput, match="names no colour"):  # the cat needs a grounding model
+        segment(ctx, image, "the red object next to the cat")
 
 
 def test_what_is_not_there_is_a_clear_error(ctx):

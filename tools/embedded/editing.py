@@ -4,6 +4,13 @@
 backend shares it frame by frame. Every edit composites with the mask: pixels outside the edited area
 keep their exact values (the remove edit also repaints a thin ring around the mask, to cover the
 object's anti-aliased edge).
+
+With no mask or region, the object an edit is about is the one its command names by colour, and by place, size,
+order or relation among the coloured objects ("make the red object on the left blue", "blur the largest object",
+"pixelate the one next to the blue one"): the words outside the edit's own (and its new colour), read as a referring
+phrase (`tools.referring`) and handed to segmentation. Place and size words count only where the command names an
+object (a colour, "object", "one", "shape"…): "make the left side brighter" and "darken it a little" edit the whole
+picture.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ import numpy as np
 from memory import ArtifactStore
 from schemas import InvalidInput, Region, UnsupportedOperation
 from tools.base import ToolContext
+from tools.referring import parse_phrase
 from tools.specialists import EditImageInput, EditImageOutput
 
-from .colours import COLOURS, find_colours
+from .colours import COLOURS, SYNONYMS, find_colours
 from .inpaint import inpaint
 
 Area = Literal["object", "background"]
@@ -29,6 +37,11 @@ Area = Literal["object", "background"]
 _COLOUR_WORDS = r"\b(?:recolou?r\w*|colou?r\w*|paint|dye|tint)\b"
 _RECOLOUR_VERBS = r"\b(?:make|change|turn|paint|colou?r\w*|recolou?r\w*|dye|tint|replace|set|switch|convert)\b"
 _BACKGROUND = re.compile(r"\b(?:background|backdrop|surroundings)\b")
+# Words that name one of the picture's objects, so a place or size beside them picks it ("the one on the left")
+_OBJECT_WORDS = re.compile(r"\b(?:objects?|things?|items?|shapes?|ones?|blobs?|regions?|patch(?:es)?|spots?|"
+                           r"pieces?)\b")
+# Degree, not size: "darken it a little", "a bit brighter"
+_DEGREE = re.compile(r"\b(?:a (?:little|tiny|small) bit|a (?:little|bit|touch|tad)|slightly|little by little)\b")
 
 
 @dataclass(frozen=True)
@@ -104,8 +117,20 @@ class EditOp:
         return f"{self.name}:background" if self.area == "background" else self.name
 
     @property
+    def referent(self) -> str | None:
+        """The object the command names by place, size or order ("the red object on the left"), if it does."""
+        return self.params.get("referent")
+
+    @property
+    def refers(self) -> bool:
+        """Whether the command says which object to edit (a colour, a place, size or order) without a mask."""
+        return self.source is not None or self.referent is not None
+
+    @property
     def object_phrase(self) -> str:
         """How to ask a segmenter for the object this edit is about."""
+        if self.referent:
+            return self.referent
         return f"the {self.source} object" if self.source else "the object"
 
 
@@ -119,12 +144,14 @@ def parse_edit(command: str, area: Area | None = None) -> EditOp:
         if found is None:
             continue
         # Colours named outside the operation's own words ("make the RED car black and white").
-        colours = find_colours(text[: found.start()] + " " + text[found.end() :])
+        rest = text[: found.start()] + " " + text[found.end() :]
+        colours = find_colours(rest)
         if op.name != "recolour":
-            source = colours[-1] if colours else None
+            source, referent = _object(rest, colours[-1] if colours else None)
+            params = {"source": source, "referent": referent}
             if background and op.name == "remove":  # "remove the background" leaves a white one
-                return EditOp("fill", "background", {"colour": "white"})
-            return EditOp(op.name, "background" if background else "object", {"source": source})
+                return EditOp("fill", "background", {"colour": "white", **params})
+            return EditOp(op.name, "background" if background else "object", params)
         if not colours:
             if re.search(_COLOUR_WORDS, text):
                 raise UnsupportedOperation(
@@ -132,10 +159,37 @@ def parse_edit(command: str, area: Area | None = None) -> EditOp:
                     fix=f"name one of: {', '.join(COLOURS)}")
             continue
         # The last colour is the target; the one before it names the object ("make the red car blue").
-        params = {"colour": colours[-1], "source": colours[-2] if len(colours) > 1 else None}
+        source, referent = _object(_without_last_colour(rest), colours[-2] if len(colours) > 1 else None)
+        params = {"colour": colours[-1], "source": source, "referent": referent}
         return EditOp("fill", "background", params) if background else EditOp("recolour", "object", params)
     raise UnsupportedOperation(f"cannot tell which edit {command!r} asks for", field="command",
                                fix=f"ask for one of: {known_operations()}")
+
+
+def _object(rest: str, source: str | None) -> tuple[str | None, str | None]:
+    """The colour of the object the words outside the edit's own name (`source`, read from the colours named), and
+    the phrase that names it by place, size, order or relation as segmentation reads it ("the red object on the
+    left", "the object next to the blue object"); None for a phrase when they name none of these of an object."""
+    rest = _DEGREE.sub(" ", rest)
+    if source is None and not _OBJECT_WORDS.search(rest):
+        return None, None  # "make the left side brighter": a part of the picture, not one of its objects
+    try:
+        phrase = parse_phrase(rest)
+    except InvalidInput:  # "the left one on the right": segmentation says so, if it is asked (no mask given)
+        return source, " ".join(rest.split())
+    if phrase.relation is not None:  # its own colour, not the one of the object it is beside
+        source = phrase.colours[0] if phrase.colours else None
+    elif phrase.selector is None:
+        return source, None
+    return source, replace(phrase, noun=None, colours=(source,) if source else ()).described()
+
+
+def _without_last_colour(text: str) -> str:
+    """`text` without its last colour word: a recolour's new colour, which names no object."""
+    for word in reversed(list(re.finditer(r"[a-z]+", text))):
+        if SYNONYMS.get(word[0], word[0]) in COLOURS:
+            return text[: word.start()] + text[word.end() :]
+    return text
 
 
 # -- the edits -----------------------------------------------------------------------------------
@@ -315,8 +369,9 @@ def with_reference(op: EditOp, image: np.ndarray, mask: np.ndarray | None) -> Ed
 # -- the backend -----------------------------------------------------------------------------------
 
 def object_mask_for(image: np.ndarray, op: EditOp, region: Region | None, store: ArtifactStore) -> np.ndarray | None:
-    """The mask of the object an edit is about: from a region, or the colour the command names; else None."""
-    if region is None and op.source is None:
+    """The mask of the object an edit is about: from a region, or the colour, place, size or order the command names;
+    else None."""
+    if region is None and not op.refers:
         return None
     from .segmentation import object_mask  # GrabCut and colour segmentation load only when needed
 
@@ -332,7 +387,7 @@ def edit_image(inp: EditImageInput, ctx: ToolContext) -> EditImageOutput:
         if not mask.any():
             raise InvalidInput("the mask is empty", field="mask", fix="give a mask that covers the object")
     else:
-        if inp.region is not None or op.source is not None:
+        if inp.region is not None or op.refers:
             ctx.progress(0.2, f"image_editing: finding {op.object_phrase}")
         mask = object_mask_for(image, op, inp.region, ctx.store)
     ctx.progress(0.5, f"image_editing: {op.label}")

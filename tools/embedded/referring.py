@@ -2,11 +2,12 @@
 any colour with a hue when none is named), the phrase picks one (`tools.referring`), its pixels are the mask.
 
 "the blue object on the left", "the largest red one", "the second green shape from the top", "the object nearest the
-centre". Regions are found as segmentation's colour phrases find them (the colour's HSV range, a light closing to
-join an object split by highlights or noise, an opening, holes filled), on a copy at most `MAX_SIDE` long; a region
-smaller than `MIN_SHARE` of the largest, or than `MIN_REGION` of the picture, is not a candidate. A phrase that names
-a thing but no colour ("the cat on the left") is not for this backend: `referred_mask` gives None and the caller says
-what it needs.
+centre", "the red object next to the blue one" (the other object's candidates are found the same way). Regions are
+found as segmentation's colour phrases find them (the colour's HSV range, a light closing to join an object split by
+highlights or noise, an opening, holes filled), on a copy at most `MAX_SIDE` long; a region smaller than `MIN_SHARE`
+of the largest, or than `MIN_REGION` of the picture, is not a candidate. A phrase that names a thing but no colour
+("the cat on the left", "the red object next to the cat") is not for this backend: `referred_mask` gives None and the
+caller says what it needs.
 """
 
 from __future__ import annotations
@@ -72,9 +73,12 @@ def _main_colour(names: np.ndarray, piece: np.ndarray) -> str:
 
 
 def by_colour(phrase: Phrase) -> bool:
-    """Whether this backend can find what the phrase names: a colour, or a place, size or order among coloured
-    objects ("the object on the left"); not a thing it has no model of ("the cat on the left")."""
-    return bool(phrase.colours) or (phrase.selector is not None and phrase.noun is None)
+    """Whether this backend can find what the phrase names: a colour, or a place, size, order or relation among
+    coloured objects ("the object on the left", "the one next to the blue one"); not a thing it has no model of ("the
+    cat on the left", "the red object next to the cat")."""
+    named = bool(phrase.colours) or (phrase.noun is None and (phrase.selector or phrase.relation) is not None)
+    anchor = phrase.anchor
+    return named and (anchor is None or bool(anchor.colours) or anchor.noun is None)
 
 
 def referred_mask(image: np.ndarray, command: str) -> np.ndarray | None:
@@ -90,5 +94,6 @@ def referred_mask(image: np.ndarray, command: str) -> np.ndarray | None:
         named = f"{colours[0]} object" if colours else "coloured object"
         raise InvalidInput(f"no {named} was found in the image", field="command",
                            fix="name the colour the object has, or give a region (box, points or scribble)")
+    anchors = regions(image, phrase.anchor.colours[:1])[0] if phrase.anchor is not None else []
     height, width = image.shape[:2]
-    return masks[pick(phrase, boxes, (width, height))]
+    return masks[pick(phrase, boxes, (width, height), anchors)]

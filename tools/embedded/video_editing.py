@@ -1,7 +1,8 @@
 """Video edits: the image edits applied frame by frame, inside per-frame masks, streaming.
 
 Masks come from the input (per-frame masks from video segmentation), or are tracked from the object
-on the first frame (a region, or the colour the command names), or there are none (whole frames).
+on the first frame (a region, or the one the command names by colour, place, size or order), or there are none
+(whole frames).
 Frames are decoded and encoded one at a time, so memory does not grow with the video's length.
 """
 
@@ -46,7 +47,7 @@ def _masks(inp: EditVideoInput, op: EditOp, ctx: ToolContext) -> Iterator[np.nda
             raise InvalidInput(f"the masks have {masks} frames but the video has {frames}", field="masks",
                                fix=_MASKS_FIX)
         return ctx.store.iter_frames(inp.masks)
-    if inp.region is None and op.source is None:
+    if inp.region is None and not op.refers:
         return None
     # Find the object on the first frame, then track it through a second pass over the video.
     first_frames = ctx.store.iter_frames(inp.video)
@@ -64,7 +65,7 @@ def _masks(inp: EditVideoInput, op: EditOp, ctx: ToolContext) -> Iterator[np.nda
 def edit_video(inp: EditVideoInput, ctx: ToolContext) -> EditVideoOutput:
     """Backend of video_editing: parse the command, stream frames (and masks) through the edit, encode."""
     op = parse_edit(inp.command, inp.area)  # fail fast, before decoding anything
-    if op.needs_mask and inp.masks is None and inp.region is None and op.source is None:
+    if op.needs_mask and inp.masks is None and inp.region is None and not op.refers:
         raise InvalidInput(f"{op.label} needs per-frame masks or a region on the first frame", field="masks",
                            fix="give masks from video segmentation, or a region (box, points or scribble)")
     info = ctx.store.video_info(inp.video)

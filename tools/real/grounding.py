@@ -1,5 +1,6 @@
 """Grounding for B and E with real weights (the Grounded-SAM recipe's first half): a zero-shot detector finds the
-phrase's subject, the phrase's place, size or order picks one box (`tools.referring.pick`), SAM segments from it.
+phrase's subject (and the other object a relation names: "the plate" of "the cup next to the plate"), the phrase's
+place, size, order or relation picks one box (`tools.referring.pick`), SAM segments from it.
 
 The detector is `AutoModelForZeroShotObjectDetection` (Grounding DINO, OWLv2), run as module H runs it
 (`tools.real.understanding.ground`). Which weights: the `grounding:` role of the module's own models-file entry
@@ -62,6 +63,7 @@ def grounded_region(ctx: ToolContext, module: str, image: np.ndarray, phrase: Ph
                            f"{threshold:g}", field="command",
                            fix="name what is in the picture, lower `box_threshold` in the entry's options, or give a "
                                "region (a box, points or a scribble)")
+    anchors = candidates(ctx, module, image, phrase.anchor.what, frame) if phrase.anchor is not None else []
     height, width = image.shape[:2]
-    chosen = boxes[pick(phrase, boxes, (width, height))]
+    chosen = boxes[pick(phrase, boxes, (width, height), anchors)]
     return BoxRegion(box=chosen.box, frame=frame)

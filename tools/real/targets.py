@@ -42,7 +42,7 @@ SIGNAL_ROLES: dict[str, tuple[str, ...]] = {
 named here takes no signal."""
 
 SAM_BACKEND = "sam"
-SAM_WIDTH = 256  # the official checkpoints' prompt width (vit_b, vit_l and vit_h alike)
+SAM_WIDTH = 256  # segment_anything's build_sam fixes it: the prompt width of vit_b, vit_l and vit_h alike
 
 PLACES: tuple[tuple[frozenset[str], tuple[float, float, float, float]], ...] = (
     (frozenset({"left", "leftmost"}), (0.0, 0.0, 0.5, 1.0)),
@@ -154,8 +154,10 @@ def signal_width(spec: ModelSpec, module: str) -> int | None:
     if resolve_module(module).name not in SIGNAL_ROLES:
         return None
     if spec.backend == SAM_BACKEND:
-        if spec.variant == "custom":
-            return int(spec.options.get("prompt_embed_dim", SAM_WIDTH))
+        if spec.variant == "custom":  # the sizes the loader builds it with: `options`, else its defaults
+            from .sam import CUSTOM_DEFAULTS
+
+            return int(spec.options.get("prompt_embed_dim", CUSTOM_DEFAULTS["prompt_embed_dim"]))
         return SAM_WIDTH
     for role in signal_roles(spec, module):
         try:
