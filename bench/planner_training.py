@@ -2,6 +2,7 @@
 conversation figures of the trained planner on the hand-written development set's first conversations.
 
     .venv/bin/python bench/planner_training.py --tiny            # the CPU: a tiny random LLaVA, tiny SAM and SD
+    .venv/bin/python bench/planner_training.py --tiny --family qwen2_vl   # …or another family's tiny model
     .venv/bin/python bench/planner_training.py --base DIR --device cuda [--steps N] [--models-file FILE]
 
 The tiny run says whether the pipeline works and what it costs per token here; its planner is not one to use (a few
@@ -28,6 +29,7 @@ HERE = Path(__file__).parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a tiny random LLaVA-style model on the CPU")
+    parser.add_argument("--family", default="llava", help="with --tiny: llava, llava_onevision, qwen2_vl, qwen2_5_vl")
     parser.add_argument("--base", type=Path, help="a model folder to fine-tune")
     parser.add_argument("--models-file", type=Path, help="the backends the signals are aligned to")
     parser.add_argument("--device", default="cpu")
@@ -47,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         models = args.models_file or (tiny_models_file(root) if args.tiny else None)
-        base = build_tiny_vitron(root / "base", initializer_range=0.3) if args.tiny else args.base
+        base = build_tiny_vitron(root / "base", family=args.family, initializer_range=0.3) if args.tiny else args.base
         steps = args.steps or (40 if args.tiny else 500)
         config = VitronTrainConfig(steps=steps, head_steps=100, requests=200 if args.tiny else 5000,
                                    batch=2 if args.tiny else 8, lora_rank=4 if args.tiny else 16,
@@ -66,7 +68,7 @@ def main() -> None:
     one, two, three = (summary["stages"].get(s, {}) for s in ("1", "2", "3"))
     print(json.dumps({
         "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(),
-        "base": "tiny random LLaVA" if args.tiny else str(args.base), "train_seconds": round(seconds, 1),
+        "base": f"tiny random {args.family}" if args.tiny else str(args.base), "train_seconds": round(seconds, 1),
         "stage1_tokens_per_second": one.get("tokens_per_second"), "stage1_first_loss": one.get("first_loss"),
         "stage1_final_loss": one.get("final_loss"), "stage2_tokens_per_second": two.get("tokens_per_second"),
         "stage2_aligned": two.get("aligned"), "stage2_final_loss": two.get("final_loss"),

@@ -134,44 +134,9 @@ class VitronPlanner:
 
     def prompt_for(self, request: PlanRequest) -> PlannerPrompt:
         """The prompt and pictures `plan` gives the model for `request` (public so callers can inspect it)."""
-        images, shown = self._pictures(request) if self.model.is_multimodal else ([], None)
-        lines: list[str] = []
-        history = _history_text(request.history, request.text)
-        if history:
-            lines += ["Conversation so far:", history]
-        if request.artifacts:
-            table = request.artifacts[-MAX_ARTIFACT_LINES:]
-            hidden = len(request.artifacts) - len(table)
-            lines.append("Artifacts:" + (f" ({hidden} older not shown)" if hidden else ""))
-            lines += [entry.describe() for entry in table]
-        if request.inputs:
-            lines.append("This turn's inputs: " + "; ".join(_describe_input(a, r) for a, r in request.inputs.items()))
-        if request.region is not None:
-            lines.append(f"Region drawn by the user: {_describe_region(request.region)}")
-        if shown:
-            lines.append(f"Pictures: {shown}")
-        if request.feedback:
-            lines.append(f"Your previous plan was refused: {request.feedback}. Write it again, corrected.")
-        return PlannerPrompt(text=prompt_text(lines, request.text, len(images)), images=images, shown=shown)
+        return planner_prompt(request, multimodal=self.model.is_multimodal, video_frames=self.video_frames)
 
     # -- internals ------------------------------------------------------------------------------------------
-
-    def _pictures(self, request: PlanRequest) -> tuple[list[np.ndarray], str | None]:
-        """This turn's images; else frames of its video; else the newest image of the session; else none."""
-        store = request.store
-        images = [(alias, ref) for alias, ref in request.inputs.items() if ref.kind == "image"]
-        if images:
-            return [store.get_image(ref) for _, ref in images], ", ".join(_at(alias) for alias, _ in images)
-        videos = [(alias, ref) for alias, ref in request.inputs.items() if ref.kind == "video"]
-        if videos:
-            alias, ref = videos[0]
-            _, picked = store.sample_frames(ref, self.video_frames)
-            frames, indices = [frame for _, frame in picked], [index for index, _ in picked]
-            return frames, f"{len(frames)} frames of {_at(alias)} (frames {', '.join(map(str, indices))})"
-        for entry in reversed(request.artifacts):
-            if entry.ref.kind == "image":
-                return [store.get_image(entry.ref)], _at(entry.alias)
-        return [], None
 
     def _attach_signals(self, plan: Plan, signal_hidden: torch.Tensor) -> Plan:
         """Give each step the embeddings of the signal tokens its block held, in order."""
@@ -195,6 +160,51 @@ class VitronPlanner:
                 step = PlanStep(invocation=invocation, signal_tokens=step.signal_tokens)
             steps.append(step)
         return Plan(reply=plan.reply, steps=steps)
+
+
+# --- the prompt ------------------------------------------------------------------------------------------------
+
+
+def planner_prompt(request: PlanRequest, *, multimodal: bool, video_frames: int = 4) -> PlannerPrompt:
+    """The prompt and pictures the planner gives its model for `request` (a model that reads pictures gets them);
+    training writes its prompts with it too, so a trained model sees what it will see at run time."""
+    images, shown = _pictures(request, video_frames) if multimodal else ([], None)
+    lines: list[str] = []
+    history = _history_text(request.history, request.text)
+    if history:
+        lines += ["Conversation so far:", history]
+    if request.artifacts:
+        table = request.artifacts[-MAX_ARTIFACT_LINES:]
+        hidden = len(request.artifacts) - len(table)
+        lines.append("Artifacts:" + (f" ({hidden} older not shown)" if hidden else ""))
+        lines += [entry.describe() for entry in table]
+    if request.inputs:
+        lines.append("This turn's inputs: " + "; ".join(_describe_input(a, r) for a, r in request.inputs.items()))
+    if request.region is not None:
+        lines.append(f"Region drawn by the user: {_describe_region(request.region)}")
+    if shown:
+        lines.append(f"Pictures: {shown}")
+    if request.feedback:
+        lines.append(f"Your previous plan was refused: {request.feedback}. Write it again, corrected.")
+    return PlannerPrompt(text=prompt_text(lines, request.text, len(images)), images=images, shown=shown)
+
+
+def _pictures(request: PlanRequest, video_frames: int) -> tuple[list[np.ndarray], str | None]:
+    """This turn's images; else frames of its video; else the newest image of the session; else none."""
+    store = request.store
+    images = [(alias, ref) for alias, ref in request.inputs.items() if ref.kind == "image"]
+    if images:
+        return [store.get_image(ref) for _, ref in images], ", ".join(_at(alias) for alias, _ in images)
+    videos = [(alias, ref) for alias, ref in request.inputs.items() if ref.kind == "video"]
+    if videos:
+        alias, ref = videos[0]
+        _, picked = store.sample_frames(ref, video_frames)
+        frames, indices = [frame for _, frame in picked], [index for index, _ in picked]
+        return frames, f"{len(frames)} frames of {_at(alias)} (frames {', '.join(map(str, indices))})"
+    for entry in reversed(request.artifacts):
+        if entry.ref.kind == "image":
+            return [store.get_image(entry.ref)], _at(entry.alias)
+    return [], None
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -261,4 +271,4 @@ def _no_image_tokens(text: str) -> str:
     return text.replace(IMAGE_TOKEN, "[image]")
 
 
-__all__ = ["PlannerPrompt", "VitronPlanner", "load_planner_model"]
+__all__ = ["PlannerPrompt", "VitronPlanner", "load_planner_model", "planner_prompt"]

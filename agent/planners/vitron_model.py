@@ -1,8 +1,9 @@
-"""The planner's model side: a LLaVA-style (or text-only) LM that writes invocations and signal hidden states.
+"""The planner's model side: a vision-language (or text-only) LM that writes invocations and signal hidden states.
 
-`VitronModel.load(folder)` reads a local folder (never the hub), `generate` answers a prompt with optional
-images and returns the text with the module tokens kept plus the last-layer hidden states at the `[SIG]`
-tokens, and `embed_signals` projects those per module through `SignalHeads`.
+`VitronModel.load(folder)` reads a local folder (never the hub): a LLaVA, LLaVA-OneVision or Qwen2-VL-family model
+(any `AutoModelForImageTextToText` one whose processor names its image token; `vitron_families`) or a plain causal
+LM. `generate` answers a prompt with optional images and returns the text with the module tokens kept plus the
+last-layer hidden states at the `[SIG]` tokens, and `embed_signals` projects those per module through `SignalHeads`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from torch import nn
 
 from schemas import BackendUnavailable, InvalidInput, ModelsFile, UnsupportedOperation, VitronSettings, resolve_module
 
+from .vitron_families import (
+    IMAGE_TOKEN,
+    image_placeholder,
+    reads_images,
+    text_hidden_size,
+    vision_token_ids,
+    vision_tokens,
+)
+
 SIGNAL_TOKEN = "[SIG]"
 MODULE_TOKENS: tuple[str, ...] = (
     "<module>",
@@ -33,7 +43,6 @@ MODULE_TOKENS: tuple[str, ...] = (
 )
 SPECIAL_TOKENS: tuple[str, ...] = (*MODULE_TOKENS, SIGNAL_TOKEN)
 """Every token the planner emits that must stay one token and survive decoding."""
-IMAGE_TOKEN = "<image>"
 MODEL_SETTING = "VITRON_PLANNER_MODEL"
 """The setting that names the planner model folder (a field of `VitronSettings`)."""
 
@@ -88,7 +97,7 @@ def _unavailable(folder: Path, problem: str) -> BackendUnavailable:
         f"planner model folder {folder}: {problem}",
         field=MODEL_SETTING,
         fix=f"set {MODEL_SETTING} to a local folder holding config.json, the weights, the tokenizer "
-        f"(and processor for LLaVA), {HEADS_CONFIG} and {HEADS_WEIGHTS}",
+        f"(and the processor for a vision-language model), {HEADS_CONFIG} and {HEADS_WEIGHTS}",
     )
 
 
@@ -219,8 +228,26 @@ class VitronModel:
         eos = tokenizer.eos_token_id
         self.eos_token_id: int | None = eos
         self.pad_token_id: int | None = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        config = getattr(model, "config", None)
+        self.image_placeholder: str = IMAGE_TOKEN
+        """What the processor reads for one picture, in place of the prompt's `<image>` (Qwen2-VL:
+        `<|vision_start|><|image_pad|><|vision_end|>`)."""
+        self._vision_tokens: tuple[str, ...] = ()
+        picture_ids: set[int] = set()
+        if processor is not None:
+            placeholder = image_placeholder(processor, config)
+            if placeholder is None:
+                raise UnsupportedOperation(
+                    f"the processor {type(processor).__name__} names no image token, so no picture can be placed",
+                    field=MODEL_SETTING,
+                    fix=f"point {MODEL_SETTING} at a LLaVA, LLaVA-OneVision or Qwen2-VL-family model folder",
+                )
+            self.image_placeholder = placeholder
+            self._vision_tokens = vision_tokens(processor, config)
+            picture_ids = vision_token_ids(processor, config)
         # Ids the reply text never shows; the module tokens are special too but the grammar needs them.
-        hidden = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, vocab.get(IMAGE_TOKEN)}
+        hidden = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, vocab.get(IMAGE_TOKEN),
+                  *picture_ids}
         self._hidden_ids = {i for i in hidden if i is not None}
 
     @property
@@ -240,14 +267,7 @@ class VitronModel:
         the adapter folded in, and the folder's tokenizer and heads. `dtype` None means float32 on CPU and the
         checkpoint's own dtype ("auto") elsewhere; `heads` replace the folder's (training a base that has none).
         """
-        from transformers import (
-            AutoConfig,
-            AutoModelForCausalLM,
-            AutoProcessor,
-            AutoTokenizer,
-            LlavaConfig,
-            LlavaForConditionalGeneration,
-        )
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 
         folder = Path(folder).expanduser()
         if not folder.is_dir():
@@ -262,23 +282,24 @@ class VitronModel:
         try:
             config = AutoConfig.from_pretrained(weights, local_files_only=True)
             processor = None
-            if isinstance(config, LlavaConfig):
+            if reads_images(config):
                 processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
                 tokenizer = processor.tokenizer
-                model = LlavaForConditionalGeneration.from_pretrained(weights, local_files_only=True, dtype=load_dtype)
-                text_hidden = config.text_config.hidden_size
+                model = _vision_language_class().from_pretrained(weights, local_files_only=True, dtype=load_dtype)
             else:
                 tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
                 model = AutoModelForCausalLM.from_pretrained(weights, local_files_only=True, dtype=load_dtype)
-                text_hidden = config.hidden_size
-        except (OSError, ValueError, KeyError) as exc:  # missing weights/tokenizer files, unreadable config
+            text_hidden = text_hidden_size(config)
+        except (OSError, ValueError, KeyError) as exc:  # missing files, unreadable config, a family with no auto class
             raise _unavailable(folder, f"cannot load the model: {exc}") from exc
         if heads.hidden_size != text_hidden:
             raise _unavailable(
                 folder, f"{HEADS_CONFIG} says hidden_size {heads.hidden_size} but the LM has {text_hidden}"
             )
-        if add_signal_tokens(tokenizer) or model.get_input_embeddings().num_embeddings < len(tokenizer):
-            # A base checkpoint without the planner tokens: give them (untrained) rows so the path still runs.
+        add_signal_tokens(tokenizer)
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            # A base checkpoint without rows for the planner tokens: give them (untrained) rows so the path runs. One
+            # whose rows run past its tokenizer (Qwen2-VL: 151,936 rows, 151,657 tokens) has them already: no shrink.
             model.resize_token_embeddings(len(tokenizer))
         if weights != folder:
             from peft import PeftModel
@@ -291,8 +312,14 @@ class VitronModel:
         return cls(model, tokenizer, heads, processor=processor, device=device)
 
     def encode(self, prompt: str, images: Sequence[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
-        """Model inputs for `prompt` and images (one `<image>` per image; prefixed unless the prompt places them)."""
+        """Model inputs for `prompt` and images (one `<image>` per image; prefixed unless the prompt places them).
+
+        Each `<image>` becomes the family's own placeholder, which its processor expands into the vision tokens.
+        """
         images = list(images or [])
+        for token in self._vision_tokens:  # the family's own picture tokens typed in the text would shift the pictures
+            if token != IMAGE_TOKEN:
+                prompt = prompt.replace(token, "[image]")
         if not images:
             if self.processor is not None and IMAGE_TOKEN in prompt:
                 raise InvalidInput(f"the prompt holds {IMAGE_TOKEN} but no image was given", field="images")
@@ -307,7 +334,6 @@ class VitronModel:
         pil_images = [_to_pil(image, i) for i, image in enumerate(images)]
         placed = prompt.count(IMAGE_TOKEN)
         if placed == 0:
-            # LLaVA's processor expands each `<image>` in the text into the vision patch tokens.
             prompt = f"{IMAGE_TOKEN}\n" * len(images) + prompt
         elif placed != len(images):
             raise InvalidInput(
@@ -315,10 +341,25 @@ class VitronModel:
                 field="prompt",
                 fix=f"place one {IMAGE_TOKEN} per image, or none to have them prefixed",
             )
-        batch = self.processor(images=pil_images, text=prompt, return_tensors="pt")
-        out = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        if "pixel_values" in out:
-            out["pixel_values"] = out["pixel_values"].to(self.model.dtype)
+        prompt = prompt.replace(IMAGE_TOKEN, self.image_placeholder)
+        # One prompt's pictures as one sample's (LLaVA-OneVision reads several pictures of a sample as multi-image).
+        batch = self.processor(images=[pil_images], text=prompt, return_tensors="pt")
+        dtype = self.model.dtype
+        return {k: v.to(self.device, dtype=dtype if v.is_floating_point() else None)
+                for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+    def extend(self, inputs: Mapping[str, torch.Tensor], ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`inputs` (from `encode`) followed by the text tokens `ids` [1, n]: the per-token tensors grow with them
+        (the attention mask by ones; token types, such as Qwen2-VL's `mm_token_type_ids`, by text's zeros)."""
+        length = inputs["input_ids"].shape[1]
+        ids = ids.to(inputs["input_ids"].device)
+        out = dict(inputs)
+        for key, value in inputs.items():
+            if key == "input_ids":
+                out[key] = torch.cat([value, ids], dim=1)
+            elif value.shape == (1, length) and not value.is_floating_point():
+                fill = torch.ones_like(ids) if key == "attention_mask" else torch.zeros_like(ids)
+                out[key] = torch.cat([value, fill.to(value.dtype)], dim=1)
         return out
 
     def generate(
@@ -377,6 +418,13 @@ class VitronModel:
         """Project signal hidden states [k, H] for a module: (task_specific [k, d], task_invariant [k, 512])."""
         with torch.inference_mode():
             return self.heads(module_letter, hidden)
+
+
+def _vision_language_class() -> Any:
+    """transformers' auto class for vision-language models (`AutoModelForVision2Seq` in older releases)."""
+    import transformers
+
+    return getattr(transformers, "AutoModelForImageTextToText", None) or transformers.AutoModelForVision2Seq
 
 
 def _base_of(folder: Path) -> Path:

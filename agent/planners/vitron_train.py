@@ -1,8 +1,10 @@
-"""Fine-tuning a real VITRON planner: LoRA on a LLaVA-style (or plain causal) LM through VITRON's three stages.
+"""Fine-tuning a real VITRON planner: LoRA on a vision-language (LLaVA, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL) or
+plain causal LM through VITRON's three stages.
 
 1. Invocation-oriented instruction tuning: the LM's loss on the reply (the words, the blocks of the grammar, each
-   block's `[SIG]` tokens), through LoRA adapters on the language model's attention projections; the rows of the
-   grammar's new tokens are trained too (peft `trainable_token_indices`); the vision tower stays frozen.
+   block's `[SIG]` tokens), through LoRA adapters on every linear layer of the language model's decoder layers (found
+   by the model's attributes, `vitron_families`); the rows of the grammar's new tokens are trained too (peft
+   `trainable_token_indices`); the vision tower (`vision_tower`, `visual`, …) stays frozen.
 2. Embedding-oriented alignment: the signal heads regress the hidden state that emits each `[SIG]` to the configured
    backend's own conditioning of the step's instruction (`tools.real.targets.conditioning_targets`, the targets of
    `vitron planner align`), so the trained signals fit the real backends with no adapter. A module whose backend is
@@ -29,11 +31,12 @@ from __future__ import annotations
 import json
 import math
 import random
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +45,7 @@ import torch.nn.functional as F
 from schemas import InvalidInput, ModelsFile, VitronSettings, resolve_module
 
 from .grammar import escape_instruction
+from .vitron_families import embedding_names, lora_targets, text_hidden_size, vision_tower
 from .vitron_model import (
     HEADS_CONFIG,
     MODULE_CODES,
@@ -52,12 +56,15 @@ from .vitron_model import (
     VitronModel,
 )
 
+if TYPE_CHECKING:
+    from memory import ArtifactStore
+    from schemas import ArtifactRef
+
+    from .base import PlanRequest
+    from .mini.data import Example
+
 Progress = Callable[[str], None]
 STAGES = (1, 2, 3)
-LORA_TARGETS = (r".*(?:language_model\.|^model\.)(?:model\.)?layers\.\d+\."
-                r"(?:self_attn\.(?:q_proj|k_proj|v_proj|o_proj)|mlp\.(?:gate_proj|up_proj|down_proj))")
-"""The language model's attention and MLP projections, as QLoRA adapts every linear layer of the LM (never the
-vision tower's, which are named alike)."""
 RESUME = "resume"
 MINILM_WIDTH = 384
 """The task-invariant width: MiniLM's sentence embedding, the target of the task-free words."""
@@ -105,47 +112,89 @@ class TrainingTurn:
 
 
 def training_turns(count: int, seed: int, signal_tokens: dict[str, int], multimodal: bool,
-                   max_signal_tokens: int = 3) -> list[TrainingTurn]:
-    """`count` generated requests (questions to H, vague ones answered with a question; undo and show, which this
-    planner does not do, left out) with their prompts and gold replies."""
+                   max_signal_tokens: int = 3, video_frames: int = 4) -> list[TrainingTurn]:
+    """`count` generated requests with their gold replies (questions to H, vague ones answered with a question; undo
+    and show, which this planner does not do, and elliptical follow-ups, whose earlier turn is not written, left out),
+    each in the prompt the planner writes for it at run time (`vitron.planner_prompt`) on a session holding the
+    request's context: its artifact table as session memory describes it (a follow-up's earlier results made by their
+    modules), this turn's upload, a drawn region, and the pictures the planner would show (the upload, a video's
+    frames, else the session's newest image)."""
+    from memory import ArtifactStore
+
     from .mini.data import generate
-    from .vitron import prompt_text
+    from .vitron import planner_prompt
 
     rng = random.Random(f"vitron-{seed}")
-    pictures = _pictures()
     turns = []
-    for example in generate("train", count, seed):
-        if example.intent in ("undo", "show"):
-            continue
-        context = example.context
-        images = []
-        lines = []
-        if context.memory:
-            lines += ["Artifacts:", *(f"@{alias} {_kind(alias)}: upload" for alias in context.memory)]
-        if context.upload:
-            alias = next((a for a in reversed(context.memory) if _kind(a) == context.upload), f"{context.upload}1")
-            lines.append(f"This turn's inputs: @{alias} {context.upload}")
-            if multimodal:
-                images = [pictures[rng.randrange(len(pictures))] for _ in range(1 if context.upload == "image" else 2)]
-        if context.region:
-            lines.append("Region drawn by the user: box (8, 8, 40, 30)")
-        steps: list[tuple[str, str, str, int]] = []
-        if example.intent == "plan":
-            blocks = []
-            for step in example.steps:
-                k = min(signal_tokens.get(step.module, 1), max_signal_tokens)
-                inputs = "".join(f'<input name="{name}">{ref}</input>' for name, ref in step.inputs.items())
-                blocks.append(f"<module>{step.module}</module><instruction>{escape_instruction(step.instruction)}"
-                              "</instruction>"
-                              f"{inputs}{SIGNAL_TOKEN * k}")
-                steps.append((step.module, step.instruction, step.object_phrase or step.instruction, k))
-            reply = "Sure. " + "".join(blocks)
-        elif example.intent == "question":
-            reply = f"Let me look. <module>H</module><instruction>{escape_instruction(example.text)}</instruction>"
-        else:
-            reply = "What would you like me to do with it?"
-        turns.append(TrainingTurn(prompt_text(lines, example.text, len(images)), reply, images, steps))
+    with tempfile.TemporaryDirectory() as folder:
+        store = ArtifactStore(folder)
+        media = _media(store)
+        for example in generate("train", count, seed):
+            if example.intent in ("undo", "show") or (example.intent == "plan" and not example.steps):
+                continue  # a plan with no steps: "now the one on the left too" repeats a turn the prompt lacks
+            prompt = planner_prompt(_request(example, store, media, rng), multimodal=multimodal,
+                                    video_frames=video_frames)
+            steps: list[tuple[str, str, str, int]] = []
+            if example.intent == "plan":
+                blocks = []
+                for step in example.steps:
+                    k = min(signal_tokens.get(step.module, 1), max_signal_tokens)
+                    inputs = "".join(f'<input name="{name}">{ref}</input>' for name, ref in step.inputs.items())
+                    blocks.append(f"<module>{step.module}</module><instruction>{escape_instruction(step.instruction)}"
+                                  f"</instruction>{inputs}{SIGNAL_TOKEN * k}")
+                    steps.append((step.module, step.instruction, step.object_phrase or step.instruction, k))
+                reply = "Sure. " + "".join(blocks)
+            elif example.intent == "question":
+                reply = f"Let me look. <module>H</module><instruction>{escape_instruction(example.text)}</instruction>"
+            else:
+                reply = "What would you like me to do with it?"
+            turns.append(TrainingTurn(prompt.text, reply, prompt.images, steps))
     return turns
+
+
+_MADE_BY = {"image": ("image_editing", "image"), "video": ("video_editing", "video"),
+            "mask": ("image_segmentation", "image"), "masks": ("video_segmentation", "video")}
+"""What made a follow-up's earlier result of each kind, and the kind of what it was made from."""
+_REGION = (8, 8, 40, 30)
+
+
+def _request(example: Example, store: ArtifactStore, media: dict[str, list[ArtifactRef]],
+             rng: random.Random) -> PlanRequest:
+    """The planning request of a generated example: its session's artifact table (oldest first; the first picture
+    of a kind an upload, later ones made from the one before), this turn's upload as its input, its drawn region."""
+    from memory import ArtifactEntry, History
+    from schemas import ArtifactRef, BoxRegion
+
+    from .base import PlanRequest
+
+    context = example.context
+    upload = next((a for a in reversed(context.memory) if _kind(a) == context.upload), None) if context.upload else None
+    entries: list[ArtifactEntry] = []
+    for number, alias in enumerate(context.memory):
+        kind = _kind(alias)
+        made_by, source = _MADE_BY.get(kind, ("upload", kind))
+        parent = next((e for e in reversed(entries) if e.ref.kind == source), None)
+        if alias == upload or (parent is None and kind in ("image", "video")):
+            made_by, parent = "upload", None
+        if kind in media:
+            ref = rng.choice(media[kind]).model_copy(update={"alias": alias})
+        else:  # a mask or a video's masks: the prompt shows only its line
+            height, width = media["image"][0].shape[:2]
+            shape, media_type = ((height, width), "image/png") if kind == "mask" else \
+                ((8, height, width), "video/x-matroska")
+            ref = ArtifactRef(sha256=f"{number + 1:064x}", kind=kind, media_type=media_type, shape=shape, alias=alias)
+        entries.append(ArtifactEntry(ref, made_by, (parent.alias,) if parent else (), turn_seq=2 * number + 1))
+    inputs = {upload: next(e.ref for e in entries if e.alias == upload)} if upload else {}
+    region = BoxRegion(box=_REGION) if context.region else None
+    return PlanRequest(text=example.text, history=History("training", (), 0, 0), artifacts=tuple(entries),
+                       inputs=inputs, region=region, store=store)
+
+
+def _media(store: ArtifactStore) -> dict[str, list[ArtifactRef]]:
+    """The pictures the sessions hold, stored once: the photos and scenes, and short clips panning across some."""
+    photos = _photos()
+    clips = [[np.roll(photo, 4 * i, axis=1) for i in range(8)] for photo in photos[::3]]
+    return {"image": [store.put_image(p) for p in photos], "video": [store.put_video(c, fps=8.0) for c in clips]}
 
 
 def _kind(alias: str) -> str:
@@ -154,25 +203,33 @@ def _kind(alias: str) -> str:
     return kind_of(alias) or "image"
 
 
-def _pictures() -> list[np.ndarray]:
-    """Real photos (scikit-image's, when installed) and drawn scenes, small: what the vision tower reads."""
+def _photos() -> list[np.ndarray]:
+    """Real photos (scikit-image's, when installed) and scenes rendered on them (coloured shapes on the photos'
+    texture, as the tests' scenes), small: what the vision tower reads."""
     from PIL import Image
 
-    out = []
+    backgrounds = []
     try:
         from skimage import data as photos
 
-        out += [photos.astronaut(), photos.coffee(), photos.chelsea(), photos.rocket()]
+        backgrounds = [photos.astronaut(), photos.coffee(), photos.chelsea(), photos.rocket()]
     except ImportError:
         pass
     rng = np.random.default_rng(0)
-    for _ in range(4):
-        scene = np.full((96, 128, 3), rng.integers(40, 200, 3), np.uint8)
-        for _ in range(3):
-            y, x = rng.integers(0, 64), rng.integers(0, 96)
-            scene[y:y + 32, x:x + 32] = rng.integers(0, 256, 3)
-        out.append(scene)
-    return [np.asarray(Image.fromarray(p).convert("RGB").resize((64, 48))) for p in out]
+    small = [np.asarray(Image.fromarray(p).convert("RGB").resize((64, 48))) for p in backgrounds]
+    yy, xx = np.ogrid[:48, :64]
+    scenes = []
+    for number in range(4):
+        scene = small[number].copy() if small else np.full((48, 64, 3), rng.integers(40, 200, 3), np.uint8)
+        for _ in range(2):
+            y, x, size = rng.integers(0, 32), rng.integers(0, 48), rng.integers(10, 18)
+            if rng.random() < 0.5:  # a disc
+                inside = (yy - y - size / 2) ** 2 + (xx - x - size / 2) ** 2 <= (size / 2) ** 2
+            else:  # a square
+                inside = (yy >= y) & (yy < y + size) & (xx >= x) & (xx < x + size)
+            scene[inside] = rng.integers(0, 256, 3)
+        scenes.append(scene)
+    return small + scenes
 
 
 # --- the model ------------------------------------------------------------------------------------------------------
@@ -182,17 +239,25 @@ def _with_lora(vitron: VitronModel, config: VitronTrainConfig, resume: Path | No
     """The LM with LoRA adapters (a resumed run's, else new ones) and the grammar's token rows trainable."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    tower = vision_tower(vitron.model)
+    if tower is not None:
+        tower.requires_grad_(False)  # peft freezes what it does not adapt; said here, as the recipe says it
     if resume is not None and (resume / "adapter_config.json").is_file():
-        return PeftModel.from_pretrained(vitron.model, resume, is_trainable=True)
-    vocab = vitron.tokenizer.get_vocab()
-    ids = [vocab[t] for t in SPECIAL_TOKENS]
-    # the grammar's tokens: their input rows and, unless tied to them, their output rows (else the LM cannot learn to
-    # write them: a new token's output row is as untrained as its input one)
-    tied = vitron.model.get_output_embeddings().weight is vitron.model.get_input_embeddings().weight
-    tokens = ids if tied else {"embed_tokens": ids, "lm_head": ids}
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                      target_modules=LORA_TARGETS, trainable_token_indices=tokens)
-    return get_peft_model(vitron.model, lora)
+        lm = PeftModel.from_pretrained(vitron.model, resume, is_trainable=True)
+    else:
+        vocab = vitron.tokenizer.get_vocab()
+        ids = [vocab[t] for t in SPECIAL_TOKENS]
+        # the grammar's tokens: their input rows and, unless tied to them, their output rows (else the LM cannot learn
+        # to write them: a new token's output row is as untrained as its input one)
+        inputs, outputs = embedding_names(vitron.model)
+        tokens = ids if outputs is None else {inputs: ids, outputs: ids}
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                          target_modules=lora_targets(vitron.model), trainable_token_indices=tokens)
+        lm = get_peft_model(vitron.model, lora)
+    if tower is not None and any(p.requires_grad for p in tower.parameters()):
+        raise InvalidInput("the LoRA adapter reaches into the vision tower", field="lora",
+                           fix="train from a fresh --out folder (its resume/ adapter targets the vision tower)")
+    return lm
 
 
 def _encoded(vitron: VitronModel, turn: TrainingTurn) -> dict[str, torch.Tensor]:
@@ -202,9 +267,8 @@ def _encoded(vitron: VitronModel, turn: TrainingTurn) -> dict[str, torch.Tensor]
     if vitron.eos_token_id is not None:
         reply = [*reply, vitron.eos_token_id]
     reply_ids = torch.tensor([reply], device=vitron.device)
-    ids = torch.cat([inputs["input_ids"], reply_ids], dim=1)
-    labels = torch.cat([torch.full_like(inputs["input_ids"], -100), reply_ids], dim=1)
-    out = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    out = vitron.extend(inputs, reply_ids)
+    out["labels"] = torch.cat([torch.full_like(inputs["input_ids"], -100), reply_ids], dim=1)
     return {k: v for k, v in out.items() if k != "token_type_ids"}
 
 
@@ -279,8 +343,7 @@ def _base_heads(base: Path, models: ModelsFile) -> SignalHeads:
     except InvalidInput:
         pass
     config = transformers.AutoConfig.from_pretrained(base, local_files_only=True)
-    hidden = getattr(getattr(config, "text_config", None), "hidden_size", None) or config.hidden_size
-    return SignalHeads(hidden, widths, task_invariant_size=MINILM_WIDTH)
+    return SignalHeads(text_hidden_size(config), widths, task_invariant_size=MINILM_WIDTH)
 
 
 def _signal_tokens(models: ModelsFile) -> dict[str, int]:

@@ -56,6 +56,22 @@ def test_the_data_is_the_generators_in_the_planners_own_prompt(base):
     assert any(t.images and t.prompt.count("<image>") == len(t.images) for t in turns)
 
 
+def test_the_prompts_are_the_ones_the_planner_writes_at_run_time():
+    """Follow-ups in the planner's own session context: the artifact table as session memory describes it, the
+    pictures the planner would show (an upload; a video's frames; else the session's newest image)."""
+    turns = training_turns(120, 0, {"B": 2}, multimodal=True)
+    follow_ups = [t for t in turns if "This turn's inputs" not in t.prompt and "image_segmentation of @" in t.prompt]
+    assert follow_ups and all(" mask [48, 64]: image_segmentation of @img" in t.prompt for t in follow_ups)
+    shown = [t for t in follow_ups if t.images]
+    assert shown and all("Pictures: @img" in t.prompt and t.prompt.count("<image>") == 1 for t in shown)
+    videos = [t for t in turns if "frames of @vid" in t.prompt]
+    assert videos and all(len(t.images) == 4 and t.prompt.count("<image>") == 4 for t in videos)
+    assert not any(": upload" in line and (" mask " in line or " masks " in line)
+                   for t in turns for line in t.prompt.splitlines())
+    assert all(t.reply != "Sure. " for t in turns)  # "now the one on the left too" (the 3rd request): no plan known
+    assert all(not t.images for t in training_turns(20, 0, {"B": 2}, multimodal=False))
+
+
 def test_three_stages_lower_their_losses_and_fit_the_configured_backends(trained):
     out, summary = trained
     one, two, three = (summary["stages"][s] for s in ("1", "2", "3"))
