@@ -2,8 +2,9 @@
 
 `parse_edit` turns a command into an `EditOp`; `apply_edit` applies it to one RGB image, so the video
 backend shares it frame by frame. Every edit composites with the mask: pixels outside the edited area
-keep their exact values (the remove edit also repaints a thin ring around the mask, to cover the
-object's anti-aliased edge).
+keep their exact values. The remove edit's area is the mask grown (`hole.removal_hole`): over the object's
+anti-aliased edge and halo, by a ring scaled to its size, and on a still image over the shadow it casts, which
+the fill would otherwise carry inwards.
 
 With no mask or region, the object an edit is about is the one its command names by colour, and by place, size,
 order or relation among the coloured objects ("make the red object on the left blue", "blur the largest object",
@@ -30,6 +31,7 @@ from tools.referring import parse_phrase
 from tools.specialists import EditImageInput, EditImageOutput
 
 from .colours import COLOURS, SYNONYMS, find_colours
+from .hole import removal_hole
 from .inpaint import inpaint
 
 Area = Literal["object", "background"]
@@ -303,11 +305,10 @@ _EDITS: dict[str, Callable[[np.ndarray, np.ndarray, EditOp], np.ndarray]] = {
 
 
 def _remove(image: np.ndarray, mask: np.ndarray, *, frame: bool = False) -> np.ndarray:
-    # Fill a slightly grown mask so the object's soft edge goes too.
+    # The hole is the mask grown over the object's soft edge and the shadow it casts: left as the fill's border,
+    # they would be extended inwards. Not a frame's shadow: found frame by frame, its edge would flicker.
     h, w = mask.shape
-    grow = max(2, round(0.006 * max(h, w)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
-    hole = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+    hole = removal_hole(image, mask, shadow=not frame)
     if not frame:
         # Patches of the surroundings copied in (exemplar-based, coarse to fine): a large hole gets the
         # background's texture, not a smear of its rim.
@@ -332,6 +333,8 @@ def _remove(image: np.ndarray, mask: np.ndarray, *, frame: bool = False) -> np.n
 
 def apply_edit(image: np.ndarray, mask: np.ndarray | None, op: EditOp, *, frame: bool = False) -> np.ndarray:
     """Apply `op` to an RGB uint8 image inside `mask` (outside it for background edits; everywhere when None).
+    Remove repaints the mask grown over the object's edge and, on a still image, its contact shadow; every pixel
+    outside the area edited keeps its value.
 
     `frame`: the image is one frame of a video, edited frame by frame (remove then fills by diffusion, which does
     not flicker, instead of copying patches)."""

@@ -7,6 +7,12 @@ spans at most `COARSE_SIDE` pixels, which is cheap and lets a patch hold the tex
 then made to agree where they meet (PatchMatch search and patch voting, as in Wexler et al.'s space-time
 completion), and each finer level copies, pixel for pixel, from where its coarser level took them (the
 nearest-neighbour field upsampled), so the fill has the photo's own grain rather than an upsampled blur.
+
+Filling from the rim inwards carries whatever lies along the rim across the hole: a shadow left just outside
+becomes a dark blob. So each coarse patch is also chosen for its mean colour agreeing with the surroundings' smooth
+continuation into the hole, interpolated from a little way out (the membrane interpolation of Pérez et al.'s
+Poisson editing, on a shrunk copy): the fill's broad colours come from the surroundings at large, its detail from
+the patches.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ SEARCH = 1.0  # the coarse search looks this many hole sizes (at least) around t
 VOTE_PATCH = 7  # side of the patches whose overlaps are averaged (Wexler et al.), odd
 COARSE_ROUNDS, FINE_ROUNDS = 3, 1  # rounds of search and averaging at the coarsest level and at each finer one
 CANDIDATES = 4  # random candidates per pixel and round, besides the current source and the neighbours'
+GUIDE = 1.0
+"""How much a coarse patch's mean colour over the pixels it fills must agree with the surroundings' smooth
+interpolation there, against how well it matches the known pixels around it (per pixel, both squared differences)."""
+GUIDE_SIDE = 24  # that interpolation is made where the hole spans this many pixels: only its broad colours matter
+GUIDE_GAP = 0.2  # ...from the surroundings beyond a strip this share of the hole's depth wide along its rim
 
 
 def inpaint(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -95,6 +106,11 @@ def _exemplar_fill(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.
     y2, x2 = min(h, ys.max() + 1 + reach), min(w, xs.max() + 1 + reach)
     img = cv2.copyMakeBorder(image[y1:y2, x1:x2], r, r, r, r, cv2.BORDER_REFLECT).astype(np.float32)
     todo = np.pad(hole[y1:y2, x1:x2], r)
+    # What the hole's colours would be if it only continued the surroundings smoothly: the patches are chosen to
+    # agree with it too, so that a strip along the rim (a shadow, another object's edge), which the patches next to
+    # it match best, is not carried across the hole.
+    guide = cv2.copyMakeBorder(_smooth_fill(image[y1:y2, x1:x2], hole[y1:y2, x1:x2]), r, r, r, r,
+                               cv2.BORDER_REFLECT)
     inside = np.pad(np.ones((y2 - y1, x2 - x1), bool), r)  # the padding is neither source nor to fill
     known = inside & ~todo
     # A source patch lies wholly on known pixels of the image.
@@ -114,7 +130,8 @@ def _exemplar_fill(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.
         top, left = cy - r, cx - r
         target = img[top : top + PATCH, left : left + PATCH]
         weight = known[top : top + PATCH, left : left + PATCH]
-        qy, qx = _best_source(img, source_ok, target, weight, cy, cx, reach)
+        qy, qx = _best_source(img, source_ok, target, weight, cy, cx, reach,
+                              guide[top : top + PATCH, left : left + PATCH])
         patch = np.s_[top : top + PATCH, left : left + PATCH]
         fill = todo[patch]
         copied = np.s_[qy - r : qy + r + 1, qx - r : qx + r + 1]
@@ -160,8 +177,9 @@ def _structure(grey: np.ndarray, known: np.ndarray, ys: np.ndarray, xs: np.ndarr
 
 
 def _best_source(img: np.ndarray, source_ok: np.ndarray, target: np.ndarray, weight: np.ndarray,
-                 cy: int, cx: int, reach: int) -> tuple[int, int]:
-    """The centre of the known patch within `reach` of (cy, cx) most like `target` on its `weight` pixels."""
+                 cy: int, cx: int, reach: int, guide: np.ndarray) -> tuple[int, int]:
+    """The centre of the known patch within `reach` of (cy, cx) most like `target` on its `weight` pixels, and
+    whose mean over the others is near `guide`'s there."""
     r = PATCH // 2
     h, w = source_ok.shape
     y1, x1 = max(0, cy - reach - r), max(0, cx - reach - r)
@@ -171,7 +189,16 @@ def _best_source(img: np.ndarray, source_ok: np.ndarray, target: np.ndarray, wei
         y1, x1, y2, x2 = 0, 0, h, w
         ok = source_ok[r : h - r, r : w - r]
     mask = np.repeat(weight[..., None], 3, axis=2).astype(np.float32)
-    scores = cv2.matchTemplate(img[y1:y2, x1:x2], target, cv2.TM_SQDIFF, mask=mask)
+    window = img[y1:y2, x1:x2]
+    scores = cv2.matchTemplate(window, target, cv2.TM_SQDIFF, mask=mask)
+    unknown = (~weight).astype(np.float32)
+    n = float(unknown.sum())
+    if n and GUIDE:
+        # Each candidate's mean colour over the pixels it would fill, against the guide's mean there.
+        want = guide[~weight].mean(axis=0)
+        for c in range(3):
+            mean = cv2.matchTemplate(np.ascontiguousarray(window[..., c]), unknown, cv2.TM_CCORR) / n
+            scores = scores + GUIDE * n * (mean - want[c]) ** 2
     scores = np.where(ok, scores, np.inf)
     by, bx = np.unravel_index(int(np.argmin(scores)), scores.shape)
     return y1 + int(by) + r, x1 + int(bx) + r
@@ -246,3 +273,41 @@ def _patch_costs(cur: np.ndarray, img: np.ndarray, ys: np.ndarray, xs: np.ndarra
         cost += (diff * diff).sum(axis=1)
     cost[~usable[cy, cx]] = np.inf
     return cost
+
+
+def _smooth_fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """`image` (float32) with `hole` filled smoothly from its surroundings, with none of their detail: the membrane
+    (harmonic) interpolation of the surroundings a little way out from the hole, made on a copy shrunk until the
+    hole spans GUIDE_SIDE pixels (each shrunk pixel the mean of a block of the photo)."""
+    h, w = hole.shape
+    ys, xs = np.nonzero(hole)
+    extent = max(np.ptp(xs), np.ptp(ys)) + 1
+    scale = min(1.0, GUIDE_SIDE / extent)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+    # The strip along the rim is left out: a shadow or another object's edge there would colour the whole hole. Its
+    # width follows the hole's depth (how far its innermost pixel lies from the rim): a thin hole needs its near side.
+    depth = float(cv2.distanceTransform(np.pad(hole, 1).astype(np.uint8), cv2.DIST_L2, 5).max())
+    gap = round(GUIDE_GAP * depth)
+    for grown in (cv2.dilate(hole.astype(np.uint8), _disc(gap)), hole.astype(np.uint8)):
+        # A shrunk pixel is known only if all of its pixels are.
+        unknown = cv2.resize(grown.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+        if not unknown.all():
+            break
+    else:  # the surroundings are thinner than a shrunk pixel: their mean colour
+        return np.where(hole[..., None], image[~hole].astype(np.float32).mean(axis=0), image.astype(np.float32))
+    # Started from diffusion (Telea's, close to the membrane but streaked), relaxed by Jacobi iterations of Laplace's
+    # equation inside the hole.
+    start = cv2.inpaint(np.clip(np.rint(small), 0, 255).astype(np.uint8), unknown.astype(np.uint8), 3,
+                        cv2.INPAINT_TELEA)
+    small[unknown] = start.reshape(small.shape)[unknown]
+    neighbours = np.float32([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]])
+    for _ in range(8 * GUIDE_SIDE):
+        small[unknown] = cv2.filter2D(small, -1, neighbours, borderType=cv2.BORDER_REPLICATE).reshape(
+            small.shape)[unknown]
+    up = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+    return np.where(hole[..., None], up, image.astype(np.float32))
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
