@@ -127,7 +127,7 @@ def build_tiny_vitron(folder: Path, *, seed: int = 0, vision: bool = True, famil
     return folder
 
 
-def _llava(tokenizer: Any, text: dict[str, Any]) -> tuple[Any, Any]:
+def llava_parts(tokenizer: Any, text: dict[str, Any]) -> tuple[Any, Any]:
     """LLaVA-1.5's layout: a CLIP vision tower (CLS dropped), an MLP projector, a Llama."""
     from transformers import (
         CLIPImageProcessor,
@@ -236,7 +236,7 @@ def _qwen_vl(tokenizer: Any, text: dict[str, Any], version: str) -> tuple[Any, A
 
 
 _BUILDERS = {
-    "llava": _llava,
+    "llava": llava_parts,
     "llava_onevision": _llava_onevision,
     "qwen2_vl": lambda tokenizer, text: _qwen_vl(tokenizer, text, "2"),
     "qwen2_5_vl": lambda tokenizer, text: _qwen_vl(tokenizer, text, "2.5"),

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from agent.planners.tiny_vitron import IMAGE_SIZE, PATCH_SIZE, _build_tokenizer
-from agent.planners.vitron_model import IMAGE_TOKEN
+from agent.planners.tiny_vitron import _build_tokenizer, llava_parts
 from tests.tools.tiny_diffusion import tiny_tokenizer
 
 LLAVA_TEMPLATE = (
@@ -55,34 +54,16 @@ IDEFICS_TEMPLATE = (  # SmolVLM's, as published
 
 
 def save_llava(folder: Path, *, seed: int = 0, chat_template: bool = True) -> Path:
-    """A tiny random LLaVA, with a LLaVA-1.5-style chat template (or none, as early LLaVA folders)."""
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
+    """A tiny random LLaVA (the tiny VITRON planner's layout, a 32-wide Llama), with a LLaVA-1.5-style chat template
+    (or none, as early LLaVA folders)."""
     torch.manual_seed(seed)
     tokenizer = _build_tokenizer()
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=32)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.get_vocab()[IMAGE_TOKEN],
-                         image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2, vision_feature_select_strategy="default",
-                         vision_feature_layer=-2)
-    model = LlavaForConditionalGeneration(config)
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                           crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
-        tokenizer=tokenizer, patch_size=PATCH_SIZE, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, image_token=IMAGE_TOKEN,
-        chat_template=LLAVA_TEMPLATE if chat_template else None)
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 512,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+    model, processor = llava_parts(tokenizer, text)
+    processor.chat_template = LLAVA_TEMPLATE if chat_template else None
     return _save(folder, model, processor, tokenizer)
 
 
