@@ -71,7 +71,7 @@ def test_a_whole_killed_worker_hands_its_job_on_and_a_live_ones_long_job_is_neve
     workers = {name: start_worker(app, redis_settings.home, redis_settings.broker_url, settings=QUICK,
                                   log_path=log) for name, log in logs.items()}
     try:
-        spec = _long_job(store)
+        spec = _long_job(store, frames=400)  # 160 frames took under 7 s on an idle machine
         handle = CeleryExecutor(app).submit(spec)
         owner = _running_on(app, spec.job_id)
         victim, other = ("a", "b") if owner == _node(workers["a"]) else ("b", "a")
